@@ -1,0 +1,202 @@
+//! Configuration: built-in defaults, an optional `outpost.toml`, then `OUTPOST__SECTION__KEY`
+//! environment overrides, then command-line flags.
+//!
+//! Every field has a default so that `outpost serve` runs with no file at all. Secrets are wrapped
+//! in [`Secret`] so that printing the config (at start-up, in a panic) never shows them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A string that must never appear in logs: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole configuration of one Outpost process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[derive(Default)]
+pub struct Config {
+    /// HTTP listener and request limits.
+    pub server: ServerConfig,
+    /// Where the data lives.
+    pub database: DatabaseConfig,
+    /// Tokens and password rules.
+    pub auth: AuthConfig,
+    /// What the first start creates in an empty store.
+    pub bootstrap: BootstrapConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP listener and request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered with 408.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// Where the data lives: a SurrealDB URL and, for a server, its credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `surrealkv://DIR` (embedded default), `mem://` (tests) or `ws://HOST:PORT` (a SurrealDB server).
+    pub url: String,
+    /// SurrealDB namespace.
+    pub namespace: String,
+    /// SurrealDB database; one company per database.
+    pub database: String,
+    /// Root user for a `ws://` server.
+    pub username: Option<String>,
+    /// Root password for a `ws://` server.
+    pub password: Option<Secret>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "surrealkv://data".into(),
+            namespace: "outpost".into(),
+            database: "main".into(),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+/// Tokens, password rules and login throttling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC key for access tokens. When absent, a random key is generated on first start and
+    /// kept in the store, so tokens survive restarts without any configuration.
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, in days.
+    pub refresh_token_ttl_days: u64,
+    /// Failed logins allowed per account within the window before 429.
+    pub max_failed_logins_per_account: u32,
+    /// Failed logins allowed per client address within the window before 429.
+    pub max_failed_logins_per_address: u32,
+    /// The sliding window for both login limits, in seconds.
+    pub failed_login_window_secs: u64,
+    /// Shortest password accepted.
+    pub min_password_length: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            max_failed_logins_per_account: 5,
+            max_failed_logins_per_address: 30,
+            failed_login_window_secs: 15 * 60,
+            min_password_length: 10,
+        }
+    }
+}
+
+/// What the first start against an empty store creates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// The company's name.
+    pub company_name: String,
+    /// Login of the first admin.
+    pub admin_email: String,
+    /// Name of the root department.
+    pub root_department: String,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self {
+            company_name: "My Company".into(),
+            admin_email: "admin@outpost.local".into(),
+            root_department: "Head Office".into(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info,outpost=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+    /// `json` for one JSON object per line, anything else for human-readable lines.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads defaults, then `path` if it exists, then `OUTPOST__SECTION__KEY` variables.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("OUTPOST__").split("__"))
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// A configuration for tests and tools: defaults with the given database URL.
+    pub fn for_database(url: impl Into<String>) -> Self {
+        let mut config = Config::default();
+        config.database.url = url.into();
+        config
+    }
+}

@@ -1,0 +1,3 @@
+//! The domain areas, one folder each, holding model, service functions and routes.
+
+pub mod identity;

@@ -1,0 +1,154 @@
+//! Outpost: an offline-first CRM backend for sales teams in the field.
+//!
+//! The binary is a thin shell around [`cli`]; tests and embedders start the server with
+//! [`start`] on a listener of their choosing and stop it with [`Server::shutdown`].
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod crm;
+pub mod error;
+pub mod platform;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::crm::identity::auth::LoginLimiter;
+use crate::crm::identity::bootstrap::{self, GeneratedAdmin};
+use crate::platform::audit::AuditContext;
+use crate::platform::auth::TokenKeys;
+use crate::platform::db::{Db, DbError, MIGRATIONS, apply_migrations};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The first start could not create the company.
+    #[error("cannot create the first admin: {0}")]
+    Bootstrap(String),
+    /// The listener failed.
+    #[error("the HTTP listener failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store, applies migrations and, on an empty store, creates the company and the first
+/// admin. Shared by `serve` and the admin commands.
+pub async fn open_store(config: &Config) -> Result<Db, StartError> {
+    let db = Db::connect(&config.database).await?;
+    apply_migrations(&db, MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The first admin's generated credentials, when this start created them.
+    pub generated_admin: Option<GeneratedAdmin>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), StartError>>,
+}
+
+impl Server {
+    /// Stops accepting connections, lets in-flight requests finish, closes the store.
+    pub async fn shutdown(mut self) -> Result<(), StartError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<(), StartError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(StartError::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Starts the server on `listener`: store, migrations, first start, background upkeep, HTTP.
+pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+    let db = open_store(&config).await?;
+    let generated_admin = bootstrap::bootstrap(
+        &db,
+        &config,
+        &config.bootstrap.admin_email,
+        "Administrator",
+        None,
+        &AuditContext::system("system"),
+    )
+    .await
+    .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+    let secret = bootstrap::signing_secret(&db, &config).await?;
+    let state = AppState {
+        db,
+        keys: TokenKeys::from_secret(secret.as_bytes()),
+        login_limiter: Arc::new(LoginLimiter::new(&config.auth)),
+        config: Arc::new(config),
+    };
+    let (router, _) = platform::http::router::build(state.clone());
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let upkeep = tokio::spawn(upkeep(state.clone()));
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            })
+            .await;
+        upkeep.abort();
+        let _ = upkeep.await;
+        drop(state);
+        tracing::info!("server stopped; store closed");
+        served.map_err(StartError::Io)
+    });
+    tracing::info!(%addr, "outpost is listening");
+    Ok(Server {
+        addr,
+        generated_admin,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
+}
+
+/// Runs the server until `shutdown` resolves (the binary passes SIGINT/SIGTERM).
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let server = start(config, listener).await?;
+    if let Some(admin) = &server.generated_admin {
+        print_generated_admin(admin);
+    }
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    server.shutdown().await
+}
+
+/// Prints generated credentials once, to stdout and nowhere else (not to the log).
+pub fn print_generated_admin(admin: &GeneratedAdmin) {
+    println!(
+        "\n  First start: created the first admin.\n    login:    {}\n    password: {}\n  \
+         This password is shown only now. Log in and change it (POST /api/v1/me/password).\n",
+        admin.email, admin.password
+    );
+}
+
+/// Periodic housekeeping that needs no job queue yet: expired idempotency keys.
+async fn upkeep(state: AppState) {
+    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        interval.tick().await;
+        if let Err(e) = platform::http::idempotency::purge_expired(&state).await {
+            tracing::warn!(error = %e, "cannot purge expired idempotency keys");
+        }
+    }
+}

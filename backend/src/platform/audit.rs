@@ -1,0 +1,266 @@
+//! The audit log: who did what to which record, when, through which channel and device.
+//!
+//! Mutations add their entry to the same transaction as the change (see [`Tx::audit`]), so there
+//! is never a change without its entry or an entry without its change.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use surrealdb::types::{RecordId, SurrealValue};
+use utoipa::ToSchema;
+
+use crate::platform::db::{Db, DbError};
+use crate::platform::ids;
+
+/// Who is acting and from where, as the audit log records it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    /// The acting user's key; `None` for the system or an anonymous caller.
+    pub actor: Option<String>,
+    /// `api`, `cli`, `system`, and later `sync`, `dingtalk`, `wecom`.
+    pub channel: &'static str,
+    /// The device the request came from, when the session is bound to one.
+    pub device: Option<String>,
+    /// The request id, to join the entry with the logs.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub address: Option<String>,
+}
+
+impl AuditContext {
+    /// Context for work done by the server itself or from the command line.
+    pub fn system(channel: &'static str) -> Self {
+        Self {
+            channel,
+            ..Self::default()
+        }
+    }
+}
+
+/// A row of the audit table as stored.
+#[derive(Debug, Clone, SurrealValue)]
+pub struct AuditRow {
+    /// Record id.
+    pub id: RecordId,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (user key).
+    pub actor: Option<String>,
+    /// What, e.g. `user.create`.
+    pub action: String,
+    /// Which kind of record.
+    pub target_kind: Option<String>,
+    /// Which record (its key).
+    pub target_id: Option<String>,
+    /// Through which channel.
+    pub channel: String,
+    /// From which device.
+    pub device: Option<String>,
+    /// Which request.
+    pub request_id: Option<String>,
+    /// From which address.
+    pub address: Option<String>,
+    /// What changed, as JSON text.
+    pub summary: String,
+}
+
+/// An audit entry as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Entry id.
+    pub id: String,
+    /// When, RFC 3339 UTC.
+    pub at: DateTime<Utc>,
+    /// The acting user's id; absent for the system.
+    pub actor_id: Option<String>,
+    /// What, e.g. `user.create`, `auth.login_failed`.
+    pub action: String,
+    /// Which kind of record, e.g. `user`.
+    pub target_kind: Option<String>,
+    /// Which record.
+    pub target_id: Option<String>,
+    /// `api`, `cli`, `system`, ...
+    pub channel: String,
+    /// The device, when known.
+    pub device_id: Option<String>,
+    /// The request id, when the change came over HTTP.
+    pub request_id: Option<String>,
+    /// The client address, when known.
+    pub address: Option<String>,
+    /// What changed.
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(row: AuditRow) -> Self {
+        Self {
+            id: ids::key_of(&row.id),
+            at: row.at,
+            actor_id: row.actor,
+            action: row.action,
+            target_kind: row.target_kind,
+            target_id: row.target_id,
+            channel: row.channel,
+            device_id: row.device,
+            request_id: row.request_id,
+            address: row.address,
+            summary: serde_json::from_str(&row.summary).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A transaction under construction: statements and their bindings, always checked, retried on
+/// conflicts, and carrying its audit entries.
+///
+/// Statements refer to bindings by `$name`; [`Tx::bind`] returns a fresh name so that pieces
+/// written by different functions never clash.
+#[derive(Clone, Default)]
+pub struct Tx {
+    statements: Vec<String>,
+    bindings: Vec<(String, surrealdb::types::Value)>,
+}
+
+impl Tx {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds a value and returns its `$name`.
+    pub fn bind(&mut self, value: impl SurrealValue) -> String {
+        let name = format!("p{}", self.bindings.len());
+        self.bindings.push((name.clone(), value.into_value()));
+        format!("${name}")
+    }
+
+    /// Adds a statement (without the trailing semicolon).
+    pub fn push(&mut self, statement: impl Into<String>) -> &mut Self {
+        self.statements.push(statement.into());
+        self
+    }
+
+    /// Adds the audit entry of this change.
+    pub fn audit(
+        &mut self,
+        ctx: &AuditContext,
+        action: &str,
+        target: Option<(&str, &str)>,
+        summary: serde_json::Value,
+    ) -> &mut Self {
+        let id = self.bind(ids::record("audit", &ids::new_key()));
+        let row = AuditRow {
+            id: ids::record("audit", "unused"),
+            at: Utc::now(),
+            actor: ctx.actor.clone(),
+            action: action.to_string(),
+            target_kind: target.map(|(kind, _)| kind.to_string()),
+            target_id: target.map(|(_, key)| key.to_string()),
+            channel: ctx.channel.to_string(),
+            device: ctx.device.clone(),
+            request_id: ctx.request_id.clone(),
+            address: ctx.address.clone(),
+            summary: summary.to_string(),
+        };
+        let mut content = row.into_value();
+        if let surrealdb::types::Value::Object(ref mut object) = content {
+            object.remove("id");
+        }
+        let content = self.bind(content);
+        self.push(format!("CREATE {id} CONTENT {content}"))
+    }
+
+    /// Runs the statements as one transaction, retrying on conflicts; returns the response so
+    /// that callers can `take` results by statement index (index 0 is `BEGIN`'s first statement).
+    pub async fn run(&self, db: &Db) -> Result<surrealdb::IndexedResults, DbError> {
+        let sql = format!(
+            "BEGIN TRANSACTION;\n{};\nCOMMIT TRANSACTION;",
+            self.statements.join(";\n")
+        );
+        db.retry(|| async {
+            let mut query = db.client().query(sql.as_str());
+            for (name, value) in &self.bindings {
+                query = query.bind((name.clone(), value.clone()));
+            }
+            Ok(query.await?.check()?)
+        })
+        .await
+    }
+}
+
+/// Appends one audit entry on its own, for events that change nothing else (a failed login).
+pub async fn record(
+    db: &Db,
+    ctx: &AuditContext,
+    action: &str,
+    target: Option<(&str, &str)>,
+    summary: serde_json::Value,
+) -> Result<(), DbError> {
+    let mut tx = Tx::new();
+    tx.audit(ctx, action, target, summary);
+    tx.run(db).await.map(|_| ())
+}
+
+/// Filters of `GET /api/v1/audit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilter {
+    /// Only entries about this kind of record, e.g. `user`.
+    pub target_kind: Option<String>,
+    /// Only entries about this record.
+    pub target_id: Option<String>,
+    /// Only entries by this user.
+    pub actor_id: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Only entries before this time (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Items per page, 1 to 200.
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<crate::app::AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(list_audit))
+}
+
+/// The audit log, newest first, filtered by target, actor and time. Needs `audit.read`.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditFilter),
+    responses((status = 200, body = outpost_mobile::api::Page<AuditEntry>), (status = 400, body = outpost_mobile::api::Problem), (status = 403, body = outpost_mobile::api::Problem)),
+    security(("bearer" = [])))]
+async fn list_audit(
+    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
+    actor: crate::crm::identity::access::Actor,
+    crate::platform::http::ApiQuery(filter): crate::platform::http::ApiQuery<AuditFilter>,
+) -> Result<axum::Json<outpost_mobile::api::Page<AuditEntry>>, crate::error::ApiError> {
+    actor.require(crate::crm::identity::access::Permission::AuditRead)?;
+    let page = crate::platform::http::PageParams { limit: filter.limit, cursor: filter.cursor.clone() }.validate()?;
+    let rows: Vec<AuditRow> = state
+        .db
+        .client()
+        .query(
+            "SELECT * FROM audit
+             WHERE ($after = NONE OR id < type::record('audit', $after))
+               AND ($target_kind = NONE OR target_kind = $target_kind)
+               AND ($target_id = NONE OR target_id = $target_id)
+               AND ($actor = NONE OR actor = $actor)
+               AND ($from = NONE OR at >= $from)
+               AND ($to = NONE OR at < $to)
+             ORDER BY id DESC LIMIT $limit",
+        )
+        .bind(("after", page.after.clone()))
+        .bind(("target_kind", filter.target_kind.clone()))
+        .bind(("target_id", filter.target_id.clone()))
+        .bind(("actor", filter.actor_id.clone()))
+        .bind(("from", filter.from))
+        .bind(("to", filter.to))
+        .bind(("limit", (page.limit + 1) as i64))
+        .await
+        .map_err(DbError::from)?
+        .check()
+        .map_err(DbError::from)?
+        .take(0)
+        .map_err(DbError::from)?;
+    let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
+    Ok(axum::Json(crate::platform::http::page_of(entries, &page, |e| e.id.clone())))
+}

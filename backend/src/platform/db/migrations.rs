@@ -1,0 +1,122 @@
+//! Versioned schema migrations, applied at start, recorded, never re-applied.
+//!
+//! Each migration runs in one transaction together with the row that records it, so a migration
+//! that fails leaves the store exactly as it was, and the server refuses to start.
+
+use sha2::{Digest, Sha256};
+use surrealdb::types::SurrealValue;
+
+use super::{Db, DbError};
+
+/// One schema step.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Strictly increasing from 1.
+    pub version: u32,
+    /// The file name, for messages.
+    pub name: &'static str,
+    /// SurrealQL, run inside one transaction.
+    pub sql: &'static str,
+}
+
+/// Every migration of this build, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_identity.surql",
+    sql: include_str!("migrations/0001_identity.surql"),
+}];
+
+#[derive(Debug, SurrealValue)]
+struct Applied {
+    version: i64,
+    name: String,
+    checksum: String,
+}
+
+fn checksum(sql: &str) -> String {
+    let digest = Sha256::digest(sql.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies the migrations of `migrations` that the store lacks; returns how many ran.
+///
+/// Refuses to touch a store that records a migration this build does not know (a newer Outpost
+/// migrated it) or whose recorded text differs from ours.
+pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize, DbError> {
+    db.client()
+        .query(
+            "DEFINE TABLE IF NOT EXISTS migration SCHEMAFULL;
+             DEFINE FIELD IF NOT EXISTS version ON migration TYPE int;
+             DEFINE FIELD IF NOT EXISTS name ON migration TYPE string;
+             DEFINE FIELD IF NOT EXISTS checksum ON migration TYPE string;
+             DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;",
+        )
+        .await
+        .and_then(|r| r.check())?;
+    let applied: Vec<Applied> = db
+        .client()
+        .query("SELECT version, name, checksum FROM migration ORDER BY version")
+        .await?
+        .check()?
+        .take(0)?;
+    for row in &applied {
+        let known = migrations.iter().find(|m| i64::from(m.version) == row.version);
+        match known {
+            None => {
+                return Err(DbError::SchemaMismatch(format!(
+                    "the store has migration {} ({}), which this build does not know; \
+                     it was migrated by a newer Outpost",
+                    row.version, row.name
+                )));
+            }
+            Some(m) if checksum(m.sql) != row.checksum => {
+                return Err(DbError::SchemaMismatch(format!(
+                    "migration {} ({}) was changed after it was applied",
+                    m.version, m.name
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut ran = 0;
+    for migration in migrations {
+        if applied
+            .iter()
+            .any(|a| a.version == i64::from(migration.version))
+        {
+            continue;
+        }
+        let sql = format!(
+            "BEGIN TRANSACTION;\n{}\n;CREATE type::record('migration', $version) SET version = $version, \
+             name = $name, checksum = $checksum, applied_at = time::now();\nCOMMIT TRANSACTION;",
+            migration.sql
+        );
+        db.client()
+            .query(sql)
+            .bind(("version", i64::from(migration.version)))
+            .bind(("name", migration.name.to_string()))
+            .bind(("checksum", checksum(migration.sql)))
+            .await
+            .and_then(|r| r.check())
+            .map_err(|source| DbError::Migration {
+                version: migration.version,
+                name: migration.name.to_string(),
+                source,
+            })?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// Whether every migration of this build is recorded in the store (for `/readyz`).
+pub async fn migrations_current(db: &Db) -> Result<bool, DbError> {
+    let latest: Option<i64> = db
+        .client()
+        .query("RETURN math::max((SELECT VALUE version FROM migration))")
+        .await?
+        .check()?
+        .take(0)?;
+    let expected = MIGRATIONS.last().map_or(0, |m| i64::from(m.version));
+    Ok(latest.unwrap_or(0) >= expected)
+}

@@ -1,0 +1,221 @@
+//! The SurrealDB handle, chosen by URL, with versioned migrations and a retry helper for
+//! optimistic-transaction conflicts.
+//!
+//! Discipline for callers: every multi-statement write runs as one `BEGIN … COMMIT` query through
+//! [`Db::write`] (or [`Db::retry`] around several calls), whose responses are always `.check()`ed,
+//! so a failed statement is never silently ignored.
+
+mod migrations;
+
+use std::future::Future;
+use std::time::Duration;
+
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use surrealdb::opt::auth::Root;
+use surrealdb::types::QueryError;
+
+pub use migrations::{MIGRATIONS, Migration, apply_migrations, migrations_current};
+
+use crate::config::DatabaseConfig;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The store could not be opened or reached.
+    #[error("cannot open the store at {url}: {source}")]
+    Connect {
+        /// The URL, without credentials.
+        url: String,
+        /// What SurrealDB said.
+        source: surrealdb::Error,
+    },
+    /// A query failed.
+    #[error("query failed: {0}")]
+    Query(#[from] surrealdb::Error),
+    /// A migration failed; the store is left as it was before it.
+    #[error("migration {version} ({name}) failed and was rolled back: {source}")]
+    Migration {
+        /// The migration's version number.
+        version: u32,
+        /// The migration's file name.
+        name: String,
+        /// What SurrealDB said.
+        source: surrealdb::Error,
+    },
+    /// The store was migrated by a newer Outpost, or a recorded migration differs from ours.
+    #[error("the store's schema does not match this build: {0}")]
+    SchemaMismatch(String),
+    /// A query returned something we did not expect.
+    #[error("unexpected result: {0}")]
+    Unexpected(String),
+}
+
+impl DbError {
+    /// A transaction conflict that is worth retrying.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            DbError::Query(e) => is_conflict(e),
+            _ => false,
+        }
+    }
+
+    /// The store could not be reached (rather than a query being wrong).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Connect { .. } => true,
+            DbError::Query(e) => e.is_connection(),
+            _ => false,
+        }
+    }
+
+    /// A `THROW` from inside a query: a business rule refused the write.
+    pub fn thrown_message(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) if e.is_thrown() => Some(e.message()),
+            _ => None,
+        }
+    }
+
+    /// A unique index refused a duplicate.
+    pub fn is_duplicate(&self) -> bool {
+        match self {
+            DbError::Query(e) => {
+                e.is_already_exists() || e.message().contains("already contains")
+            }
+            _ => false,
+        }
+    }
+}
+
+fn is_conflict(e: &surrealdb::Error) -> bool {
+    matches!(e.query_details(), Some(QueryError::TransactionConflict))
+        || e.message().to_ascii_lowercase().contains("transaction conflict")
+        || e.message().contains("read or write conflict")
+}
+
+/// How often and how patiently [`Db::retry`] retries a conflicting transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each time.
+    pub base_delay: Duration,
+    /// Longest single delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(4),
+            max_delay: Duration::from_millis(400),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// "Full jitter" backoff: a random delay up to the exponential bound, so that writers that
+    /// collided once do not collide again in lockstep.
+    fn delay(&self, attempt: u32) -> Duration {
+        let bound = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(rand::random::<u64>() % nanos)
+    }
+}
+
+/// The one handle to the store, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Surreal<Any>,
+    retry_policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+impl Db {
+    /// Opens the store named by `config.url`, signs in for a server, selects namespace and
+    /// database (defining them first on a server, which wants that before first use).
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let url = config.url.clone();
+        let connect_err = |source| DbError::Connect {
+            url: config.url.clone(),
+            source,
+        };
+        let inner = surrealdb::engine::any::connect(url)
+            .await
+            .map_err(connect_err)?;
+        let remote = config.url.starts_with("ws") || config.url.starts_with("http");
+        if remote {
+            if let (Some(username), Some(password)) = (&config.username, &config.password) {
+                inner
+                    .signin(Root {
+                        username: username.clone(),
+                        password: password.expose().to_string(),
+                    })
+                    .await
+                    .map_err(connect_err)?;
+            }
+            inner
+                .query(format!(
+                    "DEFINE NAMESPACE IF NOT EXISTS `{ns}`; USE NS `{ns}`; DEFINE DATABASE IF NOT EXISTS `{db}`;",
+                    ns = config.namespace,
+                    db = config.database
+                ))
+                .await
+                .and_then(|r| r.check())
+                .map_err(connect_err)?;
+        }
+        inner
+            .use_ns(config.namespace.clone())
+            .use_db(config.database.clone())
+            .await
+            .map_err(connect_err)?;
+        Ok(Self {
+            inner,
+            retry_policy: RetryPolicy::default(),
+        })
+    }
+
+    /// The raw SDK handle, for reads and single statements.
+    pub fn client(&self) -> &Surreal<Any> {
+        &self.inner
+    }
+
+    /// Runs `op` until it succeeds, fails with something other than a transaction conflict, or
+    /// runs out of attempts. `op` must be a whole transaction, safe to run again from scratch.
+    pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, DbError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, DbError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if e.is_conflict() && attempt + 1 < self.retry_policy.max_attempts => {
+                    tracing::debug!(attempt, "transaction conflict; retrying");
+                    tokio::time::sleep(self.retry_policy.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the store answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        self.inner
+            .query("RETURN 1")
+            .await
+            .and_then(|r| r.check())
+            .is_ok()
+    }
+}

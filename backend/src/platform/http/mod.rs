@@ -1,0 +1,10 @@
+//! HTTP plumbing shared by every route: body and query extractors that answer bad input with
+//! problem+json, cursor pagination, request ids, idempotency keys, and the router itself.
+
+pub mod extract;
+pub mod idempotency;
+pub mod pagination;
+pub mod router;
+
+pub use extract::{ApiJson, ApiQuery, ClientAddress, RequestId};
+pub use pagination::{PageParams, page_of};

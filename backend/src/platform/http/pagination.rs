@@ -1,0 +1,76 @@
+//! Cursor pagination: `?limit=&cursor=` in, `{items, next_cursor}` out.
+//!
+//! Lists are ordered by record key (UUIDv7, so creation order) and the cursor is the last key of
+//! the page, opaque to clients. A keyset cursor is stable under inserts: rows added while a
+//! client pages never make it skip or repeat one.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use outpost_mobile::api::Page;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+
+/// Largest page a client may ask for.
+pub const MAX_LIMIT: usize = 200;
+/// Page size when the client does not say.
+pub const DEFAULT_LIMIT: usize = 50;
+
+/// The pagination part of a list's query string.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A validated page request.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// Items per page.
+    pub limit: usize,
+    /// Start after this key.
+    pub after: Option<String>,
+}
+
+impl PageParams {
+    /// Checks the limit and decodes the cursor.
+    pub fn validate(&self) -> Result<PageRequest, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ApiError::invalid_field(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let after = match &self.cursor {
+            None => None,
+            Some(cursor) => Some(
+                URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .filter(|key| uuid::Uuid::try_parse(key).is_ok())
+                    .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
+            ),
+        };
+        Ok(PageRequest { limit, after })
+    }
+}
+
+/// Builds a page from `limit + 1` fetched rows: the extra row only says there is a next page.
+pub fn page_of<T>(mut rows: Vec<T>, request: &PageRequest, key: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if rows.len() > request.limit {
+        rows.truncate(request.limit);
+        rows.last().map(|last| URL_SAFE_NO_PAD.encode(key(last)))
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}
