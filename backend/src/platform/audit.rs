@@ -181,7 +181,7 @@ impl Tx {
             for (name, value) in &self.bindings {
                 query = query.bind((name.clone(), value.clone()));
             }
-            Ok(query.await?.check()?)
+            Ok(crate::platform::db::check(query.await?)?)
         })
         .await
     }

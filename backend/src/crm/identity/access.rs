@@ -309,13 +309,13 @@ impl FromRequestParts<AppState> for Actor {
                 "LET $u = (SELECT * FROM ONLY $user);
                  RETURN {
                     user: $u,
-                    session: (SELECT * FROM ONLY $session),
+                    session: (SELECT * FROM ONLY $sess),
                     device: IF $device THEN (SELECT * FROM ONLY $device) ELSE NONE END,
                     roles: IF $u THEN (SELECT * FROM role WHERE record::id(id) IN $u.roles) ELSE [] END,
                  };",
             )
             .bind(("user", ids::record("user", &user_id)))
-            .bind(("session", ids::record("session", &session_id)))
+            .bind(("sess", ids::record("session", &session_id)))
             .bind(("device", device_key.as_ref().map(|d| ids::record("device", d))))
             .await
             .map_err(DbError::from)?

@@ -272,7 +272,7 @@ async fn refresh(
         .db
         .client()
         .query(
-            "LET $t = (SELECT * FROM ONLY $token);
+            "LET $t = (SELECT * FROM ONLY $rt);
              IF $t {
                 LET $s = (SELECT * FROM ONLY type::record('session', $t.session));
                 RETURN {
@@ -282,7 +282,7 @@ async fn refresh(
                 }
              } ELSE { NONE }",
         )
-        .bind(("token", ids::record("refresh_token", &digest)))
+        .bind(("rt", ids::record("refresh_token", &digest)))
         .await
         .map_err(DbError::from)?
         .check()
@@ -355,8 +355,8 @@ async fn logout(
     let session: Option<SessionRow> = state
         .db
         .client()
-        .query("SELECT * FROM ONLY type::record('session', (SELECT VALUE session FROM ONLY $token))")
-        .bind(("token", ids::record("refresh_token", &token_digest(&body.refresh_token))))
+        .query("SELECT * FROM ONLY type::record('session', (SELECT VALUE session FROM ONLY $rt))")
+        .bind(("rt", ids::record("refresh_token", &token_digest(&body.refresh_token))))
         .await
         .map_err(DbError::from)?
         .check()

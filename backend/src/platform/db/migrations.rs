@@ -97,7 +97,7 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
             .bind(("name", migration.name.to_string()))
             .bind(("checksum", checksum(migration.sql)))
             .await
-            .and_then(|r| r.check())
+            .and_then(super::check)
             .map_err(|source| DbError::Migration {
                 version: migration.version,
                 name: migration.name.to_string(),

@@ -30,6 +30,9 @@ pub enum DbError {
         /// What SurrealDB said.
         source: surrealdb::Error,
     },
+    /// Another process (usually a running server) holds the embedded store.
+    #[error("the store at {0} is in use by another process; stop the running server first")]
+    Locked(String),
     /// A query failed.
     #[error("query failed: {0}")]
     Query(#[from] surrealdb::Error),
@@ -63,7 +66,7 @@ impl DbError {
     /// The store could not be reached (rather than a query being wrong).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            DbError::Connect { .. } => true,
+            DbError::Connect { .. } | DbError::Locked(_) => true,
             DbError::Query(e) => e.is_connection(),
             _ => false,
         }
@@ -150,9 +153,22 @@ impl Db {
             url: config.url.clone(),
             source,
         };
-        let inner = surrealdb::engine::any::connect(url)
-            .await
-            .map_err(connect_err)?;
+        // An embedded store is locked by one process; a handle of this process that was just
+        // dropped releases it a moment later, so wait briefly before giving up.
+        let mut waited = Duration::ZERO;
+        let inner = loop {
+            match surrealdb::engine::any::connect(url.as_str()).await {
+                Ok(inner) => break inner,
+                Err(e) if e.message().contains("already locked") && waited < Duration::from_secs(5) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    waited += Duration::from_millis(50);
+                }
+                Err(e) if e.message().contains("already locked") => {
+                    return Err(DbError::Locked(config.url.clone()));
+                }
+                Err(e) => return Err(connect_err(e)),
+            }
+        };
         let remote = config.url.starts_with("ws") || config.url.starts_with("http");
         if remote {
             if let (Some(username), Some(password)) = (&config.username, &config.password) {
@@ -218,4 +234,20 @@ impl Db {
             .and_then(|r| r.check())
             .is_ok()
     }
+}
+
+/// Like the SDK's `check`, but for a transaction reports the statement that actually failed
+/// rather than the first statement that "was not executed due to a failed transaction".
+pub fn check(mut response: surrealdb::IndexedResults) -> Result<surrealdb::IndexedResults, surrealdb::Error> {
+    let errors = response.take_errors();
+    if errors.is_empty() {
+        return Ok(response);
+    }
+    let mut errors: Vec<(usize, surrealdb::Error)> = errors.into_iter().collect();
+    errors.sort_by_key(|(index, _)| *index);
+    let cause = errors
+        .iter()
+        .position(|(_, e)| !e.message().contains("not executed due to a failed transaction"))
+        .unwrap_or(0);
+    Err(errors.swap_remove(cause).1)
 }

@@ -109,7 +109,7 @@ async fn claim(state: &AppState, record: &surrealdb::types::RecordId, request_ha
     let result = state
         .db
         .retry(|| async {
-            state
+            let response = state
                 .db
                 .client()
                 .query(
@@ -122,8 +122,8 @@ async fn claim(state: &AppState, record: &surrealdb::types::RecordId, request_ha
                 )
                 .bind(("record", record.clone()))
                 .bind(("hash", request_hash.to_string()))
-                .await?
-                .check()?;
+                .await?;
+            crate::platform::db::check(response)?;
             Ok(())
         })
         .await;

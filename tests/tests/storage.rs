@@ -1,0 +1,120 @@
+//! The store: conflict retries, migrations that roll back, restarts that lose nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use outpost::config::Config;
+use outpost::platform::db::{Db, DbError, MIGRATIONS, Migration, apply_migrations};
+use outpost_tests::TestServer;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn concurrent_writers_to_one_record_all_succeed_through_the_retry_helper() {
+    let db = Db::connect(&Config::for_database("mem://").database).await.unwrap();
+    db.client().query("CREATE counter:one SET n = 0").await.unwrap().check().unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let writers = 2;
+    let increments = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let db = db.clone();
+        let attempts = attempts.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..increments {
+                db.retry(|| {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    let db = db.clone();
+                    async move {
+                        db.client()
+                            .query("BEGIN; LET $n = (SELECT VALUE n FROM ONLY counter:one); UPDATE counter:one SET n = $n + 1; COMMIT;")
+                            .await?
+                            .check()?;
+                        Ok::<_, DbError>(())
+                    }
+                })
+                .await
+                .expect("every write succeeds");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let n: Option<i64> = db.client().query("SELECT VALUE n FROM ONLY counter:one").await.unwrap().check().unwrap().take(0).unwrap();
+    assert_eq!(n, Some((writers * increments) as i64), "no increment lost");
+    assert!(attempts.load(Ordering::SeqCst) >= writers * increments);
+}
+
+#[tokio::test]
+async fn a_failing_migration_leaves_the_store_as_it_was() {
+    let db = Db::connect(&Config::for_database("mem://").database).await.unwrap();
+    assert_eq!(apply_migrations(&db, MIGRATIONS).await.unwrap(), MIGRATIONS.len());
+    assert_eq!(apply_migrations(&db, MIGRATIONS).await.unwrap(), 0, "never re-applied");
+
+    let mut with_bad = MIGRATIONS.to_vec();
+    with_bad.push(Migration {
+        version: 99,
+        name: "0099_broken.surql",
+        sql: "DEFINE TABLE half_done SCHEMAFULL; CREATE half_done:x SET oops = 1; THROW 'broken migration';",
+    });
+    let err = apply_migrations(&db, &with_bad).await.unwrap_err();
+    assert!(matches!(err, DbError::Migration { version: 99, .. }), "{err}");
+    let rows: Vec<surrealdb::types::Value> = db.client().query("SELECT * FROM half_done").await.unwrap().take(0).unwrap_or_default();
+    assert!(rows.is_empty(), "nothing of the failed migration stays");
+    let recorded: Vec<i64> = db.client().query("SELECT VALUE version FROM migration").await.unwrap().check().unwrap().take(0).unwrap();
+    assert_eq!(recorded, vec![1]);
+
+    // A store migrated by a newer build is refused.
+    db.client().query("CREATE migration:7 SET version = 7, name = 'future', checksum = 'x', applied_at = time::now()").await.unwrap().check().unwrap();
+    let newer = apply_migrations(&db, MIGRATIONS).await.unwrap_err();
+    assert!(matches!(newer, DbError::SchemaMismatch(_)), "{newer}");
+}
+
+#[tokio::test]
+async fn a_restart_on_surrealkv_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let (login, password) = (server.admin_login.clone(), server.admin_password.clone());
+    let pair = server.login(&login, &password).await;
+    let token = pair["access_token"].as_str().unwrap().to_string();
+    let root = server.root_department(&token).await;
+    let sales = server.department(&token, "Sales", &root).await;
+    let key = [("idempotency-key", "restart-1")];
+    let body = json!({ "name": "Field", "parent_id": sales });
+    let first = server.send("POST", "/api/v1/departments", Some(&token), Some(body.clone()), &key).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    server.shutdown().await;
+
+    let mut restarted = None;
+    for _ in 0..50 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match outpost::start(Config::for_database(&url), listener).await {
+            Ok(s) => {
+                restarted = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    let restarted = restarted.expect("the store reopens after a clean shutdown");
+    assert!(restarted.generated_admin.is_none(), "no second first admin");
+    let base = format!("http://{}", restarted.addr);
+    let http = reqwest::Client::new();
+
+    // The old access token still works: the signing secret lives in the store.
+    let me = http.get(format!("{base}/api/v1/me")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let refreshed = http.post(format!("{base}/api/v1/auth/refresh")).json(&json!({ "refresh_token": pair["refresh_token"] })).send().await.unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let list: serde_json::Value = http.get(format!("{base}/api/v1/departments")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"Sales") && names.contains(&"Field"), "{names:?}");
+    let replay = http.post(format!("{base}/api/v1/departments")).bearer_auth(&token).header("idempotency-key", "restart-1").json(&body).send().await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true", "idempotency survives a restart");
+    let login_again = http.post(format!("{base}/api/v1/auth/login")).json(&json!({ "login": login, "password": password })).send().await.unwrap();
+    assert_eq!(login_again.status(), StatusCode::OK);
+    restarted.shutdown().await.unwrap();
+}
