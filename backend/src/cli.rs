@@ -20,7 +20,12 @@ use crate::platform::ids;
 #[command(name = "outpost", version, about)]
 pub struct Cli {
     /// Configuration file; missing is fine (defaults apply).
-    #[arg(long, global = true, default_value = "outpost.toml", env = "OUTPOST_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "outpost.toml",
+        env = "OUTPOST_CONFIG"
+    )]
     pub config: PathBuf,
     /// Store URL: `surrealkv://DIR`, `mem://` or `ws://HOST:PORT`; overrides the config.
     #[arg(long, global = true)]
@@ -94,19 +99,37 @@ impl Cli {
 }
 
 /// Runs an admin command; `stdin` supplies the password, `out` gets the report.
-pub async fn run_admin(config: &Config, command: &AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn std::io::Write) -> Result<(), CliError> {
-    let AdminCommand::Create { email, name, password_stdin: _ } = command;
+pub async fn run_admin(
+    config: &Config,
+    command: &AdminCommand,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn std::io::Write,
+) -> Result<(), CliError> {
+    let AdminCommand::Create {
+        email,
+        name,
+        password_stdin: _,
+    } = command;
     let mut password = String::new();
-    stdin.read_line(&mut password).map_err(|e| CliError::Refused(format!("cannot read the password: {e}")))?;
+    stdin
+        .read_line(&mut password)
+        .map_err(|e| CliError::Refused(format!("cannot read the password: {e}")))?;
     let password = password.trim_end_matches(['\r', '\n']).to_string();
-    validate::password(&password, config.auth.min_password_length).map_err(|m| CliError::Refused(format!("password {m}")))?;
-    let email = validate::normalize_email(email).map_err(|m| CliError::Refused(format!("email {m}")))?;
+    validate::password(&password, config.auth.min_password_length)
+        .map_err(|m| CliError::Refused(format!("password {m}")))?;
+    let email =
+        validate::normalize_email(email).map_err(|m| CliError::Refused(format!("email {m}")))?;
     let name = validate::display_name(name).map_err(|m| CliError::Refused(format!("name {m}")))?;
     let db = crate::open_store(config).await?;
     let ctx = AuditContext::system("cli");
     let refused = |e: crate::error::ApiError| CliError::Refused(e.to_string());
-    if !bootstrap::is_bootstrapped(&db).await.map_err(crate::StartError::from)? {
-        bootstrap::bootstrap(&db, config, &email, &name, Some(password), &ctx).await.map_err(refused)?;
+    if !bootstrap::is_bootstrapped(&db)
+        .await
+        .map_err(crate::StartError::from)?
+    {
+        bootstrap::bootstrap(&db, config, &email, &name, Some(password), &ctx)
+            .await
+            .map_err(refused)?;
         writeln!(out, "created the company and its first admin {email}").ok();
         return Ok(());
     }
@@ -125,15 +148,35 @@ pub async fn run_admin(config: &Config, command: &AdminCommand, stdin: &mut dyn 
         .and_then(|mut r| r.take(0))
         .map_err(|e| CliError::Refused(e.to_string()))?;
     let (Some(role), Some(root)) = (admin_role, root) else {
-        return Err(CliError::Refused("the store has no admin role or root department".into()));
+        return Err(CliError::Refused(
+            "the store has no admin role or root department".into(),
+        ));
     };
     let hash = hash_password(password).await.map_err(refused)?;
     let key = ids::new_key();
     let mut tx = Tx::new();
-    create_user_in(&mut tx, &key, &name, Some(&email), None, &root, None, &[ids::key_of(&role.id)], "Asia/Shanghai", &hash);
-    tx.audit(&ctx, "user.create", Some(("user", &key)), serde_json::json!({ "email": email, "role": "admin" }));
+    create_user_in(
+        &mut tx,
+        &key,
+        &name,
+        Some(&email),
+        None,
+        &root,
+        None,
+        &[ids::key_of(&role.id)],
+        "Asia/Shanghai",
+        &hash,
+    );
+    tx.audit(
+        &ctx,
+        "user.create",
+        Some(("user", &key)),
+        serde_json::json!({ "email": email, "role": "admin" }),
+    );
     tx.run(&db).await.map_err(|e| match e.thrown_message() {
-        Some(m) if m.contains("login-taken") => CliError::Refused(format!("{email} is already a user")),
+        Some(m) if m.contains("login-taken") => {
+            CliError::Refused(format!("{email} is already a user"))
+        }
         _ => CliError::Start(e.into()),
     })?;
     writeln!(out, "created admin {email}").ok();

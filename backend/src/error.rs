@@ -85,21 +85,61 @@ impl ApiError {
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             InvalidId(_) => (StatusCode::BAD_REQUEST, "invalid-id", "Invalid id"),
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials"),
+            InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "Invalid credentials",
+            ),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotAllowed(_) => (StatusCode::FORBIDDEN, "not-allowed", "Not allowed"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             RouteNotFound => (StatusCode::NOT_FOUND, "route-not-found", "No such route"),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid fields"),
-            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
-            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type"),
-            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
-            IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused"),
-            IdempotencyInProgress => (StatusCode::CONFLICT, "idempotency-in-progress", "Request in progress"),
-            Storage(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
-            Storage(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid fields",
+            ),
+            PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+            ),
+            IdempotencyInProgress => (
+                StatusCode::CONFLICT,
+                "idempotency-in-progress",
+                "Request in progress",
+            ),
+            Storage(e) if e.is_unavailable() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Storage(_) | Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
         }
     }
 
@@ -112,7 +152,8 @@ impl ApiError {
         };
         let detail = match self {
             ApiError::Storage(_) | ApiError::Internal(_) => {
-                "something went wrong on the server; the request id identifies it in the logs".to_string()
+                "something went wrong on the server; the request id identifies it in the logs"
+                    .to_string()
             }
             other => other.to_string(),
         };

@@ -102,11 +102,14 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = shutdown_rx.await;
-            })
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = shutdown_rx.await;
+        })
+        .await;
         upkeep.abort();
         let _ = upkeep.await;
         drop(state);
@@ -123,7 +126,11 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
 }
 
 /// Runs the server until `shutdown` resolves (the binary passes SIGINT/SIGTERM).
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let server = start(config, listener).await?;
     if let Some(admin) = &server.generated_admin {
         print_generated_admin(admin);

@@ -16,9 +16,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
     if config.log.format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -26,7 +30,8 @@ async fn main() -> ExitCode {
         Command::Serve { .. } => serve(config).await,
         Command::Admin { command } => {
             let stdin = std::io::stdin();
-            outpost::cli::run_admin(&config, command, &mut stdin.lock(), &mut std::io::stdout()).await
+            outpost::cli::run_admin(&config, command, &mut stdin.lock(), &mut std::io::stdout())
+                .await
         }
     };
     match result {

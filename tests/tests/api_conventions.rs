@@ -24,12 +24,25 @@ async fn every_response_carries_a_request_id_and_problems_name_it() {
     assert_eq!(reply.problem(), "route-not-found");
     let request_id = reply.headers["x-request-id"].to_str().unwrap().to_string();
     assert!(!request_id.is_empty());
-    assert_eq!(reply.body["instance"], format!("urn:outpost:request:{request_id}"));
+    assert_eq!(
+        reply.body["instance"],
+        format!("urn:outpost:request:{request_id}")
+    );
 
-    let given = server.send("GET", "/healthz", None, None, &[("x-request-id", "abc-123")]).await;
+    let given = server
+        .send(
+            "GET",
+            "/healthz",
+            None,
+            None,
+            &[("x-request-id", "abc-123")],
+        )
+        .await;
     assert_eq!(given.headers["x-request-id"], "abc-123");
 
-    let wrong_method = server.send("PUT", "/api/v1/auth/login", None, None, &[]).await;
+    let wrong_method = server
+        .send("PUT", "/api/v1/auth/login", None, None, &[])
+        .await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong_method.problem(), "method-not-allowed");
 }
@@ -41,25 +54,64 @@ async fn bad_bodies_are_4xx_problems_and_change_nothing() {
     let root = server.root_department(&token).await;
     let url = format!("{}/api/v1/departments", server.base);
 
-    let malformed = server.http.post(&url).bearer_auth(&token).header("content-type", "application/json").body("{\"name\": ").send().await.unwrap();
+    let malformed = server
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(malformed.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        malformed.headers()["content-type"],
+        "application/problem+json"
+    );
 
-    let not_json = server.http.post(&url).bearer_auth(&token).header("content-type", "text/plain").body("name=x").send().await.unwrap();
+    let not_json = server
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("name=x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(not_json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    let wrong_type = server.post("/api/v1/departments", &token, json!({ "name": 42, "parent_id": root })).await;
+    let wrong_type = server
+        .post(
+            "/api/v1/departments",
+            &token,
+            json!({ "name": 42, "parent_id": root }),
+        )
+        .await;
     assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(wrong_type.body["errors"][0]["field"], "name");
 
-    let unknown = server.post("/api/v1/departments", &token, json!({ "name": "X", "parent_id": root, "colour": "red" })).await;
+    let unknown = server
+        .post(
+            "/api/v1/departments",
+            &token,
+            json!({ "name": "X", "parent_id": root, "colour": "red" }),
+        )
+        .await;
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(unknown.body["errors"][0]["field"], "colour");
 
-    let missing = server.post("/api/v1/departments", &token, json!({ "name": "X" })).await;
+    let missing = server
+        .post("/api/v1/departments", &token, json!({ "name": "X" }))
+        .await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    let empty_name = server.post("/api/v1/departments", &token, json!({ "name": "  ", "parent_id": root })).await;
+    let empty_name = server
+        .post(
+            "/api/v1/departments",
+            &token,
+            json!({ "name": "  ", "parent_id": root }),
+        )
+        .await;
     assert_eq!(empty_name.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(empty_name.problem(), "validation");
     assert_eq!(empty_name.body["errors"][0]["field"], "name");
@@ -67,9 +119,19 @@ async fn bad_bodies_are_4xx_problems_and_change_nothing() {
     let bad_id = server.get("/api/v1/departments/not-an-id", &token).await;
     assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_id.problem(), "invalid-id");
-    let hostile_id = server.get("/api/v1/departments/department:x%3B%20DELETE%20user", &token).await;
+    let hostile_id = server
+        .get(
+            "/api/v1/departments/department:x%3B%20DELETE%20user",
+            &token,
+        )
+        .await;
     assert_eq!(hostile_id.status, StatusCode::BAD_REQUEST);
-    let missing_id = server.get("/api/v1/departments/0192f0c1-0000-7000-8000-000000000000", &token).await;
+    let missing_id = server
+        .get(
+            "/api/v1/departments/0192f0c1-0000-7000-8000-000000000000",
+            &token,
+        )
+        .await;
     assert_eq!(missing_id.status, StatusCode::NOT_FOUND);
 
     let bad_query = server.get("/api/v1/departments?limit=lots", &token).await;
@@ -80,7 +142,11 @@ async fn bad_bodies_are_4xx_problems_and_change_nothing() {
     assert_eq!(forged_cursor.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let list = server.get("/api/v1/departments", &token).await;
-    assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "nothing was created by bad requests");
+    assert_eq!(
+        list.body["items"].as_array().unwrap().len(),
+        1,
+        "nothing was created by bad requests"
+    );
 }
 
 #[tokio::test]
@@ -90,10 +156,24 @@ async fn oversized_bodies_are_413() {
     let server = TestServer::start_with(config).await;
     let token = server.admin_token().await;
     let huge = "x".repeat(10_000);
-    let reply = server.post("/api/v1/departments", &token, json!({ "name": huge, "parent_id": "p" })).await;
+    let reply = server
+        .post(
+            "/api/v1/departments",
+            &token,
+            json!({ "name": huge, "parent_id": "p" }),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.problem(), "payload-too-large");
-    let with_key = server.send("POST", "/api/v1/departments", Some(&token), Some(json!({ "name": huge })), &[("idempotency-key", "k1")]).await;
+    let with_key = server
+        .send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(json!({ "name": huge })),
+            &[("idempotency-key", "k1")],
+        )
+        .await;
     assert_eq!(with_key.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -132,7 +212,11 @@ async fn cursor_pagination_is_stable_under_inserts() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), seen.len(), "no item repeated: {seen:?}");
-    assert_eq!(seen.len(), 9, "root, 7 departments and the late one: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        9,
+        "root, 7 departments and the late one: {seen:?}"
+    );
     assert_eq!(seen.last().unwrap(), "Late");
 }
 
@@ -143,14 +227,41 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
     let root = server.root_department(&token).await;
     let body = json!({ "name": "Sales", "parent_id": root });
     let key = [("idempotency-key", "create-sales-1")];
-    let first = server.send("POST", "/api/v1/departments", Some(&token), Some(body.clone()), &key).await;
+    let first = server
+        .send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let replay = server.send("POST", "/api/v1/departments", Some(&token), Some(body.clone()), &key).await;
+    let replay = server
+        .send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
     assert_eq!(replay.status, StatusCode::CREATED);
-    assert_eq!(replay.body["id"], first.body["id"], "the same department, not a second one");
+    assert_eq!(
+        replay.body["id"], first.body["id"],
+        "the same department, not a second one"
+    );
     assert_eq!(replay.headers["idempotent-replayed"], "true");
 
-    let different = server.send("POST", "/api/v1/departments", Some(&token), Some(json!({ "name": "Other", "parent_id": root })), &key).await;
+    let different = server
+        .send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(json!({ "name": "Other", "parent_id": root })),
+            &key,
+        )
+        .await;
     assert_eq!(different.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(different.problem(), "idempotency-key-reused");
 
@@ -161,17 +272,51 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
     let body = json!({ "name": "Marketing", "parent_id": root });
     let key = [("idempotency-key", "create-marketing")];
     let (a, b, c) = tokio::join!(
-        server.send("POST", "/api/v1/departments", Some(&token), Some(body.clone()), &key),
-        server.send("POST", "/api/v1/departments", Some(&token), Some(body.clone()), &key),
-        server.send("POST", "/api/v1/departments", Some(&token), Some(body.clone()), &key),
+        server.send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(body.clone()),
+            &key
+        ),
+        server.send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(body.clone()),
+            &key
+        ),
+        server.send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(body.clone()),
+            &key
+        ),
     );
-    let created: Vec<_> = [&a, &b, &c].iter().filter(|r| r.status == StatusCode::CREATED).map(|r| r.body["id"].clone()).collect();
+    let created: Vec<_> = [&a, &b, &c]
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .map(|r| r.body["id"].clone())
+        .collect();
     assert!(!created.is_empty());
-    assert!(created.iter().all(|id| *id == created[0]), "every success is the same department");
+    assert!(
+        created.iter().all(|id| *id == created[0]),
+        "every success is the same department"
+    );
     for r in [&a, &b, &c] {
-        assert!(r.status == StatusCode::CREATED || r.problem() == "idempotency-in-progress", "{:?}", r.body);
+        assert!(
+            r.status == StatusCode::CREATED || r.problem() == "idempotency-in-progress",
+            "{:?}",
+            r.body
+        );
     }
     let list = server.get("/api/v1/departments", &token).await;
-    let marketing = list.body["items"].as_array().unwrap().iter().filter(|d| d["name"] == "Marketing").count();
+    let marketing = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["name"] == "Marketing")
+        .count();
     assert_eq!(marketing, 1);
 }

@@ -1,9 +1,12 @@
 //! End-to-end tests: the real server on 127.0.0.1:0, driven over HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+
 mod api_conventions;
 mod audit;
 mod auth;
 mod cli;
+mod config;
 mod identity;
 mod openapi;
 mod scope;

@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn every_documented_operation_is_served_and_documents_its_errors() {
     let server = TestServer::start().await;
-    let doc = server.send("GET", "/api/openapi.json", None, None, &[]).await;
+    let doc = server
+        .send("GET", "/api/openapi.json", None, None, &[])
+        .await;
     assert_eq!(doc.status, StatusCode::OK);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc.body["paths"].as_object().unwrap();
@@ -18,17 +20,36 @@ async fn every_documented_operation_is_served_and_documents_its_errors() {
                 continue;
             }
             let concrete = path.replace("{id}", "0192f0c1-0000-7000-8000-000000000000");
-            let reply = server.send(&method.to_uppercase(), &concrete, None, None, &[]).await;
-            assert_ne!(reply.problem(), "route-not-found", "{method} {path} is documented but not served");
-            assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            let reply = server
+                .send(&method.to_uppercase(), &concrete, None, None, &[])
+                .await;
+            assert_ne!(
+                reply.problem(),
+                "route-not-found",
+                "{method} {path} is documented but not served"
+            );
+            assert_ne!(
+                reply.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
             let responses = operation["responses"].as_object().unwrap();
             if method != "get" || path.starts_with("/api/v1") {
                 let has_error = responses.keys().any(|code| code.starts_with('4'));
-                assert!(has_error || path.ends_with("openapi.json") || path.starts_with("/healthz") || path.starts_with("/readyz"), "{method} {path} documents its errors");
+                assert!(
+                    has_error
+                        || path.ends_with("openapi.json")
+                        || path.starts_with("/healthz")
+                        || path.starts_with("/readyz"),
+                    "{method} {path} documents its errors"
+                );
             }
             if operation.get("requestBody").is_some() {
                 let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
-                assert!(!schema.is_null(), "{method} {path} documents its request body");
+                assert!(
+                    !schema.is_null(),
+                    "{method} {path} documents its request body"
+                );
             }
         }
     }
@@ -49,7 +70,10 @@ fn no_route_is_registered_outside_the_documented_router() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                if text.contains(".route(") || text.contains(".route_service(") || text.contains(".nest(") {
+                if text.contains(".route(")
+                    || text.contains(".route_service(")
+                    || text.contains(".nest(")
+                {
                     offenders.push(path.display().to_string());
                 }
             }

@@ -9,12 +9,19 @@ use outpost_tests::TestServer;
 use reqwest::StatusCode;
 use serde_json::json;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_to_one_record_all_succeed_through_the_retry_helper() {
-    let db = Db::connect(&Config::for_database("mem://").database).await.unwrap();
-    db.client().query("CREATE counter:one SET n = 0").await.unwrap().check().unwrap();
+    let db = Db::connect(&Config::for_database("mem://").database)
+        .await
+        .unwrap();
+    db.client()
+        .query("CREATE counter:one SET n = 0")
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
     let attempts = Arc::new(AtomicUsize::new(0));
-    let writers = 2;
+    let writers = 4;
     let increments = 25;
     let mut tasks = Vec::new();
     for _ in 0..writers {
@@ -26,10 +33,11 @@ async fn concurrent_writers_to_one_record_all_succeed_through_the_retry_helper()
                     attempts.fetch_add(1, Ordering::SeqCst);
                     let db = db.clone();
                     async move {
-                        db.client()
-                            .query("BEGIN; LET $n = (SELECT VALUE n FROM ONLY counter:one); UPDATE counter:one SET n = $n + 1; COMMIT;")
-                            .await?
-                            .check()?;
+                        let response = db
+                            .client()
+                            .query("BEGIN; LET $n = (SELECT VALUE n FROM ONLY counter:one); SLEEP 2ms; UPDATE counter:one SET n = $n + 1; COMMIT;")
+                            .await?;
+                        outpost::platform::db::check(response)?;
                         Ok::<_, DbError>(())
                     }
                 })
@@ -41,16 +49,36 @@ async fn concurrent_writers_to_one_record_all_succeed_through_the_retry_helper()
     for task in tasks {
         task.await.unwrap();
     }
-    let n: Option<i64> = db.client().query("SELECT VALUE n FROM ONLY counter:one").await.unwrap().check().unwrap().take(0).unwrap();
+    let n: Option<i64> = db
+        .client()
+        .query("SELECT VALUE n FROM ONLY counter:one")
+        .await
+        .unwrap()
+        .check()
+        .unwrap()
+        .take(0)
+        .unwrap();
     assert_eq!(n, Some((writers * increments) as i64), "no increment lost");
-    assert!(attempts.load(Ordering::SeqCst) >= writers * increments);
+    assert!(
+        attempts.load(Ordering::SeqCst) > writers * increments,
+        "the writers did conflict, and the helper retried them"
+    );
 }
 
 #[tokio::test]
 async fn a_failing_migration_leaves_the_store_as_it_was() {
-    let db = Db::connect(&Config::for_database("mem://").database).await.unwrap();
-    assert_eq!(apply_migrations(&db, MIGRATIONS).await.unwrap(), MIGRATIONS.len());
-    assert_eq!(apply_migrations(&db, MIGRATIONS).await.unwrap(), 0, "never re-applied");
+    let db = Db::connect(&Config::for_database("mem://").database)
+        .await
+        .unwrap();
+    assert_eq!(
+        apply_migrations(&db, MIGRATIONS).await.unwrap(),
+        MIGRATIONS.len()
+    );
+    assert_eq!(
+        apply_migrations(&db, MIGRATIONS).await.unwrap(),
+        0,
+        "never re-applied"
+    );
 
     let mut with_bad = MIGRATIONS.to_vec();
     with_bad.push(Migration {
@@ -59,10 +87,45 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
         sql: "DEFINE TABLE half_done SCHEMAFULL; CREATE half_done:x SET oops = 1; THROW 'broken migration';",
     });
     let err = apply_migrations(&db, &with_bad).await.unwrap_err();
-    assert!(matches!(err, DbError::Migration { version: 99, .. }), "{err}");
-    let rows: Vec<surrealdb::types::Value> = db.client().query("SELECT * FROM half_done").await.unwrap().take(0).unwrap_or_default();
+    assert!(
+        matches!(err, DbError::Migration { version: 99, .. }),
+        "{err}"
+    );
+    let rows: Vec<surrealdb::types::Value> = db
+        .client()
+        .query("SELECT * FROM half_done")
+        .await
+        .unwrap()
+        .take(0)
+        .unwrap_or_default();
     assert!(rows.is_empty(), "nothing of the failed migration stays");
-    let recorded: Vec<i64> = db.client().query("SELECT VALUE version FROM migration").await.unwrap().check().unwrap().take(0).unwrap();
+    let tables: surrealdb::types::Value = db
+        .client()
+        .query("INFO FOR DB")
+        .await
+        .unwrap()
+        .check()
+        .unwrap()
+        .take((0, "tables"))
+        .unwrap();
+    let tables = format!("{tables:?}");
+    assert!(
+        tables.contains("department"),
+        "the good migration's tables exist: {tables}"
+    );
+    assert!(
+        !tables.contains("half_done"),
+        "the failed migration's table definition was rolled back: {tables}"
+    );
+    let recorded: Vec<i64> = db
+        .client()
+        .query("SELECT VALUE version FROM migration")
+        .await
+        .unwrap()
+        .check()
+        .unwrap()
+        .take(0)
+        .unwrap();
     assert_eq!(recorded, vec![1]);
 
     // A store migrated by a newer build is refused.
@@ -83,7 +146,15 @@ async fn a_restart_on_surrealkv_loses_nothing() {
     let sales = server.department(&token, "Sales", &root).await;
     let key = [("idempotency-key", "restart-1")];
     let body = json!({ "name": "Field", "parent_id": sales });
-    let first = server.send("POST", "/api/v1/departments", Some(&token), Some(body.clone()), &key).await;
+    let first = server
+        .send(
+            "POST",
+            "/api/v1/departments",
+            Some(&token),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
     assert_eq!(first.status, StatusCode::CREATED);
     server.shutdown().await;
 
@@ -104,17 +175,59 @@ async fn a_restart_on_surrealkv_loses_nothing() {
     let http = reqwest::Client::new();
 
     // The old access token still works: the signing secret lives in the store.
-    let me = http.get(format!("{base}/api/v1/me")).bearer_auth(&token).send().await.unwrap();
+    let me = http
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(me.status(), StatusCode::OK);
-    let refreshed = http.post(format!("{base}/api/v1/auth/refresh")).json(&json!({ "refresh_token": pair["refresh_token"] })).send().await.unwrap();
+    let refreshed = http
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .json(&json!({ "refresh_token": pair["refresh_token"] }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refreshed.status(), StatusCode::OK);
-    let list: serde_json::Value = http.get(format!("{base}/api/v1/departments")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"Sales") && names.contains(&"Field"), "{names:?}");
-    let replay = http.post(format!("{base}/api/v1/departments")).bearer_auth(&token).header("idempotency-key", "restart-1").json(&body).send().await.unwrap();
+    let list: serde_json::Value = http
+        .get(format!("{base}/api/v1/departments"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"Sales") && names.contains(&"Field"),
+        "{names:?}"
+    );
+    let replay = http
+        .post(format!("{base}/api/v1/departments"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "restart-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replay.status(), StatusCode::CREATED);
-    assert_eq!(replay.headers()["idempotent-replayed"], "true", "idempotency survives a restart");
-    let login_again = http.post(format!("{base}/api/v1/auth/login")).json(&json!({ "login": login, "password": password })).send().await.unwrap();
+    assert_eq!(
+        replay.headers()["idempotent-replayed"],
+        "true",
+        "idempotency survives a restart"
+    );
+    let login_again = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({ "login": login, "password": password }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(login_again.status(), StatusCode::OK);
     restarted.shutdown().await.unwrap();
 }

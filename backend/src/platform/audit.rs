@@ -234,7 +234,11 @@ async fn list_audit(
     crate::platform::http::ApiQuery(filter): crate::platform::http::ApiQuery<AuditFilter>,
 ) -> Result<axum::Json<outpost_mobile::api::Page<AuditEntry>>, crate::error::ApiError> {
     actor.require(crate::crm::identity::access::Permission::AuditRead)?;
-    let page = crate::platform::http::PageParams { limit: filter.limit, cursor: filter.cursor.clone() }.validate()?;
+    let page = crate::platform::http::PageParams {
+        limit: filter.limit,
+        cursor: filter.cursor.clone(),
+    }
+    .validate()?;
     let rows: Vec<AuditRow> = state
         .db
         .client()
@@ -262,5 +266,9 @@ async fn list_audit(
         .take(0)
         .map_err(DbError::from)?;
     let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
-    Ok(axum::Json(crate::platform::http::page_of(entries, &page, |e| e.id.clone())))
+    Ok(axum::Json(crate::platform::http::page_of(
+        entries,
+        &page,
+        |e| e.id.clone(),
+    )))
 }

@@ -190,7 +190,10 @@ impl Scope {
                         .await?
                         .check()?
                         .take(0)?;
-                    frontier = next.into_iter().filter(|k| seen.insert(k.clone())).collect();
+                    frontier = next
+                        .into_iter()
+                        .filter(|k| seen.insert(k.clone()))
+                        .collect();
                 }
                 seen
             }
@@ -293,14 +296,23 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<AppState> for Actor {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)
-            .ok_or_else(|| ApiError::Unauthorized("this needs `Authorization: Bearer <access token>`".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::Unauthorized("this needs `Authorization: Bearer <access token>`".into())
+        })?;
         let claims = state.keys.verify(token)?;
         let revoked = || ApiError::Unauthorized("the session has ended; log in again".into());
         let user_id = ids::parse_key(&claims.sub).map_err(|_| revoked())?;
         let session_id = ids::parse_key(&claims.sid).map_err(|_| revoked())?;
-        let device_key = claims.dev.as_deref().map(ids::parse_key).transpose().map_err(|_| revoked())?;
+        let device_key = claims
+            .dev
+            .as_deref()
+            .map(ids::parse_key)
+            .transpose()
+            .map_err(|_| revoked())?;
 
         let rows: Option<ActorRows> = state
             .db
@@ -335,7 +347,11 @@ impl FromRequestParts<AppState> for Actor {
         if device_key.is_some() {
             match &rows.device {
                 Some(device) if device.revoked_at.is_none() && device.user == user_id => {}
-                _ => return Err(ApiError::Unauthorized("this device has been revoked".into())),
+                _ => {
+                    return Err(ApiError::Unauthorized(
+                        "this device has been revoked".into(),
+                    ));
+                }
             }
         }
         let permissions: HashSet<Permission> = rows
@@ -351,8 +367,12 @@ impl FromRequestParts<AppState> for Actor {
             .max()
             .unwrap_or(DataScope::Own);
         let scope = Scope::resolve(&state.db, &user, data_scope).await?;
-        let RequestId(request_id) = RequestId::from_request_parts(parts, state).await.unwrap_or_default();
-        let ClientAddress(address) = ClientAddress::from_request_parts(parts, state).await.unwrap_or_default();
+        let RequestId(request_id) = RequestId::from_request_parts(parts, state)
+            .await
+            .unwrap_or_default();
+        let ClientAddress(address) = ClientAddress::from_request_parts(parts, state)
+            .await
+            .unwrap_or_default();
         Ok(Actor {
             user_id,
             user,

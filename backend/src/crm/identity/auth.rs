@@ -67,9 +67,16 @@ impl LoginLimiter {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let mut wait = 0u64;
         for (key, is_account) in Self::keys(account, address) {
-            let limit = if is_account { self.max_per_account } else { self.max_per_address };
+            let limit = if is_account {
+                self.max_per_account
+            } else {
+                self.max_per_address
+            };
             if let Some(times) = failures.get_mut(&key) {
-                while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+                while times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
                     times.pop_front();
                 }
                 if times.len() >= limit as usize
@@ -89,7 +96,11 @@ impl LoginLimiter {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MAX_TRACKED_KEYS {
             let window = self.window;
-            failures.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < window));
+            failures.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < window)
+            });
         }
         for (key, _) in Self::keys(account, address) {
             failures.entry(key).or_default().push_back(now);
@@ -147,40 +158,84 @@ async fn login(
         address: address.clone(),
     };
     if let Err(wait) = state.login_limiter.check(&account, address.as_deref()) {
-        audit::record(&state.db, &ctx, "auth.login_throttled", None, serde_json::json!({ "login": account })).await?;
+        audit::record(
+            &state.db,
+            &ctx,
+            "auth.login_throttled",
+            None,
+            serde_json::json!({ "login": account }),
+        )
+        .await?;
         return Err(ApiError::RateLimited(wait));
     }
     let user = match validate::normalize_login(&body.login) {
         Some(login) => find_user_by_login(&state, &login).await?,
         None => None,
     };
-    let hash = user.as_ref().map_or_else(|| dummy_hash().to_string(), |u| u.password_hash.clone());
+    let hash = user
+        .as_ref()
+        .map_or_else(|| dummy_hash().to_string(), |u| u.password_hash.clone());
     let password_ok = verify_password(body.password.clone(), hash).await && user.is_some();
     let Some(user) = user.filter(|_| password_ok) else {
-        state.login_limiter.record_failure(&account, address.as_deref());
-        audit::record(&state.db, &ctx, "auth.login_failed", None, serde_json::json!({ "login": account, "reason": "wrong login or password" })).await?;
+        state
+            .login_limiter
+            .record_failure(&account, address.as_deref());
+        audit::record(
+            &state.db,
+            &ctx,
+            "auth.login_failed",
+            None,
+            serde_json::json!({ "login": account, "reason": "wrong login or password" }),
+        )
+        .await?;
         return Err(ApiError::InvalidCredentials);
     };
     let user_id = ids::key_of(&user.id);
-    let ctx = AuditContext { actor: Some(user_id.clone()), ..ctx };
+    let ctx = AuditContext {
+        actor: Some(user_id.clone()),
+        ..ctx
+    };
     if !user.active {
-        audit::record(&state.db, &ctx, "auth.login_failed", Some(("user", &user_id)), serde_json::json!({ "reason": "deactivated" })).await?;
+        audit::record(
+            &state.db,
+            &ctx,
+            "auth.login_failed",
+            Some(("user", &user_id)),
+            serde_json::json!({ "reason": "deactivated" }),
+        )
+        .await?;
         return Err(ApiError::Unauthorized("this account is deactivated".into()));
     }
     let device = match &body.device_id {
         None => None,
         Some(raw) => {
-            let key = ids::parse_key(raw).map_err(|_| ApiError::invalid_field("device_id", "is not a device id"))?;
-            let device: Option<DeviceRow> = state.db.client().select(ids::record("device", &key)).await.map_err(DbError::from)?;
+            let key = ids::parse_key(raw)
+                .map_err(|_| ApiError::invalid_field("device_id", "is not a device id"))?;
+            let device: Option<DeviceRow> = state
+                .db
+                .client()
+                .select(ids::record("device", &key))
+                .await
+                .map_err(DbError::from)?;
             match device {
                 Some(d) if d.user == user_id && d.revoked_at.is_none() => Some(key),
-                _ => return Err(ApiError::invalid_field("device_id", "is not an active device of this user")),
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        "device_id",
+                        "is not an active device of this user",
+                    ));
+                }
             }
         }
     };
     state.login_limiter.clear_account(&account);
-    let ctx = AuditContext { device: device.clone(), ..ctx };
-    start_session(&state, &ctx, &user_id, device).await.map(axum::Json)
+    let ctx = AuditContext {
+        device: device.clone(),
+        ..ctx
+    };
+    start_session(&state, &ctx, &user_id, device)
+        .await
+        .map(axum::Json)
 }
 
 async fn find_user_by_login(state: &AppState, login: &str) -> Result<Option<UserRow>, DbError> {
@@ -204,7 +259,10 @@ pub async fn start_session(
 ) -> Result<TokenPair, ApiError> {
     let session_key = ids::new_key();
     let refresh_token = random_token();
-    let expires_at = Utc::now() + chrono::Duration::days(i64::try_from(state.config.auth.refresh_token_ttl_days).unwrap_or(30));
+    let expires_at = Utc::now()
+        + chrono::Duration::days(
+            i64::try_from(state.config.auth.refresh_token_ttl_days).unwrap_or(30),
+        );
     let mut tx = Tx::new();
     let session = tx.bind(ids::record("session", &session_key));
     let user = tx.bind(user_id.to_string());
@@ -215,8 +273,15 @@ pub async fn start_session(
     tx.push(format!(
         "CREATE {session} SET user = {user}, device = {device_b}, created_at = time::now(), expires_at = {expires}, revoked_at = NONE, revoke_reason = NONE"
     ));
-    tx.push(format!("CREATE {token} SET session = {session_key_b}, created_at = time::now(), used_at = NONE"));
-    tx.audit(ctx, "auth.login", Some(("user", user_id)), serde_json::json!({ "session_id": session_key, "device_id": device }));
+    tx.push(format!(
+        "CREATE {token} SET session = {session_key_b}, created_at = time::now(), used_at = NONE"
+    ));
+    tx.audit(
+        ctx,
+        "auth.login",
+        Some(("user", user_id)),
+        serde_json::json!({ "session_id": session_key, "device_id": device }),
+    );
     tx.run(&state.db).await?;
     token_pair(state, user_id, &session_key, device, refresh_token)
 }
@@ -311,13 +376,25 @@ async fn refresh(
     let old = tx.bind(ids::record("refresh_token", &digest));
     let new = tx.bind(ids::record("refresh_token", &token_digest(&next)));
     let session_b = tx.bind(session_id.clone());
-    tx.push(format!("IF (SELECT VALUE used_at FROM ONLY {old}) != NONE {{ THROW 'refresh-token-reused' }}"));
+    tx.push(format!(
+        "IF (SELECT VALUE used_at FROM ONLY {old}) != NONE {{ THROW 'refresh-token-reused' }}"
+    ));
     tx.push(format!("UPDATE {old} SET used_at = time::now()"));
-    tx.push(format!("CREATE {new} SET session = {session_b}, created_at = time::now(), used_at = NONE"));
-    tx.audit(&ctx, "auth.refresh", Some(("user", &session.user)), serde_json::json!({ "session_id": session_id }));
+    tx.push(format!(
+        "CREATE {new} SET session = {session_b}, created_at = time::now(), used_at = NONE"
+    ));
+    tx.audit(
+        &ctx,
+        "auth.refresh",
+        Some(("user", &session.user)),
+        serde_json::json!({ "session_id": session_id }),
+    );
     match tx.run(&state.db).await {
         Ok(_) => {}
-        Err(e) if e.thrown_message().is_some_and(|m| m.contains("refresh-token-reused")) => {
+        Err(e)
+            if e.thrown_message()
+                .is_some_and(|m| m.contains("refresh-token-reused")) =>
+        {
             revoke_reused(&state, &ctx, &session_id).await?;
             return Err(invalid());
         }
@@ -326,14 +403,23 @@ async fn refresh(
     token_pair(&state, &session.user, &session_id, session.device, next).map(axum::Json)
 }
 
-async fn revoke_reused(state: &AppState, ctx: &AuditContext, session_id: &str) -> Result<(), ApiError> {
+async fn revoke_reused(
+    state: &AppState,
+    ctx: &AuditContext,
+    session_id: &str,
+) -> Result<(), ApiError> {
     let mut tx = Tx::new();
     let session = tx.bind(ids::record("session", session_id));
     tx.push(format!(
         "UPDATE {session} SET revoked_at = time::now(), revoke_reason = 'refresh token reused' WHERE revoked_at = NONE"
     ));
     let user = ctx.actor.clone().unwrap_or_default();
-    tx.audit(ctx, "auth.refresh_reuse", Some(("user", &user)), serde_json::json!({ "session_id": session_id, "effect": "session revoked" }));
+    tx.audit(
+        ctx,
+        "auth.refresh_reuse",
+        Some(("user", &user)),
+        serde_json::json!({ "session_id": session_id, "effect": "session revoked" }),
+    );
     tx.run(&state.db).await?;
     Ok(())
 }
@@ -356,7 +442,10 @@ async fn logout(
         .db
         .client()
         .query("SELECT * FROM ONLY type::record('session', (SELECT VALUE session FROM ONLY $rt))")
-        .bind(("rt", ids::record("refresh_token", &token_digest(&body.refresh_token))))
+        .bind((
+            "rt",
+            ids::record("refresh_token", &token_digest(&body.refresh_token)),
+        ))
         .await
         .map_err(DbError::from)?
         .check()
@@ -365,8 +454,20 @@ async fn logout(
         .unwrap_or(None);
     let session = session.ok_or_else(|| ApiError::Unauthorized("unknown refresh token".into()))?;
     if session.revoked_at.is_none() {
-        let ctx = AuditContext { actor: Some(session.user.clone()), channel: "api", device: session.device.clone(), request_id, address };
-        revoke_sessions(&state, &ctx, SessionSelector::One(ids::key_of(&session.id)), "logout").await?;
+        let ctx = AuditContext {
+            actor: Some(session.user.clone()),
+            channel: "api",
+            device: session.device.clone(),
+            request_id,
+            address,
+        };
+        revoke_sessions(
+            &state,
+            &ctx,
+            SessionSelector::One(ids::key_of(&session.id)),
+            "logout",
+        )
+        .await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -384,7 +485,12 @@ pub enum SessionSelector {
 }
 
 /// Revokes sessions and audits it, in one transaction.
-pub async fn revoke_sessions(state: &AppState, ctx: &AuditContext, which: SessionSelector, reason: &str) -> Result<(), ApiError> {
+pub async fn revoke_sessions(
+    state: &AppState,
+    ctx: &AuditContext,
+    which: SessionSelector,
+    reason: &str,
+) -> Result<(), ApiError> {
     let mut tx = Tx::new();
     revoke_sessions_in(&mut tx, &which, reason);
     let (kind, target) = match &which {
@@ -392,7 +498,12 @@ pub async fn revoke_sessions(state: &AppState, ctx: &AuditContext, which: Sessio
         SessionSelector::User(u) | SessionSelector::UserExcept(u, _) => ("user", u.clone()),
         SessionSelector::Device(d) => ("device", d.clone()),
     };
-    tx.audit(ctx, "auth.sessions_revoked", Some((kind, &target)), serde_json::json!({ "reason": reason }));
+    tx.audit(
+        ctx,
+        "auth.sessions_revoked",
+        Some((kind, &target)),
+        serde_json::json!({ "reason": reason }),
+    );
     tx.run(&state.db).await?;
     Ok(())
 }

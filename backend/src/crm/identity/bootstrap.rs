@@ -20,8 +20,16 @@ fn builtin_roles() -> Vec<(&'static str, DataScope, Vec<Permission>)> {
     use Permission::*;
     vec![
         ("admin", DataScope::All, Permission::ALL.to_vec()),
-        ("department_head", DataScope::DepartmentAndChildren, vec![UserRead, CustomerRead, CustomerWrite, CustomerExport]),
-        ("manager", DataScope::OwnAndSubordinates, vec![UserRead, CustomerRead, CustomerWrite]),
+        (
+            "department_head",
+            DataScope::DepartmentAndChildren,
+            vec![UserRead, CustomerRead, CustomerWrite, CustomerExport],
+        ),
+        (
+            "manager",
+            DataScope::OwnAndSubordinates,
+            vec![UserRead, CustomerRead, CustomerWrite],
+        ),
         ("rep", DataScope::Own, vec![CustomerRead, CustomerWrite]),
     ]
 }
@@ -55,14 +63,21 @@ pub async fn signing_secret(db: &Db, config: &Config) -> Result<String, DbError>
             .await?
             .check()?
             .take(0)?;
-        setting.map(|s| s.value).ok_or_else(|| DbError::Unexpected("no signing secret".into()))
+        setting
+            .map(|s| s.value)
+            .ok_or_else(|| DbError::Unexpected("no signing secret".into()))
     })
     .await
 }
 
 /// Whether the company exists already.
 pub async fn is_bootstrapped(db: &Db) -> Result<bool, DbError> {
-    let company: Option<surrealdb::types::Value> = db.client().query("SELECT * FROM ONLY company:main").await?.check()?.take(0)?;
+    let company: Option<surrealdb::types::Value> = db
+        .client()
+        .query("SELECT * FROM ONLY company:main")
+        .await?
+        .check()?
+        .take(0)?;
     Ok(company.is_some())
 }
 
@@ -79,9 +94,11 @@ pub async fn bootstrap(
     if is_bootstrapped(db).await? {
         return Ok(None);
     }
-    let email = validate::normalize_email(admin_email).map_err(|m| ApiError::invalid_field("email", m))?;
+    let email =
+        validate::normalize_email(admin_email).map_err(|m| ApiError::invalid_field("email", m))?;
     if let Some(p) = &password {
-        validate::password(p, config.auth.min_password_length).map_err(|m| ApiError::invalid_field("password", m))?;
+        validate::password(p, config.auth.min_password_length)
+            .map_err(|m| ApiError::invalid_field("password", m))?;
     }
     let generated = password.is_none().then(generate_password);
     let hash = hash_password(password.or_else(|| generated.clone()).unwrap_or_default()).await?;
@@ -89,7 +106,9 @@ pub async fn bootstrap(
     let mut tx = Tx::new();
     tx.push("IF (SELECT * FROM ONLY company:main) { THROW 'already-bootstrapped' }");
     let company_name = tx.bind(config.bootstrap.company_name.clone());
-    tx.push(format!("CREATE company:main SET name = {company_name}, created_at = time::now()"));
+    tx.push(format!(
+        "CREATE company:main SET name = {company_name}, created_at = time::now()"
+    ));
     let root = ids::new_key();
     let root_id = tx.bind(ids::record("department", &root));
     let root_name = tx.bind(config.bootstrap.root_department.clone());
@@ -103,17 +122,43 @@ pub async fn bootstrap(
         let id = tx.bind(ids::record("role", &key));
         let name_b = tx.bind(name.to_string());
         let scope_b = tx.bind(scope.name().to_string());
-        let perms_b = tx.bind(permissions.iter().map(|p| p.name().to_string()).collect::<Vec<_>>());
+        let perms_b = tx.bind(
+            permissions
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect::<Vec<_>>(),
+        );
         tx.push(format!(
             "CREATE {id} SET name = {name_b}, data_scope = {scope_b}, permissions = {perms_b}, builtin = true, created_at = time::now(), updated_at = time::now()"
         ));
     }
     let admin = ids::new_key();
-    create_user_in(&mut tx, &admin, admin_name, Some(&email), None, &root, None, &[admin_role], "Asia/Shanghai", &hash);
-    tx.audit(ctx, "company.bootstrap", Some(("user", &admin)), serde_json::json!({ "company": config.bootstrap.company_name, "admin_email": email }));
+    create_user_in(
+        &mut tx,
+        &admin,
+        admin_name,
+        Some(&email),
+        None,
+        &root,
+        None,
+        &[admin_role],
+        "Asia/Shanghai",
+        &hash,
+    );
+    tx.audit(
+        ctx,
+        "company.bootstrap",
+        Some(("user", &admin)),
+        serde_json::json!({ "company": config.bootstrap.company_name, "admin_email": email }),
+    );
     match tx.run(db).await {
         Ok(_) => {}
-        Err(e) if e.thrown_message().is_some_and(|m| m.contains("already-bootstrapped")) => return Ok(None),
+        Err(e)
+            if e.thrown_message()
+                .is_some_and(|m| m.contains("already-bootstrapped")) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(generated.map(|password| GeneratedAdmin { email, password }))

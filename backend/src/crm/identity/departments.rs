@@ -22,7 +22,11 @@ use super::validate;
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_departments, create_department))
-        .routes(routes!(get_department, update_department, delete_department))
+        .routes(routes!(
+            get_department,
+            update_department,
+            delete_department
+        ))
 }
 
 /// `POST /api/v1/departments`.
@@ -56,7 +60,12 @@ pub async fn load(state: &AppState, key: &str) -> Result<DepartmentRow, ApiError
     row.ok_or(ApiError::NotFound("department"))
 }
 
-async fn sibling_name_taken(state: &AppState, parent: Option<&str>, name: &str, except: Option<&str>) -> Result<bool, ApiError> {
+async fn sibling_name_taken(
+    state: &AppState,
+    parent: Option<&str>,
+    name: &str,
+    except: Option<&str>,
+) -> Result<bool, ApiError> {
     let taken: Vec<String> = state
         .db
         .client()
@@ -104,7 +113,11 @@ async fn list_departments(
     params(("id" = String, Path, description = "Department id")),
     responses((status = 200, body = Department), (status = 400, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-async fn get_department(State(state): State<AppState>, _actor: Actor, Path(id): Path<String>) -> Result<axum::Json<Department>, ApiError> {
+async fn get_department(
+    State(state): State<AppState>,
+    _actor: Actor,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Department>, ApiError> {
     let key = ids::parse_key(&id)?;
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
@@ -120,14 +133,20 @@ async fn create_department(
     ApiJson(body): ApiJson<CreateDepartment>,
 ) -> Result<(StatusCode, axum::Json<Department>), ApiError> {
     actor.require(Permission::DepartmentManage)?;
-    let name = validate::display_name(&body.name).map_err(|m| ApiError::invalid_field("name", m))?;
-    let parent_key = ids::parse_key(&body.parent_id).map_err(|_| ApiError::invalid_field("parent_id", "is not a department id"))?;
+    let name =
+        validate::display_name(&body.name).map_err(|m| ApiError::invalid_field("name", m))?;
+    let parent_key = ids::parse_key(&body.parent_id)
+        .map_err(|_| ApiError::invalid_field("parent_id", "is not a department id"))?;
     let parent = match load(&state, &parent_key).await {
-        Err(ApiError::NotFound(_)) => return Err(ApiError::invalid_field("parent_id", "no such department")),
+        Err(ApiError::NotFound(_)) => {
+            return Err(ApiError::invalid_field("parent_id", "no such department"));
+        }
         other => other?,
     };
     if sibling_name_taken(&state, Some(&parent_key), &name, None).await? {
-        return Err(ApiError::Conflict(format!("`{name}` already has a sibling of that name")));
+        return Err(ApiError::Conflict(format!(
+            "`{name}` already has a sibling of that name"
+        )));
     }
     let key = ids::new_key();
     let mut ancestors = parent.ancestors.clone();
@@ -140,9 +159,17 @@ async fn create_department(
     tx.push(format!(
         "CREATE {id} SET name = {name_b}, parent = {parent_b}, ancestors = {ancestors_b}, created_at = time::now(), updated_at = time::now()"
     ));
-    tx.audit(&actor.audit(), "department.create", Some(("department", &key)), serde_json::json!({ "name": name, "parent_id": parent_key }));
+    tx.audit(
+        &actor.audit(),
+        "department.create",
+        Some(("department", &key)),
+        serde_json::json!({ "name": name, "parent_id": parent_key }),
+    );
     tx.run(&state.db).await?;
-    Ok((StatusCode::CREATED, axum::Json(load(&state, &key).await?.into())))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(load(&state, &key).await?.into()),
+    ))
 }
 
 /// Rename a department or move it under another parent (with its whole subtree).
@@ -172,16 +199,23 @@ async fn update_department(
     let name_b = tx.bind(name.clone());
     let mut parent_key = current.parent.clone();
     if let Some(raw_parent) = &body.parent_id {
-        let new_parent_key = ids::parse_key(raw_parent).map_err(|_| ApiError::invalid_field("parent_id", "is not a department id"))?;
+        let new_parent_key = ids::parse_key(raw_parent)
+            .map_err(|_| ApiError::invalid_field("parent_id", "is not a department id"))?;
         if current.parent.is_none() {
-            return Err(ApiError::Conflict("the root department cannot be moved".into()));
+            return Err(ApiError::Conflict(
+                "the root department cannot be moved".into(),
+            ));
         }
         let new_parent = match load(&state, &new_parent_key).await {
-            Err(ApiError::NotFound(_)) => return Err(ApiError::invalid_field("parent_id", "no such department")),
+            Err(ApiError::NotFound(_)) => {
+                return Err(ApiError::invalid_field("parent_id", "no such department"));
+            }
             other => other?,
         };
         if new_parent_key == key || new_parent.ancestors.contains(&key) {
-            return Err(ApiError::Conflict("a department cannot be moved under itself or one of its descendants".into()));
+            return Err(ApiError::Conflict(
+                "a department cannot be moved under itself or one of its descendants".into(),
+            ));
         }
         let mut new_ancestors = new_parent.ancestors.clone();
         new_ancestors.push(new_parent_key.clone());
@@ -197,13 +231,19 @@ async fn update_department(
         tx.push(format!(
             "UPDATE department SET ancestors = array::concat({new_anc_b}, array::slice(ancestors, {old_len})), updated_at = time::now() WHERE ancestors CONTAINS {key_b}"
         ));
-        tx.push(format!("UPDATE {id_b} SET parent = {parent_b}, ancestors = {new_anc_b}"));
+        tx.push(format!(
+            "UPDATE {id_b} SET parent = {parent_b}, ancestors = {new_anc_b}"
+        ));
         parent_key = Some(new_parent_key);
     }
     if sibling_name_taken(&state, parent_key.as_deref(), &name, Some(&key)).await? {
-        return Err(ApiError::Conflict(format!("`{name}` already has a sibling of that name")));
+        return Err(ApiError::Conflict(format!(
+            "`{name}` already has a sibling of that name"
+        )));
     }
-    tx.push(format!("UPDATE {id_b} SET name = {name_b}, updated_at = time::now()"));
+    tx.push(format!(
+        "UPDATE {id_b} SET name = {name_b}, updated_at = time::now()"
+    ));
     tx.audit(
         &actor.audit(),
         "department.update",
@@ -214,8 +254,13 @@ async fn update_department(
         }),
     );
     match tx.run(&state.db).await {
-        Err(e) if e.thrown_message().is_some_and(|m| m.contains("department-cycle")) => {
-            return Err(ApiError::Conflict("a department cannot be moved under itself or one of its descendants".into()));
+        Err(e)
+            if e.thrown_message()
+                .is_some_and(|m| m.contains("department-cycle")) =>
+        {
+            return Err(ApiError::Conflict(
+                "a department cannot be moved under itself or one of its descendants".into(),
+            ));
         }
         other => other?,
     };
@@ -228,12 +273,18 @@ async fn update_department(
     params(("id" = String, Path, description = "Department id")),
     responses((status = 204, description = "Deleted"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-async fn delete_department(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_department(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     actor.require(Permission::DepartmentManage)?;
     let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     if current.parent.is_none() {
-        return Err(ApiError::Conflict("the root department cannot be deleted".into()));
+        return Err(ApiError::Conflict(
+            "the root department cannot be deleted".into(),
+        ));
     }
     let mut tx = Tx::new();
     let id_b = tx.bind(ids::record("department", &key));
@@ -242,12 +293,21 @@ async fn delete_department(State(state): State<AppState>, actor: Actor, Path(id)
     tx.push(format!("IF count(SELECT id FROM department WHERE parent = {key_b} LIMIT 1) > 0 {{ THROW 'department-has-children' }}"));
     tx.push(format!("IF count(SELECT id FROM user WHERE department = {key_plain} LIMIT 1) > 0 {{ THROW 'department-has-users' }}"));
     tx.push(format!("DELETE {id_b}"));
-    tx.audit(&actor.audit(), "department.delete", Some(("department", &key)), serde_json::json!({ "name": current.name }));
+    tx.audit(
+        &actor.audit(),
+        "department.delete",
+        Some(("department", &key)),
+        serde_json::json!({ "name": current.name }),
+    );
     match tx.run(&state.db).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(e) => match e.thrown_message() {
-            Some(m) if m.contains("department-has-children") => Err(ApiError::Conflict("the department still has sub-departments".into())),
-            Some(m) if m.contains("department-has-users") => Err(ApiError::Conflict("the department still has users".into())),
+            Some(m) if m.contains("department-has-children") => Err(ApiError::Conflict(
+                "the department still has sub-departments".into(),
+            )),
+            Some(m) if m.contains("department-has-users") => {
+                Err(ApiError::Conflict("the department still has users".into()))
+            }
             _ => Err(e.into()),
         },
     }

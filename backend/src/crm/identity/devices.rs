@@ -56,12 +56,26 @@ pub struct DeviceFilter {
 #[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = RegisterDevice,
     responses((status = 201, body = Device), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn register_device(State(state): State<AppState>, actor: Actor, ApiJson(body): ApiJson<RegisterDevice>) -> Result<(StatusCode, axum::Json<Device>), ApiError> {
+async fn register_device(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<RegisterDevice>,
+) -> Result<(StatusCode, axum::Json<Device>), ApiError> {
     let mut errors = Vec::new();
-    let name = validate::display_name(&body.name).map_err(|m| errors.push(FieldError { field: "name".into(), message: m })).ok();
+    let name = validate::display_name(&body.name)
+        .map_err(|m| {
+            errors.push(FieldError {
+                field: "name".into(),
+                message: m,
+            })
+        })
+        .ok();
     let platform = body.platform.trim().to_lowercase();
     if !PLATFORMS.contains(&platform.as_str()) {
-        errors.push(FieldError { field: "platform".into(), message: format!("must be one of {}", PLATFORMS.join(", ")) });
+        errors.push(FieldError {
+            field: "platform".into(),
+            message: format!("must be one of {}", PLATFORMS.join(", ")),
+        });
     }
     let Some(name) = name.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
@@ -73,9 +87,19 @@ async fn register_device(State(state): State<AppState>, actor: Actor, ApiJson(bo
     let name_b = tx.bind(name.clone());
     let platform_b = tx.bind(platform.clone());
     tx.push(format!("CREATE {id} SET user = {user}, name = {name_b}, platform = {platform_b}, created_at = time::now(), revoked_at = NONE"));
-    tx.audit(&actor.audit(), "device.register", Some(("device", &key)), serde_json::json!({ "name": name, "platform": platform }));
+    tx.audit(
+        &actor.audit(),
+        "device.register",
+        Some(("device", &key)),
+        serde_json::json!({ "name": name, "platform": platform }),
+    );
     tx.run(&state.db).await?;
-    let row: Option<DeviceRow> = state.db.client().select(ids::record("device", &key)).await.map_err(DbError::from)?;
+    let row: Option<DeviceRow> = state
+        .db
+        .client()
+        .select(ids::record("device", &key))
+        .await
+        .map_err(DbError::from)?;
     let row = row.ok_or_else(|| ApiError::Internal("device vanished after creation".into()))?;
     Ok((StatusCode::CREATED, axum::Json(row.into())))
 }
@@ -84,8 +108,16 @@ async fn register_device(State(state): State<AppState>, actor: Actor, ApiJson(bo
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceFilter),
     responses((status = 200, body = Page<Device>), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-async fn list_devices(State(state): State<AppState>, actor: Actor, ApiQuery(filter): ApiQuery<DeviceFilter>) -> Result<axum::Json<Page<Device>>, ApiError> {
-    let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() }.validate()?;
+async fn list_devices(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiQuery(filter): ApiQuery<DeviceFilter>,
+) -> Result<axum::Json<Page<Device>>, ApiError> {
+    let page = PageParams {
+        limit: filter.limit,
+        cursor: filter.cursor.clone(),
+    }
+    .validate()?;
     let user = match &filter.user_id {
         Some(raw) => {
             let key = ids::parse_key(raw)?;
@@ -109,7 +141,11 @@ async fn list_devices(State(state): State<AppState>, actor: Actor, ApiQuery(filt
         .map_err(DbError::from)?
         .take(0)
         .map_err(DbError::from)?;
-    Ok(axum::Json(page_of(rows.into_iter().map(Device::from).collect(), &page, |d| d.id.clone())))
+    Ok(axum::Json(page_of(
+        rows.into_iter().map(Device::from).collect(),
+        &page,
+        |d| d.id.clone(),
+    )))
 }
 
 /// Revoke a device: every session bound to it ends at once. Users may revoke their own devices;
@@ -118,9 +154,18 @@ async fn list_devices(State(state): State<AppState>, actor: Actor, ApiQuery(filt
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = Device), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-async fn revoke_device(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<axum::Json<Device>, ApiError> {
+async fn revoke_device(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Device>, ApiError> {
     let key = ids::parse_key(&id)?;
-    let row: Option<DeviceRow> = state.db.client().select(ids::record("device", &key)).await.map_err(DbError::from)?;
+    let row: Option<DeviceRow> = state
+        .db
+        .client()
+        .select(ids::record("device", &key))
+        .await
+        .map_err(DbError::from)?;
     let row = row.ok_or(ApiError::NotFound("device"))?;
     if row.user != actor.user_id && !actor.can(Permission::DeviceManage) {
         return Err(ApiError::NotFound("device"));
@@ -129,10 +174,24 @@ async fn revoke_device(State(state): State<AppState>, actor: Actor, Path(id): Pa
         let mut tx = Tx::new();
         let id_b = tx.bind(ids::record("device", &key));
         tx.push(format!("UPDATE {id_b} SET revoked_at = time::now()"));
-        revoke_sessions_in(&mut tx, &SessionSelector::Device(key.clone()), "device revoked");
-        tx.audit(&actor.audit(), "device.revoke", Some(("device", &key)), serde_json::json!({ "user_id": row.user }));
+        revoke_sessions_in(
+            &mut tx,
+            &SessionSelector::Device(key.clone()),
+            "device revoked",
+        );
+        tx.audit(
+            &actor.audit(),
+            "device.revoke",
+            Some(("device", &key)),
+            serde_json::json!({ "user_id": row.user }),
+        );
         tx.run(&state.db).await?;
     }
-    let row: Option<DeviceRow> = state.db.client().select(ids::record("device", &key)).await.map_err(DbError::from)?;
+    let row: Option<DeviceRow> = state
+        .db
+        .client()
+        .select(ids::record("device", &key))
+        .await
+        .map_err(DbError::from)?;
     Ok(axum::Json(row.ok_or(ApiError::NotFound("device"))?.into()))
 }

@@ -69,19 +69,32 @@ fn check_permissions(names: &[String]) -> Result<Vec<String>, ApiError> {
 }
 
 async fn load(state: &AppState, key: &str) -> Result<RoleRow, ApiError> {
-    let row: Option<RoleRow> = state.db.client().select(ids::record("role", key)).await.map_err(DbError::from)?;
+    let row: Option<RoleRow> = state
+        .db
+        .client()
+        .select(ids::record("role", key))
+        .await
+        .map_err(DbError::from)?;
     row.ok_or(ApiError::NotFound("role"))
 }
 
 fn duplicate_name(e: DbError) -> ApiError {
-    if e.is_duplicate() { ApiError::Conflict("a role with this name exists".into()) } else { e.into() }
+    if e.is_duplicate() {
+        ApiError::Conflict("a role with this name exists".into())
+    } else {
+        e.into()
+    }
 }
 
 /// Every role.
 #[utoipa::path(get, path = "/api/v1/roles", tag = "roles", params(PageParams),
     responses((status = 200, body = Page<Role>), (status = 401, body = Problem)),
     security(("bearer" = [])))]
-async fn list_roles(State(state): State<AppState>, _actor: Actor, ApiQuery(params): ApiQuery<PageParams>) -> Result<axum::Json<Page<Role>>, ApiError> {
+async fn list_roles(
+    State(state): State<AppState>,
+    _actor: Actor,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<axum::Json<Page<Role>>, ApiError> {
     let page = params.validate()?;
     let rows: Vec<RoleRow> = state
         .db
@@ -95,16 +108,25 @@ async fn list_roles(State(state): State<AppState>, _actor: Actor, ApiQuery(param
         .map_err(DbError::from)?
         .take(0)
         .map_err(DbError::from)?;
-    Ok(axum::Json(page_of(rows.into_iter().map(Role::from).collect(), &page, |r| r.id.clone())))
+    Ok(axum::Json(page_of(
+        rows.into_iter().map(Role::from).collect(),
+        &page,
+        |r| r.id.clone(),
+    )))
 }
 
 /// Create a role.
 #[utoipa::path(post, path = "/api/v1/roles", tag = "roles", request_body = CreateRole,
     responses((status = 201, body = Role), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn create_role(State(state): State<AppState>, actor: Actor, ApiJson(body): ApiJson<CreateRole>) -> Result<(StatusCode, axum::Json<Role>), ApiError> {
+async fn create_role(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<CreateRole>,
+) -> Result<(StatusCode, axum::Json<Role>), ApiError> {
     actor.require(Permission::RoleManage)?;
-    let name = validate::display_name(&body.name).map_err(|m| ApiError::invalid_field("name", m))?;
+    let name =
+        validate::display_name(&body.name).map_err(|m| ApiError::invalid_field("name", m))?;
     let permissions = check_permissions(&body.permissions)?;
     let key = ids::new_key();
     let mut tx = Tx::new();
@@ -117,7 +139,10 @@ async fn create_role(State(state): State<AppState>, actor: Actor, ApiJson(body):
     ));
     tx.audit(&actor.audit(), "role.create", Some(("role", &key)), serde_json::json!({ "name": name, "data_scope": body.data_scope, "permissions": permissions }));
     tx.run(&state.db).await.map_err(duplicate_name)?;
-    Ok((StatusCode::CREATED, axum::Json(load(&state, &key).await?.into())))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(load(&state, &key).await?.into()),
+    ))
 }
 
 /// Change a role's name, data scope or permissions; holders see the change on their next request.
@@ -125,18 +150,36 @@ async fn create_role(State(state): State<AppState>, actor: Actor, ApiJson(body):
     params(("id" = String, Path, description = "Role id")),
     responses((status = 200, body = Role), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn update_role(State(state): State<AppState>, actor: Actor, Path(id): Path<String>, ApiJson(body): ApiJson<UpdateRole>) -> Result<axum::Json<Role>, ApiError> {
+async fn update_role(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateRole>,
+) -> Result<axum::Json<Role>, ApiError> {
     actor.require(Permission::RoleManage)?;
     let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
-    let name = body.name.as_deref().map(validate::display_name).transpose().map_err(|m| ApiError::invalid_field("name", m))?.unwrap_or(current.name.clone());
+    let name = body
+        .name
+        .as_deref()
+        .map(validate::display_name)
+        .transpose()
+        .map_err(|m| ApiError::invalid_field("name", m))?
+        .unwrap_or(current.name.clone());
     let permissions = match &body.permissions {
         Some(p) => check_permissions(p)?,
         None => current.permissions.clone(),
     };
-    let data_scope = body.data_scope.map_or(current.data_scope.clone(), |s| s.name().to_string());
-    if current.builtin && current.name == "admin" && (data_scope != "all" || permissions.len() != Permission::ALL.len()) {
-        return Err(ApiError::Conflict("the built-in admin role always has every permission and sees everything".into()));
+    let data_scope = body
+        .data_scope
+        .map_or(current.data_scope.clone(), |s| s.name().to_string());
+    if current.builtin
+        && current.name == "admin"
+        && (data_scope != "all" || permissions.len() != Permission::ALL.len())
+    {
+        return Err(ApiError::Conflict(
+            "the built-in admin role always has every permission and sees everything".into(),
+        ));
     }
     let mut tx = Tx::new();
     let id_b = tx.bind(ids::record("role", &key));
@@ -144,11 +187,16 @@ async fn update_role(State(state): State<AppState>, actor: Actor, Path(id): Path
     let scope_b = tx.bind(data_scope.clone());
     let perms_b = tx.bind(permissions.clone());
     tx.push(format!("UPDATE {id_b} SET name = {name_b}, data_scope = {scope_b}, permissions = {perms_b}, updated_at = time::now()"));
-    tx.audit(&actor.audit(), "role.update", Some(("role", &key)), serde_json::json!({
-        "name": { "from": current.name, "to": name },
-        "data_scope": { "from": current.data_scope, "to": data_scope },
-        "permissions": { "from": current.permissions, "to": permissions },
-    }));
+    tx.audit(
+        &actor.audit(),
+        "role.update",
+        Some(("role", &key)),
+        serde_json::json!({
+            "name": { "from": current.name, "to": name },
+            "data_scope": { "from": current.data_scope, "to": data_scope },
+            "permissions": { "from": current.permissions, "to": permissions },
+        }),
+    );
     tx.run(&state.db).await.map_err(duplicate_name)?;
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
@@ -158,22 +206,38 @@ async fn update_role(State(state): State<AppState>, actor: Actor, Path(id): Path
     params(("id" = String, Path, description = "Role id")),
     responses((status = 204, description = "Deleted"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-async fn delete_role(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_role(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     actor.require(Permission::RoleManage)?;
     let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     if current.builtin {
-        return Err(ApiError::Conflict("built-in roles cannot be deleted".into()));
+        return Err(ApiError::Conflict(
+            "built-in roles cannot be deleted".into(),
+        ));
     }
     let mut tx = Tx::new();
     let id_b = tx.bind(ids::record("role", &key));
     let key_b = tx.bind(key.clone());
     tx.push(format!("IF count(SELECT id FROM user WHERE roles CONTAINS {key_b} LIMIT 1) > 0 {{ THROW 'role-in-use' }}"));
     tx.push(format!("DELETE {id_b}"));
-    tx.audit(&actor.audit(), "role.delete", Some(("role", &key)), serde_json::json!({ "name": current.name }));
+    tx.audit(
+        &actor.audit(),
+        "role.delete",
+        Some(("role", &key)),
+        serde_json::json!({ "name": current.name }),
+    );
     match tx.run(&state.db).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(e) if e.thrown_message().is_some_and(|m| m.contains("role-in-use")) => Err(ApiError::Conflict("users still hold this role".into())),
+        Err(e)
+            if e.thrown_message()
+                .is_some_and(|m| m.contains("role-in-use")) =>
+        {
+            Err(ApiError::Conflict("users still hold this role".into()))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -155,7 +155,12 @@ pub struct Me {
 
 /// Loads a user or answers 404.
 pub async fn load(state: &AppState, key: &str) -> Result<UserRow, ApiError> {
-    let row: Option<UserRow> = state.db.client().select(ids::record("user", key)).await.map_err(DbError::from)?;
+    let row: Option<UserRow> = state
+        .db
+        .client()
+        .select(ids::record("user", key))
+        .await
+        .map_err(DbError::from)?;
     row.ok_or(ApiError::NotFound("user"))
 }
 
@@ -176,7 +181,10 @@ fn parse_logins(email: Option<&str>, phone: Option<&str>, errors: &mut Vec<Field
     let mut field = |name: &str, r: Result<String, String>| match r {
         Ok(v) => Some(v),
         Err(message) => {
-            errors.push(FieldError { field: name.into(), message });
+            errors.push(FieldError {
+                field: name.into(),
+                message,
+            });
             None
         }
     };
@@ -195,9 +203,22 @@ async fn check_references(
     let department = match department {
         None => None,
         Some(raw) => match ids::parse_key(raw) {
-            Ok(key) if state.db.client().select::<Option<super::model::DepartmentRow>>(ids::record("department", &key)).await.map_err(DbError::from)?.is_some() => Some(key),
+            Ok(key)
+                if state
+                    .db
+                    .client()
+                    .select::<Option<super::model::DepartmentRow>>(ids::record("department", &key))
+                    .await
+                    .map_err(DbError::from)?
+                    .is_some() =>
+            {
+                Some(key)
+            }
             _ => {
-                errors.push(FieldError { field: "department_id".into(), message: "no such department".into() });
+                errors.push(FieldError {
+                    field: "department_id".into(),
+                    message: "no such department".into(),
+                });
                 None
             }
         },
@@ -208,13 +229,22 @@ async fn check_references(
             let mut keys = Vec::new();
             for (i, r) in raw.iter().enumerate() {
                 let known = match ids::parse_key(r) {
-                    Ok(key) => state.db.client().select::<Option<super::model::RoleRow>>(ids::record("role", &key)).await.map_err(DbError::from)?.map(|_| key),
+                    Ok(key) => state
+                        .db
+                        .client()
+                        .select::<Option<super::model::RoleRow>>(ids::record("role", &key))
+                        .await
+                        .map_err(DbError::from)?
+                        .map(|_| key),
                     Err(_) => None,
                 };
                 match known {
                     Some(key) if !keys.contains(&key) => keys.push(key),
                     Some(_) => {}
-                    None => errors.push(FieldError { field: format!("role_ids[{i}]"), message: "no such role".into() }),
+                    None => errors.push(FieldError {
+                        field: format!("role_ids[{i}]"),
+                        message: "no such role".into(),
+                    }),
                 }
             }
             Some(keys)
@@ -224,22 +254,42 @@ async fn check_references(
 }
 
 /// Checks that `manager` exists and that making it `user`'s manager creates no cycle.
-async fn check_manager(state: &AppState, user: Option<&str>, manager: &str, errors: &mut Vec<FieldError>) -> Result<Option<String>, ApiError> {
+async fn check_manager(
+    state: &AppState,
+    user: Option<&str>,
+    manager: &str,
+    errors: &mut Vec<FieldError>,
+) -> Result<Option<String>, ApiError> {
     let Ok(key) = ids::parse_key(manager) else {
-        errors.push(FieldError { field: "manager_id".into(), message: "is not a user id".into() });
+        errors.push(FieldError {
+            field: "manager_id".into(),
+            message: "is not a user id".into(),
+        });
         return Ok(None);
     };
     let mut cursor = Some(key.clone());
     for _ in 0..64 {
         let Some(current) = cursor else { break };
         if Some(current.as_str()) == user {
-            errors.push(FieldError { field: "manager_id".into(), message: "would make the user their own manager".into() });
+            errors.push(FieldError {
+                field: "manager_id".into(),
+                message: "would make the user their own manager".into(),
+            });
             return Ok(None);
         }
-        match state.db.client().select::<Option<UserRow>>(ids::record("user", &current)).await.map_err(DbError::from)? {
+        match state
+            .db
+            .client()
+            .select::<Option<UserRow>>(ids::record("user", &current))
+            .await
+            .map_err(DbError::from)?
+        {
             Some(row) => cursor = row.manager,
             None if current == key => {
-                errors.push(FieldError { field: "manager_id".into(), message: "no such user".into() });
+                errors.push(FieldError {
+                    field: "manager_id".into(),
+                    message: "no such user".into(),
+                });
                 return Ok(None);
             }
             None => break,
@@ -286,14 +336,24 @@ fn claim_login_in(tx: &mut Tx, login: &str, user: &str) {
     let login_b = tx.bind(ids::record("login", login));
     let user_b = tx.bind(user.to_string());
     let message = tx.bind(format!("login-taken:{login}"));
-    tx.push(format!("IF (SELECT VALUE user FROM ONLY {login_b}) NOT IN [NONE, {user_b}] {{ THROW {message} }}"));
+    tx.push(format!(
+        "IF (SELECT VALUE user FROM ONLY {login_b}) NOT IN [NONE, {user_b}] {{ THROW {message} }}"
+    ));
     tx.push(format!("UPSERT {login_b} SET user = {user_b}"));
 }
 
 fn login_taken(e: DbError) -> ApiError {
-    match e.thrown_message().and_then(|m| m.split_once("login-taken:")).map(|(_, l)| l.to_string()) {
+    match e
+        .thrown_message()
+        .and_then(|m| m.split_once("login-taken:"))
+        .map(|(_, l)| l.to_string())
+    {
         Some(login) => {
-            let field = if login.contains('@') { "email" } else { "phone" };
+            let field = if login.contains('@') {
+                "email"
+            } else {
+                "phone"
+            };
             ApiError::Conflict(format!("another user already logs in with this {field}"))
         }
         None => e.into(),
@@ -304,10 +364,22 @@ fn login_taken(e: DbError) -> ApiError {
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UserFilter),
     responses((status = 200, body = Page<User>), (status = 401, body = Problem), (status = 403, body = Problem)),
     security(("bearer" = [])))]
-async fn list_users(State(state): State<AppState>, actor: Actor, ApiQuery(filter): ApiQuery<UserFilter>) -> Result<axum::Json<Page<User>>, ApiError> {
+async fn list_users(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiQuery(filter): ApiQuery<UserFilter>,
+) -> Result<axum::Json<Page<User>>, ApiError> {
     actor.require(Permission::UserRead)?;
-    let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() }.validate()?;
-    let department = filter.department_id.as_deref().map(ids::parse_key).transpose()?;
+    let page = PageParams {
+        limit: filter.limit,
+        cursor: filter.cursor.clone(),
+    }
+    .validate()?;
+    let department = filter
+        .department_id
+        .as_deref()
+        .map(ids::parse_key)
+        .transpose()?;
     let scope = actor.scope.filter("record::id(id)");
     let rows: Vec<UserRow> = state
         .db
@@ -329,7 +401,11 @@ async fn list_users(State(state): State<AppState>, actor: Actor, ApiQuery(filter
         .map_err(DbError::from)?
         .take(0)
         .map_err(DbError::from)?;
-    Ok(axum::Json(page_of(rows.into_iter().map(User::from).collect(), &page, |u| u.id.clone())))
+    Ok(axum::Json(page_of(
+        rows.into_iter().map(User::from).collect(),
+        &page,
+        |u| u.id.clone(),
+    )))
 }
 
 /// One user within the caller's scope.
@@ -337,31 +413,67 @@ async fn list_users(State(state): State<AppState>, actor: Actor, ApiQuery(filter
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, body = User), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-async fn get_user(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<axum::Json<User>, ApiError> {
+async fn get_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserRead)?;
     let key = ids::parse_key(&id)?;
-    Ok(axum::Json(load_in_scope(&state, &actor, &key).await?.into()))
+    Ok(axum::Json(
+        load_in_scope(&state, &actor, &key).await?.into(),
+    ))
 }
 
 /// Create a user.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
     responses((status = 201, body = CreatedUser), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn create_user(State(state): State<AppState>, actor: Actor, ApiJson(body): ApiJson<CreateUser>) -> Result<(StatusCode, axum::Json<CreatedUser>), ApiError> {
+async fn create_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<(StatusCode, axum::Json<CreatedUser>), ApiError> {
     actor.require(Permission::UserManage)?;
     let mut errors = Vec::new();
-    let name = validate::display_name(&body.name).map_err(|m| errors.push(FieldError { field: "name".into(), message: m })).ok();
+    let name = validate::display_name(&body.name)
+        .map_err(|m| {
+            errors.push(FieldError {
+                field: "name".into(),
+                message: m,
+            })
+        })
+        .ok();
     let logins = parse_logins(body.email.as_deref(), body.phone.as_deref(), &mut errors);
     if body.email.is_none() && body.phone.is_none() {
-        errors.push(FieldError { field: "email".into(), message: "an email or a phone number is required to log in".into() });
+        errors.push(FieldError {
+            field: "email".into(),
+            message: "an email or a phone number is required to log in".into(),
+        });
     }
-    let time_zone = validate::time_zone(body.time_zone.as_deref().unwrap_or("Asia/Shanghai")).map_err(|m| errors.push(FieldError { field: "time_zone".into(), message: m })).ok();
+    let time_zone = validate::time_zone(body.time_zone.as_deref().unwrap_or("Asia/Shanghai"))
+        .map_err(|m| {
+            errors.push(FieldError {
+                field: "time_zone".into(),
+                message: m,
+            })
+        })
+        .ok();
     if let Some(p) = &body.password
         && let Err(m) = validate::password(p, state.config.auth.min_password_length)
     {
-        errors.push(FieldError { field: "password".into(), message: m });
+        errors.push(FieldError {
+            field: "password".into(),
+            message: m,
+        });
     }
-    let (department, roles) = check_references(&state, Some(&body.department_id), Some(&body.role_ids), &mut errors).await?;
+    let (department, roles) = check_references(
+        &state,
+        Some(&body.department_id),
+        Some(&body.role_ids),
+        &mut errors,
+    )
+    .await?;
     let manager = match &body.manager_id {
         Some(m) => check_manager(&state, None, m, &mut errors).await?,
         None => None,
@@ -369,22 +481,52 @@ async fn create_user(State(state): State<AppState>, actor: Actor, ApiJson(body):
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (Some(name), Some(time_zone), Some(department), Some(roles)) = (name, time_zone, department, roles) else {
-        return Err(ApiError::Internal("validation passed without values".into()));
+    let (Some(name), Some(time_zone), Some(department), Some(roles)) =
+        (name, time_zone, department, roles)
+    else {
+        return Err(ApiError::Internal(
+            "validation passed without values".into(),
+        ));
     };
     let generated = body.password.is_none().then(generate_password);
-    let password = body.password.clone().or_else(|| generated.clone()).unwrap_or_default();
+    let password = body
+        .password
+        .clone()
+        .or_else(|| generated.clone())
+        .unwrap_or_default();
     let hash = hash_password(password).await?;
     let key = ids::new_key();
     let mut tx = Tx::new();
-    create_user_in(&mut tx, &key, &name, logins.email.as_deref(), logins.phone.as_deref(), &department, manager.as_deref(), &roles, &time_zone, &hash);
-    tx.audit(&actor.audit(), "user.create", Some(("user", &key)), serde_json::json!({
-        "name": name, "email": logins.email, "phone": logins.phone, "department_id": department,
-        "manager_id": manager, "role_ids": roles, "time_zone": time_zone,
-    }));
+    create_user_in(
+        &mut tx,
+        &key,
+        &name,
+        logins.email.as_deref(),
+        logins.phone.as_deref(),
+        &department,
+        manager.as_deref(),
+        &roles,
+        &time_zone,
+        &hash,
+    );
+    tx.audit(
+        &actor.audit(),
+        "user.create",
+        Some(("user", &key)),
+        serde_json::json!({
+            "name": name, "email": logins.email, "phone": logins.phone, "department_id": department,
+            "manager_id": manager, "role_ids": roles, "time_zone": time_zone,
+        }),
+    );
     tx.run(&state.db).await.map_err(login_taken)?;
     let user = load(&state, &key).await?.into();
-    Ok((StatusCode::CREATED, axum::Json(CreatedUser { user, initial_password: generated })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedUser {
+            user,
+            initial_password: generated,
+        }),
+    ))
 }
 
 /// Change a user's logins, name, department, manager, roles or time zone.
@@ -392,24 +534,64 @@ async fn create_user(State(state): State<AppState>, actor: Actor, ApiJson(body):
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, body = User), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn update_user(State(state): State<AppState>, actor: Actor, Path(id): Path<String>, ApiJson(body): ApiJson<UpdateUser>) -> Result<axum::Json<User>, ApiError> {
+async fn update_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserManage)?;
     let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     let mut errors = Vec::new();
-    let name = body.name.as_deref().and_then(|n| validate::display_name(n).map_err(|m| errors.push(FieldError { field: "name".into(), message: m })).ok());
+    let name = body.name.as_deref().and_then(|n| {
+        validate::display_name(n)
+            .map_err(|m| {
+                errors.push(FieldError {
+                    field: "name".into(),
+                    message: m,
+                })
+            })
+            .ok()
+    });
     let logins = parse_logins(
         body.email.as_ref().and_then(|e| e.as_deref()),
         body.phone.as_ref().and_then(|p| p.as_deref()),
         &mut errors,
     );
-    let email = match &body.email { None => current.email.clone(), Some(None) => None, Some(Some(_)) => logins.email.clone() };
-    let phone = match &body.phone { None => current.phone.clone(), Some(None) => None, Some(Some(_)) => logins.phone.clone() };
+    let email = match &body.email {
+        None => current.email.clone(),
+        Some(None) => None,
+        Some(Some(_)) => logins.email.clone(),
+    };
+    let phone = match &body.phone {
+        None => current.phone.clone(),
+        Some(None) => None,
+        Some(Some(_)) => logins.phone.clone(),
+    };
     if email.is_none() && phone.is_none() && errors.is_empty() {
-        errors.push(FieldError { field: "email".into(), message: "a user needs an email or a phone number to log in".into() });
+        errors.push(FieldError {
+            field: "email".into(),
+            message: "a user needs an email or a phone number to log in".into(),
+        });
     }
-    let time_zone = body.time_zone.as_deref().and_then(|t| validate::time_zone(t).map_err(|m| errors.push(FieldError { field: "time_zone".into(), message: m })).ok());
-    let (department, roles) = check_references(&state, body.department_id.as_deref(), body.role_ids.as_deref(), &mut errors).await?;
+    let time_zone = body.time_zone.as_deref().and_then(|t| {
+        validate::time_zone(t)
+            .map_err(|m| {
+                errors.push(FieldError {
+                    field: "time_zone".into(),
+                    message: m,
+                })
+            })
+            .ok()
+    });
+    let (department, roles) = check_references(
+        &state,
+        body.department_id.as_deref(),
+        body.role_ids.as_deref(),
+        &mut errors,
+    )
+    .await?;
     let manager = match &body.manager_id {
         None => current.manager.clone(),
         Some(None) => None,
@@ -450,10 +632,17 @@ async fn update_user(State(state): State<AppState>, actor: Actor, Path(id): Path
     ]
     .map(|(f, b)| format!("{f} = {b}"))
     .join(", ");
-    tx.push(format!("UPDATE {id_b} SET {fields}, updated_at = time::now()"));
+    tx.push(format!(
+        "UPDATE {id_b} SET {fields}, updated_at = time::now()"
+    ));
     let before = serde_json::to_value(User::from(current)).unwrap_or_default();
     let after = serde_json::to_value(User::from(updated)).unwrap_or_default();
-    tx.audit(&actor.audit(), "user.update", Some(("user", &key)), changed_fields(&before, &after));
+    tx.audit(
+        &actor.audit(),
+        "user.update",
+        Some(("user", &key)),
+        changed_fields(&before, &after),
+    );
     tx.run(&state.db).await.map_err(login_taken)?;
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
@@ -478,7 +667,11 @@ fn changed_fields(before: &serde_json::Value, after: &serde_json::Value) -> serd
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, body = User), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("bearer" = [])))]
-async fn deactivate_user(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<axum::Json<User>, ApiError> {
+async fn deactivate_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserManage)?;
     let key = ids::parse_key(&id)?;
     load(&state, &key).await?;
@@ -488,10 +681,23 @@ async fn deactivate_user(State(state): State<AppState>, actor: Actor, Path(id): 
     let mut tx = Tx::new();
     let id_b = tx.bind(ids::record("user", &key));
     let key_b = tx.bind(key.clone());
-    tx.push(format!("UPDATE {id_b} SET active = false, updated_at = time::now()"));
-    revoke_sessions_in(&mut tx, &SessionSelector::User(key.clone()), "user deactivated");
-    tx.push(format!("UPDATE device SET revoked_at = time::now() WHERE user = {key_b} AND revoked_at = NONE"));
-    tx.audit(&actor.audit(), "user.deactivate", Some(("user", &key)), serde_json::json!({ "sessions": "revoked", "devices": "revoked" }));
+    tx.push(format!(
+        "UPDATE {id_b} SET active = false, updated_at = time::now()"
+    ));
+    revoke_sessions_in(
+        &mut tx,
+        &SessionSelector::User(key.clone()),
+        "user deactivated",
+    );
+    tx.push(format!(
+        "UPDATE device SET revoked_at = time::now() WHERE user = {key_b} AND revoked_at = NONE"
+    ));
+    tx.audit(
+        &actor.audit(),
+        "user.deactivate",
+        Some(("user", &key)),
+        serde_json::json!({ "sessions": "revoked", "devices": "revoked" }),
+    );
     tx.run(&state.db).await?;
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
@@ -501,14 +707,25 @@ async fn deactivate_user(State(state): State<AppState>, actor: Actor, Path(id): 
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, body = User), (status = 403, body = Problem), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-async fn activate_user(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<axum::Json<User>, ApiError> {
+async fn activate_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserManage)?;
     let key = ids::parse_key(&id)?;
     load(&state, &key).await?;
     let mut tx = Tx::new();
     let id_b = tx.bind(ids::record("user", &key));
-    tx.push(format!("UPDATE {id_b} SET active = true, updated_at = time::now()"));
-    tx.audit(&actor.audit(), "user.activate", Some(("user", &key)), serde_json::json!({}));
+    tx.push(format!(
+        "UPDATE {id_b} SET active = true, updated_at = time::now()"
+    ));
+    tx.audit(
+        &actor.audit(),
+        "user.activate",
+        Some(("user", &key)),
+        serde_json::json!({}),
+    );
     tx.run(&state.db).await?;
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
@@ -518,26 +735,62 @@ async fn activate_user(State(state): State<AppState>, actor: Actor, Path(id): Pa
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, body = PasswordReset), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn reset_password(State(state): State<AppState>, actor: Actor, Path(id): Path<String>, ApiJson(body): ApiJson<ResetPassword>) -> Result<axum::Json<PasswordReset>, ApiError> {
+async fn reset_password(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResetPassword>,
+) -> Result<axum::Json<PasswordReset>, ApiError> {
     actor.require(Permission::UserManage)?;
     let key = ids::parse_key(&id)?;
     load(&state, &key).await?;
     if let Some(p) = &body.password {
-        validate::password(p, state.config.auth.min_password_length).map_err(|m| ApiError::invalid_field("password", m))?;
+        validate::password(p, state.config.auth.min_password_length)
+            .map_err(|m| ApiError::invalid_field("password", m))?;
     }
     let generated = body.password.is_none().then(generate_password);
-    let hash = hash_password(body.password.clone().or_else(|| generated.clone()).unwrap_or_default()).await?;
-    set_password(&state, &actor.audit(), &key, &hash, SessionSelector::User(key.clone()), "user.reset_password").await?;
-    Ok(axum::Json(PasswordReset { password: generated }))
+    let hash = hash_password(
+        body.password
+            .clone()
+            .or_else(|| generated.clone())
+            .unwrap_or_default(),
+    )
+    .await?;
+    set_password(
+        &state,
+        &actor.audit(),
+        &key,
+        &hash,
+        SessionSelector::User(key.clone()),
+        "user.reset_password",
+    )
+    .await?;
+    Ok(axum::Json(PasswordReset {
+        password: generated,
+    }))
 }
 
-async fn set_password(state: &AppState, ctx: &AuditContext, key: &str, hash: &str, revoke: SessionSelector, action: &str) -> Result<(), ApiError> {
+async fn set_password(
+    state: &AppState,
+    ctx: &AuditContext,
+    key: &str,
+    hash: &str,
+    revoke: SessionSelector,
+    action: &str,
+) -> Result<(), ApiError> {
     let mut tx = Tx::new();
     let id_b = tx.bind(ids::record("user", key));
     let hash_b = tx.bind(hash.to_string());
-    tx.push(format!("UPDATE {id_b} SET password_hash = {hash_b}, updated_at = time::now()"));
+    tx.push(format!(
+        "UPDATE {id_b} SET password_hash = {hash_b}, updated_at = time::now()"
+    ));
     revoke_sessions_in(&mut tx, &revoke, "password changed");
-    tx.audit(ctx, action, Some(("user", key)), serde_json::json!({ "sessions": "revoked" }));
+    tx.audit(
+        ctx,
+        action,
+        Some(("user", key)),
+        serde_json::json!({ "sessions": "revoked" }),
+    );
     tx.run(&state.db).await?;
     Ok(())
 }
@@ -547,7 +800,11 @@ async fn set_password(state: &AppState, ctx: &AuditContext, key: &str, hash: &st
     responses((status = 200, body = Me), (status = 401, body = Problem)),
     security(("bearer" = [])))]
 async fn me(actor: Actor) -> Result<axum::Json<Me>, ApiError> {
-    let mut permissions: Vec<String> = actor.permissions.iter().map(|p| p.name().to_string()).collect();
+    let mut permissions: Vec<String> = actor
+        .permissions
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
     permissions.sort();
     Ok(axum::Json(Me {
         user: actor.user.clone().into(),
@@ -563,12 +820,30 @@ async fn me(actor: Actor) -> Result<axum::Json<Me>, ApiError> {
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePassword,
     responses((status = 204, description = "Changed"), (status = 401, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn change_password(State(state): State<AppState>, actor: Actor, ApiJson(body): ApiJson<ChangePassword>) -> Result<StatusCode, ApiError> {
-    if !verify_password(body.current_password.clone(), actor.user.password_hash.clone()).await {
+async fn change_password(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> Result<StatusCode, ApiError> {
+    if !verify_password(
+        body.current_password.clone(),
+        actor.user.password_hash.clone(),
+    )
+    .await
+    {
         return Err(ApiError::invalid_field("current_password", "is wrong"));
     }
-    validate::password(&body.new_password, state.config.auth.min_password_length).map_err(|m| ApiError::invalid_field("new_password", m))?;
+    validate::password(&body.new_password, state.config.auth.min_password_length)
+        .map_err(|m| ApiError::invalid_field("new_password", m))?;
     let hash = hash_password(body.new_password.clone()).await?;
-    set_password(&state, &actor.audit(), &actor.user_id, &hash, SessionSelector::UserExcept(actor.user_id.clone(), actor.session_id.clone()), "user.change_password").await?;
+    set_password(
+        &state,
+        &actor.audit(),
+        &actor.user_id,
+        &hash,
+        SessionSelector::UserExcept(actor.user_id.clone(), actor.session_id.clone()),
+        "user.change_password",
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,9 +5,12 @@
 pub fn normalize_email(raw: &str) -> Result<String, String> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
         && !email.chars().any(char::is_whitespace)
         && email.matches('@').count() == 1;
     if valid {
@@ -49,7 +52,9 @@ pub fn display_name(raw: &str) -> Result<String, String> {
     match name.chars().count() {
         0 => Err("must not be empty".into()),
         n if n > 100 => Err("must be at most 100 characters".into()),
-        _ if name.chars().any(char::is_control) => Err("must not contain control characters".into()),
+        _ if name.chars().any(char::is_control) => {
+            Err("must not contain control characters".into())
+        }
         _ => Ok(name.to_string()),
     }
 }

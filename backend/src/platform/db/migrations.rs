@@ -60,7 +60,9 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
         .check()?
         .take(0)?;
     for row in &applied {
-        let known = migrations.iter().find(|m| i64::from(m.version) == row.version);
+        let known = migrations
+            .iter()
+            .find(|m| i64::from(m.version) == row.version);
         match known {
             None => {
                 return Err(DbError::SchemaMismatch(format!(
@@ -101,9 +103,13 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
             .map_err(|source| DbError::Migration {
                 version: migration.version,
                 name: migration.name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
         ran += 1;
     }
     Ok(ran)

@@ -28,14 +28,14 @@ pub enum DbError {
         /// The URL, without credentials.
         url: String,
         /// What SurrealDB said.
-        source: surrealdb::Error,
+        source: Box<surrealdb::Error>,
     },
     /// Another process (usually a running server) holds the embedded store.
     #[error("the store at {0} is in use by another process; stop the running server first")]
     Locked(String),
     /// A query failed.
     #[error("query failed: {0}")]
-    Query(#[from] surrealdb::Error),
+    Query(Box<surrealdb::Error>),
     /// A migration failed; the store is left as it was before it.
     #[error("migration {version} ({name}) failed and was rolled back: {source}")]
     Migration {
@@ -44,7 +44,7 @@ pub enum DbError {
         /// The migration's file name.
         name: String,
         /// What SurrealDB said.
-        source: surrealdb::Error,
+        source: Box<surrealdb::Error>,
     },
     /// The store was migrated by a newer Outpost, or a recorded migration differs from ours.
     #[error("the store's schema does not match this build: {0}")]
@@ -52,6 +52,12 @@ pub enum DbError {
     /// A query returned something we did not expect.
     #[error("unexpected result: {0}")]
     Unexpected(String),
+}
+
+impl From<surrealdb::Error> for DbError {
+    fn from(e: surrealdb::Error) -> Self {
+        DbError::Query(Box::new(e))
+    }
 }
 
 impl DbError {
@@ -83,9 +89,7 @@ impl DbError {
     /// A unique index refused a duplicate.
     pub fn is_duplicate(&self) -> bool {
         match self {
-            DbError::Query(e) => {
-                e.is_already_exists() || e.message().contains("already contains")
-            }
+            DbError::Query(e) => e.is_already_exists() || e.message().contains("already contains"),
             _ => false,
         }
     }
@@ -93,7 +97,9 @@ impl DbError {
 
 fn is_conflict(e: &surrealdb::Error) -> bool {
     matches!(e.query_details(), Some(QueryError::TransactionConflict))
-        || e.message().to_ascii_lowercase().contains("transaction conflict")
+        || e.message()
+            .to_ascii_lowercase()
+            .contains("transaction conflict")
         || e.message().contains("read or write conflict")
 }
 
@@ -151,7 +157,7 @@ impl Db {
         let url = config.url.clone();
         let connect_err = |source| DbError::Connect {
             url: config.url.clone(),
-            source,
+            source: Box::new(source),
         };
         // An embedded store is locked by one process; a handle of this process that was just
         // dropped releases it a moment later, so wait briefly before giving up.
@@ -159,7 +165,10 @@ impl Db {
         let inner = loop {
             match surrealdb::engine::any::connect(url.as_str()).await {
                 Ok(inner) => break inner,
-                Err(e) if e.message().contains("already locked") && waited < Duration::from_secs(5) => {
+                Err(e)
+                    if e.message().contains("already locked")
+                        && waited < Duration::from_secs(5) =>
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     waited += Duration::from_millis(50);
                 }
@@ -238,7 +247,9 @@ impl Db {
 
 /// Like the SDK's `check`, but for a transaction reports the statement that actually failed
 /// rather than the first statement that "was not executed due to a failed transaction".
-pub fn check(mut response: surrealdb::IndexedResults) -> Result<surrealdb::IndexedResults, surrealdb::Error> {
+pub fn check(
+    mut response: surrealdb::IndexedResults,
+) -> Result<surrealdb::IndexedResults, surrealdb::Error> {
     let errors = response.take_errors();
     if errors.is_empty() {
         return Ok(response);
@@ -247,7 +258,10 @@ pub fn check(mut response: surrealdb::IndexedResults) -> Result<surrealdb::Index
     errors.sort_by_key(|(index, _)| *index);
     let cause = errors
         .iter()
-        .position(|(_, e)| !e.message().contains("not executed due to a failed transaction"))
+        .position(|(_, e)| {
+            !e.message()
+                .contains("not executed due to a failed transaction")
+        })
         .unwrap_or(0);
     Err(errors.swap_remove(cause).1)
 }

@@ -49,16 +49,27 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY) else {
         return next.run(request).await;
     };
-    let Some(key) = raw_key.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).map(str::to_string) else {
-        return ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()).into_response();
+    let Some(key) = raw_key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(str::to_string)
+    else {
+        return ApiError::BadRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        )
+        .into_response();
     };
-    // Scope the key by the caller: by access token subject when authenticated (a token cannot be
-    // forged, and an invalid one will fail in the handler anyway), else by nothing.
+    // Keys are scoped by the caller (the access token's subject; a token cannot be forged). Calls
+    // without a valid token are not commands (login, refresh): their responses hold fresh
+    // credentials, which must never be stored or replayed, so they run as they are.
     let (parts, body) = request.into_parts();
-    let caller = crate::crm::identity::access::bearer_token(&parts)
+    let Some(caller) = crate::crm::identity::access::bearer_token(&parts)
         .and_then(|t| state.keys.verify(t).ok())
         .map(|c| c.sub)
-        .unwrap_or_default();
+    else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
     let limit = state.config.server.max_body_bytes;
     let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
@@ -69,14 +80,19 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     hasher.update([0]);
     hasher.update(&bytes);
     let request_hash = hex(&hasher.finalize());
-    let record = ids::record("idempotency", &hex(&Sha256::digest(format!("{caller}\u{0}{key}").as_bytes())));
+    let record = ids::record(
+        "idempotency",
+        &hex(&Sha256::digest(format!("{caller}\u{0}{key}").as_bytes())),
+    );
 
     match claim(&state, &record, &request_hash).await {
         Err(e) => return e.into_response(),
         Ok(Some(replay)) => return replay,
         Ok(None) => {}
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     match store(&state, &record, response).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -84,20 +100,35 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
 }
 
 /// Claims the key, or returns the replay (or the refusal) when it is taken.
-async fn claim(state: &AppState, record: &surrealdb::types::RecordId, request_hash: &str) -> Result<Option<Response>, ApiError> {
-    let existing: Option<Stored> = state.db.client().select(record.clone()).await.map_err(DbError::from)?;
+async fn claim(
+    state: &AppState,
+    record: &surrealdb::types::RecordId,
+    request_hash: &str,
+) -> Result<Option<Response>, ApiError> {
+    let existing: Option<Stored> = state
+        .db
+        .client()
+        .select(record.clone())
+        .await
+        .map_err(DbError::from)?;
     let now = chrono::Utc::now();
     if let Some(stored) = existing.filter(|s| s.expires_at > now) {
         if stored.request_hash != request_hash {
             return Err(ApiError::IdempotencyKeyReused);
         }
         if let (Some(status), Some(body)) = (stored.status, stored.body) {
-            let status = StatusCode::from_u16(u16::try_from(status).unwrap_or(200)).unwrap_or(StatusCode::OK);
+            let status = StatusCode::from_u16(u16::try_from(status).unwrap_or(200))
+                .unwrap_or(StatusCode::OK);
             let mut response = (status, body).into_response();
-            if let Some(ct) = stored.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            if let Some(ct) = stored
+                .content_type
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+            {
                 response.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
-            response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
             return Ok(Some(response));
         }
         if stored.locked_until > now {
@@ -129,23 +160,48 @@ async fn claim(state: &AppState, record: &surrealdb::types::RecordId, request_ha
         .await;
     match result {
         Ok(_) => Ok(None),
-        Err(e) if e.thrown_message().is_some_and(|m| m.contains("idempotency-taken")) => Err(ApiError::IdempotencyInProgress),
+        Err(e)
+            if e.thrown_message()
+                .is_some_and(|m| m.contains("idempotency-taken")) =>
+        {
+            Err(ApiError::IdempotencyInProgress)
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Stores a finished response for replay (or releases the claim after a 5xx).
-async fn store(state: &AppState, record: &surrealdb::types::RecordId, response: Response) -> Result<Response, ApiError> {
+async fn store(
+    state: &AppState,
+    record: &surrealdb::types::RecordId,
+    response: Response,
+) -> Result<Response, ApiError> {
     let (mut parts, body) = response.into_parts();
-    let bytes: Bytes = to_bytes(body, MAX_STORED_BODY).await.map_err(|e| ApiError::Internal(format!("cannot buffer a response: {e}")))?;
+    let bytes: Bytes = to_bytes(body, MAX_STORED_BODY)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot buffer a response: {e}")))?;
     if parts.status.is_server_error() {
-        state.db.client().query("DELETE $record").bind(("record", record.clone())).await.map_err(DbError::from)?.check().map_err(DbError::from)?;
-    } else {
-        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
         state
             .db
             .client()
-            .query("UPDATE $record SET status = $status, body = $body, content_type = $content_type")
+            .query("DELETE $record")
+            .bind(("record", record.clone()))
+            .await
+            .map_err(DbError::from)?
+            .check()
+            .map_err(DbError::from)?;
+    } else {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        state
+            .db
+            .client()
+            .query(
+                "UPDATE $record SET status = $status, body = $body, content_type = $content_type",
+            )
             .bind(("record", record.clone()))
             .bind(("status", i64::from(parts.status.as_u16())))
             .bind(("body", String::from_utf8_lossy(&bytes).into_owned()))
@@ -161,6 +217,11 @@ async fn store(state: &AppState, record: &surrealdb::types::RecordId, response: 
 
 /// Deletes expired keys; run periodically.
 pub async fn purge_expired(state: &AppState) -> Result<(), DbError> {
-    state.db.client().query("DELETE idempotency WHERE expires_at < time::now()").await?.check()?;
+    state
+        .db
+        .client()
+        .query("DELETE idempotency WHERE expires_at < time::now()")
+        .await?
+        .check()?;
     Ok(())
 }

@@ -54,7 +54,9 @@ impl PageParams {
                     .ok()
                     .and_then(|bytes| String::from_utf8(bytes).ok())
                     .filter(|key| uuid::Uuid::try_parse(key).is_ok())
-                    .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
+                    .ok_or_else(|| {
+                        ApiError::invalid_field("cursor", "not a cursor from this list")
+                    })?,
             ),
         };
         Ok(PageRequest { limit, after })

@@ -43,7 +43,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -89,7 +94,11 @@ struct OpenApiText(std::sync::Arc<str>);
 /// Turns every error response into problem+json with the request id as `instance`: axum's own
 /// plain-text rejections (413 from the body limit, 408 from the timeout) included.
 async fn problem_details(request: Request, next: Next) -> Response {
-    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -158,15 +167,25 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health
     if ready {
         (StatusCode::OK, axum::Json(Health { status: "ok" }))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health { status: "unavailable" }))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health {
+                status: "unavailable",
+            }),
+        )
     }
 }
 
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi_json(axum::Extension(OpenApiText(text)): axum::Extension<OpenApiText>) -> Response {
+async fn openapi_json(
+    axum::Extension(OpenApiText(text)): axum::Extension<OpenApiText>,
+) -> Response {
     let mut response = text.to_string().into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

@@ -1,0 +1,48 @@
+//! Configuration: defaults, `outpost.toml`, `OUTPOST__SECTION__KEY` overrides, redacted secrets.
+
+use outpost::config::{Config, Secret};
+
+#[test]
+fn defaults_file_then_environment_and_secrets_are_redacted() {
+    figment::Jail::expect_with(|jail| {
+        let defaults = Config::load(std::path::Path::new("missing.toml")).expect("no file is fine");
+        assert_eq!(defaults.database.url, "surrealkv://data");
+        assert_eq!(defaults.server.bind.to_string(), "127.0.0.1:8080");
+
+        jail.create_file(
+            "outpost.toml",
+            r#"
+            [server]
+            max_body_bytes = 4096
+            [auth]
+            jwt_secret = "file-secret-value"
+            [bootstrap]
+            company_name = "北京示例科技有限公司"
+            "#,
+        )?;
+        jail.set_env("OUTPOST__SERVER__MAX_BODY_BYTES", "8192");
+        jail.set_env("OUTPOST__DATABASE__PASSWORD", "env-db-password");
+        let config = Config::load(std::path::Path::new("outpost.toml")).expect("loads");
+        assert_eq!(
+            config.server.max_body_bytes, 8192,
+            "the environment wins over the file"
+        );
+        assert_eq!(config.bootstrap.company_name, "北京示例科技有限公司");
+        assert_eq!(
+            config.auth.jwt_secret,
+            Some(Secret::new("file-secret-value"))
+        );
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("file-secret-value") && !printed.contains("env-db-password"),
+            "{printed}"
+        );
+        assert!(printed.contains("[redacted]"));
+
+        jail.create_file("bad.toml", "[server]\nmax_body_bytse = 1\n")?;
+        let err =
+            Config::load(std::path::Path::new("bad.toml")).expect_err("unknown keys are refused");
+        assert!(err.to_string().contains("max_body_bytse"), "{err}");
+        Ok(())
+    });
+}
