@@ -98,8 +98,20 @@ impl Cli {
     }
 }
 
-/// Runs an admin command; `stdin` supplies the password, `out` gets the report.
+/// Runs an admin command; `stdin` supplies the password, `out` gets the report. Returns once the
+/// store is closed again.
 pub async fn run_admin(
+    config: &Config,
+    command: &AdminCommand,
+    stdin: &mut dyn BufRead,
+    out: &mut dyn std::io::Write,
+) -> Result<(), CliError> {
+    let result = create_admin(config, command, stdin, out).await;
+    crate::platform::db::await_store_closed(&config.database).await;
+    result
+}
+
+async fn create_admin(
     config: &Config,
     command: &AdminCommand,
     stdin: &mut dyn BufRead,

@@ -172,7 +172,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".into(),
+            filter: "info,surrealdb=warn,surrealkv=warn".into(),
             format: "text".into(),
         }
     }

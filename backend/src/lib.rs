@@ -98,6 +98,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
         config: Arc::new(config),
     };
     let (router, _) = platform::http::router::build(state.clone());
+    let database = state.config.database.clone();
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let upkeep = tokio::spawn(upkeep(state.clone()));
@@ -113,6 +114,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
         upkeep.abort();
         let _ = upkeep.await;
         drop(state);
+        platform::db::await_store_closed(&database).await;
         tracing::info!("server stopped; store closed");
         served.map_err(StartError::Io)
     });

@@ -265,3 +265,23 @@ pub fn check(
         .unwrap_or(0);
     Err(errors.swap_remove(cause).1)
 }
+
+/// Waits until the embedded store at `config.url` has been shut down after its last handle was
+/// dropped (SurrealDB closes it in the background), so that the process exits, or the store is
+/// reopened, only once everything is on disk. Other engines return at once.
+pub async fn await_store_closed(config: &DatabaseConfig) {
+    let Some(dir) = config.url.strip_prefix("surrealkv://") else {
+        return;
+    };
+    let lock_path = std::path::Path::new(dir.split('?').next().unwrap_or(dir)).join("LOCK");
+    for _ in 0..200 {
+        let released = std::fs::File::open(&lock_path)
+            .map(|file| file.try_lock().is_ok())
+            .unwrap_or(true);
+        if released {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(path = %lock_path.display(), "the store did not close within 10 s");
+}
