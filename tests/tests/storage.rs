@@ -231,3 +231,35 @@ async fn a_restart_on_surrealkv_loses_nothing() {
     assert_eq!(login_again.status(), StatusCode::OK);
     restarted.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_in_flight_request_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let token = server.admin_token().await;
+    let root = server.root_department(&token).await;
+    let body = json!({ "name": "Night shift", "parent_id": root }).to_string();
+    let (head, tail) = body.split_at(10);
+
+    // The request is in flight: headers sent, body half sent, handler waiting for the rest.
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /api/v1/departments HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let stopping = tokio::spawn(server.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "shutdown waits for the in-flight request");
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    stopping.await.unwrap();
+
+    // New connections are refused once it has stopped.
+    assert!(tokio::net::TcpStream::connect(&address).await.is_err());
+}
