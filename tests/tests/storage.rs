@@ -253,7 +253,10 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
 
     let stopping = tokio::spawn(server.shutdown());
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(!stopping.is_finished(), "shutdown waits for the in-flight request");
+    assert!(
+        !stopping.is_finished(),
+        "shutdown waits for the in-flight request"
+    );
     stream.write_all(tail.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

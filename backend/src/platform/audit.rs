@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
 use utoipa::ToSchema;
 
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{Db, DbError, Query};
 use crate::platform::ids;
 
 /// Who is acting and from where, as the audit log records it.
@@ -176,14 +176,13 @@ impl Tx {
             "BEGIN TRANSACTION;\n{};\nCOMMIT TRANSACTION;",
             self.statements.join(";\n")
         );
-        db.retry(|| async {
-            let mut query = db.client().query(sql.as_str());
-            for (name, value) in &self.bindings {
-                query = query.bind((name.clone(), value.clone()));
-            }
-            Ok(crate::platform::db::check(query.await?)?)
-        })
-        .await
+        let query = self
+            .bindings
+            .iter()
+            .fold(Query::new(sql), |query, (name, value)| {
+                query.bind(name, value.clone())
+            });
+        db.retry(|| query.run(db)).await
     }
 }
 
@@ -239,36 +238,26 @@ async fn list_audit(
         cursor: filter.cursor.clone(),
     }
     .validate()?;
-    let rows: Vec<AuditRow> = state
-        .db
-        .client()
-        .query(
-            "SELECT * FROM audit
-             WHERE ($after = NONE OR id < type::record('audit', $after))
-               AND ($target_kind = NONE OR target_kind = $target_kind)
-               AND ($target_id = NONE OR target_id = $target_id)
-               AND ($actor = NONE OR actor = $actor)
-               AND ($from = NONE OR at >= $from)
-               AND ($to = NONE OR at < $to)
-             ORDER BY id DESC LIMIT $limit",
-        )
-        .bind(("after", page.after.clone()))
-        .bind(("target_kind", filter.target_kind.clone()))
-        .bind(("target_id", filter.target_id.clone()))
-        .bind(("actor", filter.actor_id.clone()))
-        .bind(("from", filter.from))
-        .bind(("to", filter.to))
-        .bind(("limit", (page.limit + 1) as i64))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(0)
-        .map_err(DbError::from)?;
-    let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
-    Ok(axum::Json(crate::platform::http::page_of(
-        entries,
+    let filter = crate::platform::db::Query::new(
+        "($target_kind = NONE OR target_kind = $target_kind)
+         AND ($target_id = NONE OR target_id = $target_id)
+         AND ($actor = NONE OR actor = $actor)
+         AND ($from = NONE OR at >= $from)
+         AND ($to = NONE OR at < $to)",
+    )
+    .bind("target_kind", filter.target_kind.clone())
+    .bind("target_id", filter.target_id.clone())
+    .bind("actor", filter.actor_id.clone())
+    .bind("from", filter.from)
+    .bind("to", filter.to);
+    let page = crate::platform::http::fetch_page::<AuditRow, AuditEntry>(
+        &state.db,
+        "audit",
+        filter,
         &page,
+        crate::platform::http::Order::NewestFirst,
         |e| e.id.clone(),
-    )))
+    )
+    .await?;
+    Ok(axum::Json(page))
 }

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::AuditContext;
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{Db, DbError, Query};
 use crate::platform::http::{ClientAddress, RequestId};
 use crate::platform::ids;
 
@@ -183,13 +183,12 @@ impl Scope {
                     if frontier.is_empty() {
                         break;
                     }
-                    let next: Vec<String> = db
-                        .client()
-                        .query("SELECT VALUE record::id(id) FROM user WHERE manager IN $frontier")
-                        .bind(("frontier", frontier))
-                        .await?
-                        .check()?
-                        .take(0)?;
+                    let next: Vec<String> = Query::new(
+                        "SELECT VALUE record::id(id) FROM user WHERE manager IN $frontier",
+                    )
+                    .bind("frontier", frontier)
+                    .take(db, 0)
+                    .await?;
                     frontier = next
                         .into_iter()
                         .filter(|k| seen.insert(k.clone()))
@@ -198,27 +197,23 @@ impl Scope {
                 seen
             }
             DataScope::Department => {
-                let members: Vec<String> = db
-                    .client()
-                    .query("SELECT VALUE record::id(id) FROM user WHERE department = $department")
-                    .bind(("department", user.department.clone()))
-                    .await?
-                    .check()?
-                    .take(0)?;
+                let members: Vec<String> = Query::new(
+                    "SELECT VALUE record::id(id) FROM user WHERE department = $department",
+                )
+                .bind("department", user.department.clone())
+                .take(db, 0)
+                .await?;
                 members.into_iter().chain([me]).collect()
             }
             DataScope::DepartmentAndChildren => {
-                let members: Vec<String> = db
-                    .client()
-                    .query(
-                        "LET $departments = array::union([$department], \
-                            (SELECT VALUE record::id(id) FROM department WHERE ancestors CONTAINS $department));
-                         SELECT VALUE record::id(id) FROM user WHERE department IN $departments;",
-                    )
-                    .bind(("department", user.department.clone()))
-                    .await?
-                    .check()?
-                    .take(1)?;
+                let members: Vec<String> = Query::new(
+                    "LET $departments = array::union([$department], \
+                        (SELECT VALUE record::id(id) FROM department WHERE ancestors CONTAINS $department));
+                     SELECT VALUE record::id(id) FROM user WHERE department IN $departments;",
+                )
+                .bind("department", user.department.clone())
+                .take(db, 1)
+                .await?;
                 members.into_iter().chain([me]).collect()
             }
         };
@@ -314,27 +309,23 @@ impl FromRequestParts<AppState> for Actor {
             .transpose()
             .map_err(|_| revoked())?;
 
-        let rows: Option<ActorRows> = state
-            .db
-            .client()
-            .query(
-                "LET $u = (SELECT * FROM ONLY $user);
-                 RETURN {
-                    user: $u,
-                    session: (SELECT * FROM ONLY $sess),
-                    device: IF $device THEN (SELECT * FROM ONLY $device) ELSE NONE END,
-                    roles: IF $u THEN (SELECT * FROM role WHERE record::id(id) IN $u.roles) ELSE [] END,
-                 };",
-            )
-            .bind(("user", ids::record("user", &user_id)))
-            .bind(("sess", ids::record("session", &session_id)))
-            .bind(("device", device_key.as_ref().map(|d| ids::record("device", d))))
-            .await
-            .map_err(DbError::from)?
-            .check()
-            .map_err(DbError::from)?
-            .take(1)
-            .map_err(DbError::from)?;
+        let rows: Option<ActorRows> = Query::new(
+            "LET $u = (SELECT * FROM ONLY $user);
+             RETURN {
+                user: $u,
+                session: (SELECT * FROM ONLY $sess),
+                device: IF $device THEN (SELECT * FROM ONLY $device) ELSE NONE END,
+                roles: IF $u THEN (SELECT * FROM role WHERE record::id(id) IN $u.roles) ELSE [] END,
+             };",
+        )
+        .bind("user", ids::record("user", &user_id))
+        .bind("sess", ids::record("session", &session_id))
+        .bind(
+            "device",
+            device_key.as_ref().map(|d| ids::record("device", d)),
+        )
+        .take(&state.db, 1)
+        .await?;
         let rows = rows.ok_or_else(revoked)?;
         let user = rows.user.ok_or_else(revoked)?;
         let session = rows.session.ok_or_else(revoked)?;

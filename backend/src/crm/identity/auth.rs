@@ -22,7 +22,7 @@ use crate::config::AuthConfig;
 use crate::error::ApiError;
 use crate::platform::audit::{self, AuditContext, Tx};
 use crate::platform::auth::{AccessClaims, random_token, token_digest, verify_password};
-use crate::platform::db::DbError;
+use crate::platform::db::{DbError, Query};
 use crate::platform::http::{ApiJson, ClientAddress, RequestId};
 use crate::platform::ids;
 
@@ -211,12 +211,7 @@ async fn login(
         Some(raw) => {
             let key = ids::parse_key(raw)
                 .map_err(|_| ApiError::invalid_field("device_id", "is not a device id"))?;
-            let device: Option<DeviceRow> = state
-                .db
-                .client()
-                .select(ids::record("device", &key))
-                .await
-                .map_err(DbError::from)?;
+            let device: Option<DeviceRow> = state.db.get("device", &key).await?;
             match device {
                 Some(d) if d.user == user_id && d.revoked_at.is_none() => Some(key),
                 _ => {
@@ -239,14 +234,12 @@ async fn login(
 }
 
 async fn find_user_by_login(state: &AppState, login: &str) -> Result<Option<UserRow>, DbError> {
-    let user: Option<UserRow> = state
-        .db
-        .client()
-        .query("LET $l = (SELECT VALUE user FROM ONLY $login); IF $l { SELECT * FROM ONLY type::record('user', $l) } ELSE { NONE }")
-        .bind(("login", ids::record("login", login)))
-        .await?
-        .check()?
-        .take(1)?;
+    let user: Option<UserRow> = Query::new(
+        "LET $l = (SELECT VALUE user FROM ONLY $login); IF $l { SELECT * FROM ONLY type::record('user', $l) } ELSE { NONE }",
+    )
+    .bind("login", ids::record("login", login))
+    .take(&state.db, 1)
+    .await?;
     Ok(user)
 }
 
@@ -333,27 +326,20 @@ async fn refresh(
 ) -> Result<axum::Json<TokenPair>, ApiError> {
     let invalid = || ApiError::Unauthorized("the refresh token is not valid; log in again".into());
     let digest = token_digest(&body.refresh_token);
-    let lookup: Option<RefreshLookup> = state
-        .db
-        .client()
-        .query(
-            "LET $t = (SELECT * FROM ONLY $rt);
-             IF $t {
-                LET $s = (SELECT * FROM ONLY type::record('session', $t.session));
-                RETURN {
-                    session: $s,
-                    used: $t.used_at != NONE,
-                    active: (SELECT VALUE active FROM ONLY type::record('user', $s.user)) ?? false,
-                }
-             } ELSE { NONE }",
-        )
-        .bind(("rt", ids::record("refresh_token", &digest)))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(1)
-        .map_err(DbError::from)?;
+    let lookup: Option<RefreshLookup> = Query::new(
+        "LET $t = (SELECT * FROM ONLY $rt);
+         IF $t {
+            LET $s = (SELECT * FROM ONLY type::record('session', $t.session));
+            RETURN {
+                session: $s,
+                used: $t.used_at != NONE,
+                active: (SELECT VALUE active FROM ONLY type::record('user', $s.user)) ?? false,
+            }
+         } ELSE { NONE }",
+    )
+    .bind("rt", ids::record("refresh_token", &digest))
+    .take(&state.db, 1)
+    .await?;
     let lookup = lookup.ok_or_else(invalid)?;
     let session = lookup.session.ok_or_else(invalid)?;
     let session_id = ids::key_of(&session.id);
@@ -438,20 +424,12 @@ async fn logout(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let session: Option<SessionRow> = state
-        .db
-        .client()
-        .query("SELECT * FROM ONLY type::record('session', (SELECT VALUE session FROM ONLY $rt))")
-        .bind((
-            "rt",
-            ids::record("refresh_token", &token_digest(&body.refresh_token)),
-        ))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(0)
-        .unwrap_or(None);
+    let session: Option<SessionRow> = Query::new(
+        "LET $s = (SELECT VALUE session FROM ONLY $rt); IF $s { SELECT * FROM ONLY type::record('session', $s) } ELSE { NONE }",
+    )
+    .bind("rt", ids::record("refresh_token", &token_digest(&body.refresh_token)))
+    .take(&state.db, 1)
+    .await?;
     let session = session.ok_or_else(|| ApiError::Unauthorized("unknown refresh token".into()))?;
     if session.revoked_at.is_none() {
         let ctx = AuditContext {

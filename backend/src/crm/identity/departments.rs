@@ -11,8 +11,8 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::Tx;
-use crate::platform::db::DbError;
-use crate::platform::http::{ApiJson, ApiQuery, PageParams, page_of};
+use crate::platform::db::Query;
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, Permission};
@@ -51,13 +51,11 @@ pub struct UpdateDepartment {
 
 /// Loads a department or answers 404.
 pub async fn load(state: &AppState, key: &str) -> Result<DepartmentRow, ApiError> {
-    let row: Option<DepartmentRow> = state
+    state
         .db
-        .client()
-        .select(ids::record("department", key))
-        .await
-        .map_err(DbError::from)?;
-    row.ok_or(ApiError::NotFound("department"))
+        .get("department", key)
+        .await?
+        .ok_or(ApiError::NotFound("department"))
 }
 
 async fn sibling_name_taken(
@@ -66,18 +64,13 @@ async fn sibling_name_taken(
     name: &str,
     except: Option<&str>,
 ) -> Result<bool, ApiError> {
-    let taken: Vec<String> = state
-        .db
-        .client()
-        .query("SELECT VALUE record::id(id) FROM department WHERE parent = $parent AND string::lowercase(name) = string::lowercase($name)")
-        .bind(("parent", parent.map(str::to_string)))
-        .bind(("name", name.to_string()))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(0)
-        .map_err(DbError::from)?;
+    let taken: Vec<String> = Query::new(
+        "SELECT VALUE record::id(id) FROM department WHERE parent = $parent AND string::lowercase(name) = string::lowercase($name)",
+    )
+    .bind("parent", parent.map(str::to_string))
+    .bind("name", name.to_string())
+    .take(&state.db, 0)
+    .await?;
     Ok(taken.iter().any(|k| Some(k.as_str()) != except))
 }
 
@@ -92,20 +85,16 @@ async fn list_departments(
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<axum::Json<Page<Department>>, ApiError> {
     let page = params.validate()?;
-    let rows: Vec<DepartmentRow> = state
-        .db
-        .client()
-        .query("SELECT * FROM department WHERE $after = NONE OR id > type::record('department', $after) ORDER BY id LIMIT $limit")
-        .bind(("after", page.after.clone()))
-        .bind(("limit", (page.limit + 1) as i64))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(0)
-        .map_err(DbError::from)?;
-    let rows: Vec<Department> = rows.into_iter().map(Department::from).collect();
-    Ok(axum::Json(page_of(rows, &page, |d| d.id.clone())))
+    let page = fetch_page::<DepartmentRow, Department>(
+        &state.db,
+        "department",
+        Query::new("true"),
+        &page,
+        Order::OldestFirst,
+        |d| d.id.clone(),
+    )
+    .await?;
+    Ok(axum::Json(page))
 }
 
 /// One department.

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::Tx;
-use crate::platform::db::DbError;
-use crate::platform::http::{ApiJson, ApiQuery, PageParams, page_of};
+use crate::platform::db::Query;
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, Permission};
@@ -94,12 +94,7 @@ async fn register_device(
         serde_json::json!({ "name": name, "platform": platform }),
     );
     tx.run(&state.db).await?;
-    let row: Option<DeviceRow> = state
-        .db
-        .client()
-        .select(ids::record("device", &key))
-        .await
-        .map_err(DbError::from)?;
+    let row: Option<DeviceRow> = state.db.get("device", &key).await?;
     let row = row.ok_or_else(|| ApiError::Internal("device vanished after creation".into()))?;
     Ok((StatusCode::CREATED, axum::Json(row.into())))
 }
@@ -128,24 +123,17 @@ async fn list_devices(
         }
         None => actor.user_id.clone(),
     };
-    let rows: Vec<DeviceRow> = state
-        .db
-        .client()
-        .query("SELECT * FROM device WHERE user = $user AND ($after = NONE OR id > type::record('device', $after)) ORDER BY id LIMIT $limit")
-        .bind(("user", user))
-        .bind(("after", page.after.clone()))
-        .bind(("limit", (page.limit + 1) as i64))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(0)
-        .map_err(DbError::from)?;
-    Ok(axum::Json(page_of(
-        rows.into_iter().map(Device::from).collect(),
+    let filter = Query::new("user = $user").bind("user", user);
+    let page = fetch_page::<DeviceRow, Device>(
+        &state.db,
+        "device",
+        filter,
         &page,
+        Order::OldestFirst,
         |d| d.id.clone(),
-    )))
+    )
+    .await?;
+    Ok(axum::Json(page))
 }
 
 /// Revoke a device: every session bound to it ends at once. Users may revoke their own devices;
@@ -160,13 +148,11 @@ async fn revoke_device(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Device>, ApiError> {
     let key = ids::parse_key(&id)?;
-    let row: Option<DeviceRow> = state
+    let row: DeviceRow = state
         .db
-        .client()
-        .select(ids::record("device", &key))
-        .await
-        .map_err(DbError::from)?;
-    let row = row.ok_or(ApiError::NotFound("device"))?;
+        .get("device", &key)
+        .await?
+        .ok_or(ApiError::NotFound("device"))?;
     if row.user != actor.user_id && !actor.can(Permission::DeviceManage) {
         return Err(ApiError::NotFound("device"));
     }
@@ -187,11 +173,6 @@ async fn revoke_device(
         );
         tx.run(&state.db).await?;
     }
-    let row: Option<DeviceRow> = state
-        .db
-        .client()
-        .select(ids::record("device", &key))
-        .await
-        .map_err(DbError::from)?;
+    let row: Option<DeviceRow> = state.db.get("device", &key).await?;
     Ok(axum::Json(row.ok_or(ApiError::NotFound("device"))?.into()))
 }

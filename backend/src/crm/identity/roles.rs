@@ -11,8 +11,8 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::Tx;
-use crate::platform::db::DbError;
-use crate::platform::http::{ApiJson, ApiQuery, PageParams, page_of};
+use crate::platform::db::{DbError, Query};
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, DataScope, Permission};
@@ -69,13 +69,11 @@ fn check_permissions(names: &[String]) -> Result<Vec<String>, ApiError> {
 }
 
 async fn load(state: &AppState, key: &str) -> Result<RoleRow, ApiError> {
-    let row: Option<RoleRow> = state
+    state
         .db
-        .client()
-        .select(ids::record("role", key))
-        .await
-        .map_err(DbError::from)?;
-    row.ok_or(ApiError::NotFound("role"))
+        .get("role", key)
+        .await?
+        .ok_or(ApiError::NotFound("role"))
 }
 
 fn duplicate_name(e: DbError) -> ApiError {
@@ -96,23 +94,16 @@ async fn list_roles(
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<axum::Json<Page<Role>>, ApiError> {
     let page = params.validate()?;
-    let rows: Vec<RoleRow> = state
-        .db
-        .client()
-        .query("SELECT * FROM role WHERE $after = NONE OR id > type::record('role', $after) ORDER BY id LIMIT $limit")
-        .bind(("after", page.after.clone()))
-        .bind(("limit", (page.limit + 1) as i64))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(0)
-        .map_err(DbError::from)?;
-    Ok(axum::Json(page_of(
-        rows.into_iter().map(Role::from).collect(),
+    let page = fetch_page::<RoleRow, Role>(
+        &state.db,
+        "role",
+        Query::new("true"),
         &page,
+        Order::OldestFirst,
         |r| r.id.clone(),
-    )))
+    )
+    .await?;
+    Ok(axum::Json(page))
 }
 
 /// Create a role.

@@ -13,8 +13,8 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::{AuditContext, Tx};
 use crate::platform::auth::{generate_password, hash_password, verify_password};
-use crate::platform::db::DbError;
-use crate::platform::http::{ApiJson, ApiQuery, PageParams, page_of};
+use crate::platform::db::{DbError, Query};
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, DataScope, Permission};
@@ -155,13 +155,11 @@ pub struct Me {
 
 /// Loads a user or answers 404.
 pub async fn load(state: &AppState, key: &str) -> Result<UserRow, ApiError> {
-    let row: Option<UserRow> = state
+    state
         .db
-        .client()
-        .select(ids::record("user", key))
-        .await
-        .map_err(DbError::from)?;
-    row.ok_or(ApiError::NotFound("user"))
+        .get("user", key)
+        .await?
+        .ok_or(ApiError::NotFound("user"))
 }
 
 /// Loads a user the actor may see; outside the scope is the same 404 as not existing.
@@ -206,10 +204,8 @@ async fn check_references(
             Ok(key)
                 if state
                     .db
-                    .client()
-                    .select::<Option<super::model::DepartmentRow>>(ids::record("department", &key))
-                    .await
-                    .map_err(DbError::from)?
+                    .get::<super::model::DepartmentRow>("department", &key)
+                    .await?
                     .is_some() =>
             {
                 Some(key)
@@ -231,10 +227,8 @@ async fn check_references(
                 let known = match ids::parse_key(r) {
                     Ok(key) => state
                         .db
-                        .client()
-                        .select::<Option<super::model::RoleRow>>(ids::record("role", &key))
-                        .await
-                        .map_err(DbError::from)?
+                        .get::<super::model::RoleRow>("role", &key)
+                        .await?
                         .map(|_| key),
                     Err(_) => None,
                 };
@@ -277,13 +271,7 @@ async fn check_manager(
             });
             return Ok(None);
         }
-        match state
-            .db
-            .client()
-            .select::<Option<UserRow>>(ids::record("user", &current))
-            .await
-            .map_err(DbError::from)?
-        {
+        match state.db.get::<UserRow>("user", &current).await? {
             Some(row) => cursor = row.manager,
             None if current == key => {
                 errors.push(FieldError {
@@ -381,31 +369,19 @@ async fn list_users(
         .map(ids::parse_key)
         .transpose()?;
     let scope = actor.scope.filter("record::id(id)");
-    let rows: Vec<UserRow> = state
-        .db
-        .client()
-        .query(format!(
-            "SELECT * FROM user WHERE {} AND ($after = NONE OR id > type::record('user', $after))
-               AND ($department = NONE OR department = $department) AND ($active = NONE OR active = $active)
-             ORDER BY id LIMIT $limit",
-            scope.condition
-        ))
-        .bind(("scope_owners", scope.owners))
-        .bind(("after", page.after.clone()))
-        .bind(("department", department))
-        .bind(("active", filter.active))
-        .bind(("limit", (page.limit + 1) as i64))
-        .await
-        .map_err(DbError::from)?
-        .check()
-        .map_err(DbError::from)?
-        .take(0)
-        .map_err(DbError::from)?;
-    Ok(axum::Json(page_of(
-        rows.into_iter().map(User::from).collect(),
-        &page,
-        |u| u.id.clone(),
-    )))
+    let filter = Query::new(format!(
+        "{} AND ($department = NONE OR department = $department) AND ($active = NONE OR active = $active)",
+        scope.condition
+    ))
+    .bind("scope_owners", scope.owners)
+    .bind("department", department)
+    .bind("active", filter.active);
+    let page =
+        fetch_page::<UserRow, User>(&state.db, "user", filter, &page, Order::OldestFirst, |u| {
+            u.id.clone()
+        })
+        .await?;
+    Ok(axum::Json(page))
 }
 
 /// One user within the caller's scope.

@@ -285,3 +285,70 @@ pub async fn await_store_closed(config: &DatabaseConfig) {
     }
     tracing::warn!(path = %lock_path.display(), "the store did not close within 10 s");
 }
+
+/// A statement (or several) with its bindings, run and checked in one call, so that no caller
+/// forgets `.check()` or repeats the error plumbing.
+#[derive(Clone)]
+pub struct Query {
+    sql: String,
+    bindings: Vec<(String, surrealdb::types::Value)>,
+}
+
+impl Query {
+    /// A query; bind its `$names` with [`Query::bind`].
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            bindings: Vec::new(),
+        }
+    }
+
+    /// Binds `$name`.
+    pub fn bind(mut self, name: &str, value: impl surrealdb::types::SurrealValue) -> Self {
+        self.bindings.push((name.to_string(), value.into_value()));
+        self
+    }
+
+    /// The SurrealQL text.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// Moves this query's bindings onto `other` (for queries that embed this one's text).
+    pub fn rebind(self, mut other: Query) -> Query {
+        other.bindings.extend(self.bindings);
+        other
+    }
+
+    /// Runs the query and fails on the first statement that failed.
+    pub async fn run(&self, db: &Db) -> Result<surrealdb::IndexedResults, DbError> {
+        let mut query = db.client().query(self.sql.as_str());
+        for (name, value) in &self.bindings {
+            query = query.bind((name.clone(), value.clone()));
+        }
+        Ok(check(query.await?)?)
+    }
+
+    /// Runs the query and takes the result of statement `index`.
+    pub async fn take<T>(&self, db: &Db, index: usize) -> Result<T, DbError>
+    where
+        T: surrealdb::types::SurrealValue,
+        usize: surrealdb::opt::QueryResult<T>,
+    {
+        Ok(self.run(db).await?.take(index)?)
+    }
+}
+
+impl Db {
+    /// One record by table and key.
+    pub async fn get<T: surrealdb::types::SurrealValue>(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<T>, DbError> {
+        Ok(self
+            .inner
+            .select(crate::platform::ids::record(table, key))
+            .await?)
+    }
+}

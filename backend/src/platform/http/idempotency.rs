@@ -17,7 +17,7 @@ use surrealdb::types::SurrealValue;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::platform::db::DbError;
+use crate::platform::db::{DbError, Query};
 use crate::platform::ids;
 
 /// The request header.
@@ -105,12 +105,7 @@ async fn claim(
     record: &surrealdb::types::RecordId,
     request_hash: &str,
 ) -> Result<Option<Response>, ApiError> {
-    let existing: Option<Stored> = state
-        .db
-        .client()
-        .select(record.clone())
-        .await
-        .map_err(DbError::from)?;
+    let existing: Option<Stored> = state.db.get("idempotency", &ids::key_of(record)).await?;
     let now = chrono::Utc::now();
     if let Some(stored) = existing.filter(|s| s.expires_at > now) {
         if stored.request_hash != request_hash {
@@ -137,27 +132,17 @@ async fn claim(
     }
     // Take the key over: either new, expired, or a claim whose request died. The condition makes
     // two concurrent claimers conflict, and exactly one wins.
-    let result = state
-        .db
-        .retry(|| async {
-            let response = state
-                .db
-                .client()
-                .query(
-                    "BEGIN TRANSACTION;
-                     LET $old = (SELECT * FROM ONLY $record);
-                     IF $old AND $old.expires_at > time::now() AND ($old.status != NONE OR $old.locked_until > time::now()) { THROW 'idempotency-taken' };
-                     UPSERT $record CONTENT { request_hash: $hash, status: NONE, body: NONE, content_type: NONE,
-                        locked_until: time::now() + 1m, expires_at: time::now() + 24h };
-                     COMMIT TRANSACTION;",
-                )
-                .bind(("record", record.clone()))
-                .bind(("hash", request_hash.to_string()))
-                .await?;
-            crate::platform::db::check(response)?;
-            Ok(())
-        })
-        .await;
+    let claim = Query::new(
+        "BEGIN TRANSACTION;
+         LET $old = (SELECT * FROM ONLY $record);
+         IF $old AND $old.expires_at > time::now() AND ($old.status != NONE OR $old.locked_until > time::now()) { THROW 'idempotency-taken' };
+         UPSERT $record CONTENT { request_hash: $hash, status: NONE, body: NONE, content_type: NONE,
+            locked_until: time::now() + 1m, expires_at: time::now() + 24h };
+         COMMIT TRANSACTION;",
+    )
+    .bind("record", record.clone())
+    .bind("hash", request_hash.to_string());
+    let result = state.db.retry(|| claim.run(&state.db)).await;
     match result {
         Ok(_) => Ok(None),
         Err(e)
@@ -181,35 +166,25 @@ async fn store(
         .await
         .map_err(|e| ApiError::Internal(format!("cannot buffer a response: {e}")))?;
     if parts.status.is_server_error() {
-        state
-            .db
-            .client()
-            .query("DELETE $record")
-            .bind(("record", record.clone()))
-            .await
-            .map_err(DbError::from)?
-            .check()
-            .map_err(DbError::from)?;
+        Query::new("DELETE $record")
+            .bind("record", record.clone())
+            .run(&state.db)
+            .await?;
     } else {
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        state
-            .db
-            .client()
-            .query(
-                "UPDATE $record SET status = $status, body = $body, content_type = $content_type",
-            )
-            .bind(("record", record.clone()))
-            .bind(("status", i64::from(parts.status.as_u16())))
-            .bind(("body", String::from_utf8_lossy(&bytes).into_owned()))
-            .bind(("content_type", content_type))
-            .await
-            .map_err(DbError::from)?
-            .check()
-            .map_err(DbError::from)?;
+        Query::new(
+            "UPDATE $record SET status = $status, body = $body, content_type = $content_type",
+        )
+        .bind("record", record.clone())
+        .bind("status", i64::from(parts.status.as_u16()))
+        .bind("body", String::from_utf8_lossy(&bytes).into_owned())
+        .bind("content_type", content_type)
+        .run(&state.db)
+        .await?;
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, Body::from(bytes)))
@@ -217,11 +192,8 @@ async fn store(
 
 /// Deletes expired keys; run periodically.
 pub async fn purge_expired(state: &AppState) -> Result<(), DbError> {
-    state
-        .db
-        .client()
-        .query("DELETE idempotency WHERE expires_at < time::now()")
-        .await?
-        .check()?;
+    Query::new("DELETE idempotency WHERE expires_at < time::now()")
+        .run(&state.db)
+        .await?;
     Ok(())
 }

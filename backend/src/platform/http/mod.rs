@@ -7,4 +7,4 @@ pub mod pagination;
 pub mod router;
 
 pub use extract::{ApiJson, ApiQuery, ClientAddress, RequestId};
-pub use pagination::{PageParams, page_of};
+pub use pagination::{Order, PageParams, fetch_page, page_of};

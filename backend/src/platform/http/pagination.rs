@@ -11,6 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
+use crate::platform::db::{Db, DbError, Query};
 
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: usize = 200;
@@ -75,4 +76,52 @@ pub fn page_of<T>(mut rows: Vec<T>, request: &PageRequest, key: impl Fn(&T) -> S
         items: rows,
         next_cursor,
     }
+}
+
+/// Which end of a list comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Creation order.
+    OldestFirst,
+    /// Reverse creation order.
+    NewestFirst,
+}
+
+/// Fetches one page of `table` rows matching `filter` (a condition with its bindings), in key
+/// order, and converts them for the API.
+pub async fn fetch_page<Row, Item>(
+    db: &Db,
+    table: &str,
+    filter: Query,
+    page: &PageRequest,
+    order: Order,
+    id_of: impl Fn(&Item) -> String,
+) -> Result<Page<Item>, DbError>
+where
+    Row: surrealdb::types::SurrealValue,
+    Item: From<Row>,
+{
+    let (comparison, direction) = match order {
+        Order::OldestFirst => (">", "ASC"),
+        Order::NewestFirst => ("<", "DESC"),
+    };
+    let mut query = Query::new(format!(
+        "SELECT * FROM {table} WHERE ({condition}) AND ($page_after = NONE OR id {comparison} type::record('{table}', $page_after)) \
+         ORDER BY id {direction} LIMIT $page_limit",
+        condition = filter.sql()
+    ));
+    query = filter.rebind(query);
+    let rows: Vec<Row> = query
+        .bind("page_after", page.after.clone())
+        .bind(
+            "page_limit",
+            i64::try_from(page.limit + 1).unwrap_or(i64::MAX),
+        )
+        .take(db, 0)
+        .await?;
+    Ok(page_of(
+        rows.into_iter().map(Item::from).collect(),
+        page,
+        id_of,
+    ))
 }
