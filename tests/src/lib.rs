@@ -133,6 +133,22 @@ impl TestServer {
         self.send("DELETE", path, Some(token), None, &[]).await
     }
 
+    /// Tries to log in, whatever the outcome.
+    pub async fn try_login(
+        &self,
+        login: impl serde::Serialize,
+        password: impl serde::Serialize,
+    ) -> Reply {
+        self.send(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "login": login, "password": password })),
+            &[],
+        )
+        .await
+    }
+
     /// Logs in; panics unless it succeeds. Returns the token pair body.
     pub async fn login(&self, login: &str, password: &str) -> Value {
         let reply = self

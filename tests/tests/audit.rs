@@ -8,13 +8,7 @@ use serde_json::json;
 async fn mutations_and_failed_logins_are_audited_and_filterable() {
     let server = TestServer::start().await;
     let failed = server
-        .send(
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(json!({ "login": server.admin_login, "password": "definitely wrong" })),
-            &[],
-        )
+        .try_login(&server.admin_login, "definitely wrong")
         .await;
     assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
     let token = server.admin_token().await;

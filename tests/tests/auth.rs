@@ -47,26 +47,10 @@ async fn login_by_email_or_phone_and_wrong_passwords() {
     server.login("13800138000", PASSWORD).await;
     server.login("+86 138-0013-8000", PASSWORD).await;
 
-    let wrong = server
-        .send(
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(json!({ "login": "13800138000", "password": "nope nope nope" })),
-            &[],
-        )
-        .await;
+    let wrong = server.try_login("13800138000", "nope nope nope").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.problem(), "invalid-credentials");
-    let unknown = server
-        .send(
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(json!({ "login": "ghost@example.com", "password": "whatever12" })),
-            &[],
-        )
-        .await;
+    let unknown = server.try_login("ghost@example.com", "whatever12").await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         unknown.body["detail"], wrong.body["detail"],
@@ -278,15 +262,7 @@ async fn password_change_reset_and_deactivation() {
         server.get("/api/v1/me", &fresh).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let login = server
-        .send(
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(json!({ "login": "rep@example.com", "password": generated })),
-            &[],
-        )
-        .await;
+    let login = server.try_login("rep@example.com", generated).await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
 
     let me = server.get("/api/v1/me", &admin).await;
@@ -410,13 +386,7 @@ async fn failed_logins_are_throttled_and_audited() {
     assert!(retry_after > 0);
     // Even the right password waits: the account is locked for the window.
     let right = server
-        .send(
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(json!({ "login": server.admin_login, "password": server.admin_password })),
-            &[],
-        )
+        .try_login(&server.admin_login, &server.admin_password)
         .await;
     assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
 

@@ -193,13 +193,7 @@ async fn users_are_validated_and_logins_are_unique() {
         .login("b2@example.com", outpost_tests::PASSWORD)
         .await;
     let old = server
-        .send(
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(json!({ "login": "b@example.com", "password": outpost_tests::PASSWORD })),
-            &[],
-        )
+        .try_login("b@example.com", outpost_tests::PASSWORD)
         .await;
     assert_eq!(old.status, StatusCode::UNAUTHORIZED);
     server

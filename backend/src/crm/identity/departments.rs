@@ -1,6 +1,6 @@
 //! The department tree: create, rename, move (never under itself), delete when empty.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use outpost_mobile::api::{Page, Problem};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::Tx;
 use crate::platform::db::Query;
-use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, Permission};
@@ -105,9 +105,8 @@ async fn list_departments(
 async fn get_department(
     State(state): State<AppState>,
     _actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
 ) -> Result<axum::Json<Department>, ApiError> {
-    let key = ids::parse_key(&id)?;
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
 
@@ -170,11 +169,10 @@ async fn create_department(
 async fn update_department(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
     ApiJson(body): ApiJson<UpdateDepartment>,
 ) -> Result<axum::Json<Department>, ApiError> {
     actor.require(Permission::DepartmentManage)?;
-    let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     let name = body
         .name
@@ -265,10 +263,9 @@ async fn update_department(
 async fn delete_department(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
 ) -> Result<StatusCode, ApiError> {
     actor.require(Permission::DepartmentManage)?;
-    let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     if current.parent.is_none() {
         return Err(ApiError::Conflict(

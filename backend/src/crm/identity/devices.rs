@@ -1,7 +1,7 @@
 //! Devices: phones (and other clients) registered by their users, which sessions can be bound
 //! to and which an admin can revoke. The sync engine binds peers to (user, device).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use outpost_mobile::api::{FieldError, Page, Problem};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::Tx;
 use crate::platform::db::Query;
-use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, Permission};
@@ -145,9 +145,8 @@ async fn list_devices(
 async fn revoke_device(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
 ) -> Result<axum::Json<Device>, ApiError> {
-    let key = ids::parse_key(&id)?;
     let row: DeviceRow = state
         .db
         .get("device", &key)

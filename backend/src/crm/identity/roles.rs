@@ -1,6 +1,6 @@
 //! Roles: a data scope plus a set of permissions from the catalogue.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use outpost_mobile::api::{FieldError, Page, Problem};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::platform::audit::Tx;
 use crate::platform::db::{DbError, Query};
-use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, DataScope, Permission};
@@ -144,11 +144,10 @@ async fn create_role(
 async fn update_role(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
     ApiJson(body): ApiJson<UpdateRole>,
 ) -> Result<axum::Json<Role>, ApiError> {
     actor.require(Permission::RoleManage)?;
-    let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     let name = body
         .name
@@ -200,10 +199,9 @@ async fn update_role(
 async fn delete_role(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
 ) -> Result<StatusCode, ApiError> {
     actor.require(Permission::RoleManage)?;
-    let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     if current.builtin {
         return Err(ApiError::Conflict(

@@ -1,7 +1,7 @@
 //! Users: the directory (filtered by the actor's scope), administration, and the caller's own
 //! account (`/me`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use outpost_mobile::api::{FieldError, Page, Problem};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::platform::audit::{AuditContext, Tx};
 use crate::platform::auth::{generate_password, hash_password, verify_password};
 use crate::platform::db::{DbError, Query};
-use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;
 
 use super::access::{Actor, DataScope, Permission};
@@ -392,10 +392,9 @@ async fn list_users(
 async fn get_user(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
 ) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserRead)?;
-    let key = ids::parse_key(&id)?;
     Ok(axum::Json(
         load_in_scope(&state, &actor, &key).await?.into(),
     ))
@@ -513,11 +512,10 @@ async fn create_user(
 async fn update_user(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserManage)?;
-    let key = ids::parse_key(&id)?;
     let current = load(&state, &key).await?;
     let mut errors = Vec::new();
     let name = body.name.as_deref().and_then(|n| {
@@ -646,10 +644,9 @@ fn changed_fields(before: &serde_json::Value, after: &serde_json::Value) -> serd
 async fn deactivate_user(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
 ) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserManage)?;
-    let key = ids::parse_key(&id)?;
     load(&state, &key).await?;
     if key == actor.user_id {
         return Err(ApiError::Conflict("you cannot deactivate yourself".into()));
@@ -686,10 +683,9 @@ async fn deactivate_user(
 async fn activate_user(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
 ) -> Result<axum::Json<User>, ApiError> {
     actor.require(Permission::UserManage)?;
-    let key = ids::parse_key(&id)?;
     load(&state, &key).await?;
     let mut tx = Tx::new();
     let id_b = tx.bind(ids::record("user", &key));
@@ -714,11 +710,10 @@ async fn activate_user(
 async fn reset_password(
     State(state): State<AppState>,
     actor: Actor,
-    Path(id): Path<String>,
+    PathKey(key): PathKey,
     ApiJson(body): ApiJson<ResetPassword>,
 ) -> Result<axum::Json<PasswordReset>, ApiError> {
     actor.require(Permission::UserManage)?;
-    let key = ids::parse_key(&id)?;
     load(&state, &key).await?;
     if let Some(p) = &body.password {
         validate::password(p, state.config.auth.min_password_length)

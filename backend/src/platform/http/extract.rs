@@ -151,3 +151,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
         ))
     }
 }
+
+/// The `{id}` of a route, already checked to be an Outpost id (400 otherwise), so that no handler
+/// touches a raw path segment.
+#[derive(Debug, Clone)]
+pub struct PathKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        crate::platform::ids::parse_key(&raw).map(PathKey)
+    }
+}

@@ -6,5 +6,5 @@ pub mod idempotency;
 pub mod pagination;
 pub mod router;
 
-pub use extract::{ApiJson, ApiQuery, ClientAddress, RequestId};
+pub use extract::{ApiJson, ApiQuery, ClientAddress, PathKey, RequestId};
 pub use pagination::{Order, PageParams, fetch_page, page_of};
