@@ -1,6 +1,11 @@
 //! The Outpost server's sync engine.
 //!
-//! It will speak automerge-repo's protocol v1, gate access by the actor's scope, validate and
-//! merge incoming changes and fan them out to connected peers, reaching storage through traits it
-//! defines. The offline-sync issue fills it in; the foundation only reserves its place in the
-//! workspace so that the dependency direction `mobile-shared <- sync <- backend` is fixed early.
+//! It speaks automerge-repo's protocol v1 ([`protocol`]), names documents the way automerge-repo
+//! does ([`document_id`]), and (as the offline-sync issue proceeds) gates access by the actor's
+//! scope, validates and merges incoming changes, and fans them out to connected peers, reaching
+//! storage through traits it defines. It knows no HTTP routes and no SQL.
+
+pub mod document_id;
+pub mod protocol;
+
+pub use document_id::DocumentId;

@@ -9,5 +9,7 @@ mod cli;
 mod config;
 mod identity;
 mod openapi;
+mod protocol;
+mod records;
 mod scope;
 mod storage;

@@ -1,0 +1,72 @@
+//! Synced record types: each is one automerge document per aggregate root, typed with
+//! autosurgeon, with the field rules that both the phone and the server run.
+//!
+//! Adding a type is one module: its document struct (`Reconcile` + `Hydrate`), its
+//! [`RecordType`] implementation (kind name, validation, server-owned fields), and, on the
+//! server, its projection. Nothing else in the sync engine is type-specific.
+
+pub mod customer;
+pub mod follow_up;
+pub mod rules;
+
+use autosurgeon::{Hydrate, Reconcile};
+
+pub use rules::{Limits, Violation};
+
+/// A synced record type.
+pub trait RecordType:
+    Clone + PartialEq + Reconcile + Hydrate + std::fmt::Debug + Send + Sync + 'static
+{
+    /// The stable name of the type, e.g. `customer`; stored in the document's `type` field so
+    /// any client can tell documents apart.
+    const KIND: &'static str;
+
+    /// Checks every field a device may edit; each problem names its field.
+    fn validate(&self) -> Vec<Violation>;
+
+    /// Makes `proposed` acceptable, given the last accepted state: server-owned fields are put
+    /// back, and every field that fails validation returns to its previous value. Returns the
+    /// corrected value and why each correction was made. A device never gets its message refused
+    /// (that would make it resend forever); it gets a compensating change instead.
+    fn correct(previous: &Self, proposed: &Self) -> (Self, Vec<Violation>);
+}
+
+/// The fields every synced document carries and only the server writes.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate)]
+pub struct ServerFields {
+    /// The owning user's id; `None` while in the public pool.
+    #[autosurgeon(missing = "Default::default")]
+    pub owner: Option<String>,
+    /// `owned`, `pool` or `deleted`.
+    #[autosurgeon(missing = "default_state")]
+    pub state: String,
+    /// Who created the record.
+    #[autosurgeon(missing = "Default::default")]
+    pub created_by: Option<String>,
+    /// Who changed it last.
+    #[autosurgeon(missing = "Default::default")]
+    pub updated_by: Option<String>,
+    /// When it was created, RFC 3339 UTC.
+    #[autosurgeon(missing = "Default::default")]
+    pub created_at: Option<String>,
+    /// When it was changed last, RFC 3339 UTC.
+    #[autosurgeon(missing = "Default::default")]
+    pub updated_at: Option<String>,
+}
+
+impl Default for ServerFields {
+    fn default() -> Self {
+        Self {
+            owner: None,
+            state: default_state(),
+            created_by: None,
+            updated_by: None,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
+fn default_state() -> String {
+    "owned".into()
+}

@@ -1,0 +1,226 @@
+//! Record schemas: documents round-trip through automerge, field rules catch bad values, the
+//! server's corrections restore exactly what must be restored, and offline edits merge.
+
+use automerge::AutoCommit;
+use autosurgeon::{hydrate, reconcile};
+use outpost_mobile::records::customer::{Contact, Customer};
+use outpost_mobile::records::follow_up::FollowUp;
+use outpost_mobile::records::{RecordType, ServerFields};
+use proptest::prelude::*;
+
+fn contact(id: &str, name: &str) -> Contact {
+    Contact {
+        id: id.into(),
+        name: name.into(),
+        title: None,
+        phones: vec![],
+        emails: vec![],
+    }
+}
+
+fn doc_of(customer: &Customer) -> AutoCommit {
+    let mut doc = AutoCommit::new();
+    reconcile(&mut doc, customer).unwrap();
+    doc
+}
+
+#[test]
+fn a_customer_round_trips_and_missing_fields_take_defaults() {
+    let mut customer = Customer::new("北京示例科技有限公司");
+    customer.phones.push("138 0013 8000".into());
+    customer.contacts.push(contact("c1", "张三"));
+    customer.notes.splice(0, 0, "首次拜访");
+    let doc = doc_of(&customer);
+    let back: Customer = hydrate(&doc).unwrap();
+    assert_eq!(back, customer);
+
+    // A document written by another client with only a name still hydrates.
+    let mut sparse = AutoCommit::new();
+    automerge::transaction::Transactable::put(&mut sparse, automerge::ROOT, "name", "Acme")
+        .unwrap();
+    let sparse: Customer = hydrate(&sparse).unwrap();
+    assert_eq!(sparse.name, "Acme");
+    assert_eq!(sparse.record_type, "customer");
+    assert_eq!(sparse.server, ServerFields::default());
+    assert_eq!(sparse.server.state, "owned");
+}
+
+#[test]
+fn field_rules_name_each_bad_field() {
+    let mut customer = Customer::new(" ");
+    customer.kind = "alien".into();
+    customer.level = Some("Z".into());
+    customer.tags = (0..31).map(|i| format!("t{i}")).collect();
+    customer.contacts = vec![contact("same", "A"), contact("same", "")];
+    let fields: Vec<String> = customer.validate().into_iter().map(|v| v.field).collect();
+    for expected in [
+        "name",
+        "kind",
+        "level",
+        "tags",
+        "contacts[1].id",
+        "contacts[1].name",
+    ] {
+        assert!(
+            fields.contains(&expected.to_string()),
+            "{expected} in {fields:?}"
+        );
+    }
+    assert!(Customer::new("Fine").validate().is_empty());
+
+    let mut visit = FollowUp::new("doc", "visit", "yesterday");
+    visit.next_contact_at = Some("2026-12-01T09:00:00+08:00".into());
+    let fields: Vec<String> = visit.validate().into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["at"]);
+}
+
+#[test]
+fn corrections_restore_server_fields_and_invalid_edits_only() {
+    let mut previous = Customer::new("Acme");
+    previous.server.owner = Some("rep-1".into());
+    let mut proposed = previous.clone();
+    proposed.server.owner = Some("rep-2".into());
+    proposed.industry = Some("制造业".into());
+    proposed.level = Some("S".into());
+    let (fixed, corrections) = Customer::correct(&previous, &proposed);
+    assert_eq!(
+        fixed.server.owner.as_deref(),
+        Some("rep-1"),
+        "owner is the server's"
+    );
+    assert_eq!(fixed.level, None, "an invalid level returns to what it was");
+    assert_eq!(
+        fixed.industry.as_deref(),
+        Some("制造业"),
+        "a valid edit stays"
+    );
+    let fields: Vec<&str> = corrections.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(fields, ["level", "server"]);
+
+    let unchanged = Customer::correct(&previous, &previous);
+    assert!(unchanged.1.is_empty());
+
+    let visit = FollowUp::new("customer-a", "call", "2026-11-27T09:00:00Z");
+    let mut moved = visit.clone();
+    moved.customer = "customer-b".into();
+    let (fixed, corrections) = FollowUp::correct(&visit, &moved);
+    assert_eq!(fixed.customer, "customer-a");
+    assert_eq!(corrections.len(), 1);
+}
+
+#[test]
+fn offline_edits_to_different_fields_and_contacts_all_survive_a_merge() {
+    let mut base = Customer::new("Acme");
+    base.contacts = vec![contact("c1", "Li"), contact("c2", "Wang")];
+    let mut phone_a = doc_of(&base);
+    let mut phone_b = phone_a.fork();
+
+    let mut a: Customer = hydrate(&phone_a).unwrap();
+    a.industry = Some("Retail".into());
+    a.contacts.retain(|c| c.id != "c2");
+    a.notes.splice(0, 0, "A wrote this. ");
+    reconcile(&mut phone_a, &a).unwrap();
+
+    let mut b: Customer = hydrate(&phone_b).unwrap();
+    b.address = Some("上海市浦东新区".into());
+    b.contacts.push(contact("c3", "Zhao"));
+    b.contacts[0].title = Some("CFO".into());
+    let end = b.notes.as_str().chars().count();
+    b.notes.splice(end, 0, "B wrote that.");
+    reconcile(&mut phone_b, &b).unwrap();
+
+    phone_a.merge(&mut phone_b).unwrap();
+    phone_b.merge(&mut phone_a).unwrap();
+    let merged: Customer = hydrate(&phone_a).unwrap();
+    assert_eq!(
+        merged,
+        hydrate::<_, Customer>(&phone_b).unwrap(),
+        "both phones agree"
+    );
+    assert_eq!(merged.industry.as_deref(), Some("Retail"));
+    assert_eq!(merged.address.as_deref(), Some("上海市浦东新区"));
+    let ids: Vec<&str> = merged.contacts.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c1", "c3"], "A's delete and B's insert both apply");
+    assert_eq!(merged.contacts[0].title.as_deref(), Some("CFO"));
+    assert!(
+        merged.notes.as_str().contains("A wrote this.")
+            && merged.notes.as_str().contains("B wrote that.")
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Name(String),
+    Industry(Option<String>),
+    AddTag(String),
+    RemoveTag(usize),
+    AddContact(u8),
+    RemoveContact(usize),
+    Note(usize, String),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        "[a-z]{1,8}".prop_map(Edit::Name),
+        proptest::option::of("[a-z]{1,8}").prop_map(Edit::Industry),
+        "[a-z]{1,5}".prop_map(Edit::AddTag),
+        (0usize..4).prop_map(Edit::RemoveTag),
+        any::<u8>().prop_map(Edit::AddContact),
+        (0usize..4).prop_map(Edit::RemoveContact),
+        ((0usize..20), "[a-z ]{1,6}").prop_map(|(at, text)| Edit::Note(at, text)),
+    ]
+}
+
+fn apply(doc: &mut AutoCommit, edit: &Edit) {
+    let mut c: Customer = hydrate(doc).unwrap();
+    match edit {
+        Edit::Name(n) => c.name = n.clone(),
+        Edit::Industry(i) => c.industry = i.clone(),
+        Edit::AddTag(t) => c.tags.push(t.clone()),
+        Edit::RemoveTag(i) => {
+            if *i < c.tags.len() {
+                c.tags.remove(*i);
+            }
+        }
+        Edit::AddContact(n) => c.contacts.push(contact(
+            &format!("id{n}-{}", c.contacts.len()),
+            &format!("n{n}"),
+        )),
+        Edit::RemoveContact(i) => {
+            if *i < c.contacts.len() {
+                c.contacts.remove(*i);
+            }
+        }
+        Edit::Note(at, text) => {
+            let len = c.notes.as_str().chars().count();
+            c.notes.splice((*at).min(len), 0, text);
+        }
+    }
+    reconcile(doc, &c).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Random offline edit sequences on three devices converge to one state, whatever order
+    /// the devices merge in.
+    #[test]
+    fn three_devices_converge(edits in proptest::collection::vec(proptest::collection::vec(edit(), 0..8), 3)) {
+        let base = doc_of(&Customer::new("Start"));
+        let mut devices: Vec<AutoCommit> = (0..3).map(|_| base.clone().fork()).collect();
+        for (device, sequence) in devices.iter_mut().zip(&edits) {
+            for e in sequence {
+                apply(device, e);
+            }
+        }
+        let (d0, rest) = devices.split_first_mut().unwrap();
+        let (d1, rest) = rest.split_first_mut().unwrap();
+        let d2 = &mut rest[0];
+        d1.merge(d2).unwrap();
+        d0.merge(d1).unwrap();
+        d2.merge(d0).unwrap();
+        d1.merge(d0).unwrap();
+        let states: Vec<Customer> = [&*d0, &*d1, &*d2].iter().map(|d| hydrate(*d).unwrap()).collect();
+        prop_assert_eq!(&states[0], &states[1]);
+        prop_assert_eq!(&states[1], &states[2]);
+    }
+}
