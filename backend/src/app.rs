@@ -18,4 +18,6 @@ pub struct AppState {
     pub keys: TokenKeys,
     /// Failed-login throttling.
     pub login_limiter: Arc<LoginLimiter>,
+    /// The sync engine.
+    pub sync: crate::sync_host::SyncEngine,
 }

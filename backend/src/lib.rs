@@ -9,6 +9,7 @@ pub mod config;
 pub mod crm;
 pub mod error;
 pub mod platform;
+pub mod sync_host;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,7 +92,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
     .await
     .map_err(|e| StartError::Bootstrap(e.to_string()))?;
     let secret = bootstrap::signing_secret(&db, &config).await?;
+    let sync = sync_host::engine(&db).await?;
     let state = AppState {
+        sync,
         db,
         keys: TokenKeys::from_secret(secret.as_bytes()),
         login_limiter: Arc::new(LoginLimiter::new(&config.auth)),
@@ -102,13 +105,17 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let upkeep = tokio::spawn(upkeep(state.clone()));
+    let sync_for_shutdown = state.sync.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             let _ = shutdown_rx.await;
+            // Upgraded sync connections are not requests; end them so that they let go of
+            // the store.
+            sync_for_shutdown.shutdown();
         })
         .await;
         upkeep.abort();

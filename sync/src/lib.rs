@@ -6,6 +6,11 @@
 //! storage through traits it defines. It knows no HTTP routes and no SQL.
 
 pub mod document_id;
+pub mod engine;
+pub mod kinds;
 pub mod protocol;
+pub mod storage;
 
 pub use document_id::DocumentId;
+pub use engine::{Connection, Engine, EngineConfig, Outgoing, ProtocolError};
+pub use storage::{AccessGate, Commit, PeerIdentity, StorageError, StoredDocument, SyncStorage};

@@ -260,3 +260,214 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// A minimal automerge-repo protocol client over a real WebSocket, the way a phone's sync
+/// client talks to `/sync`.
+pub mod sync_client {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use automerge::AutoCommit;
+    use automerge::sync::{self, SyncDoc};
+    use futures_util::{SinkExt, StreamExt};
+    use outpost_sync::DocumentId;
+    use outpost_sync::protocol::{Message, PeerMetadata, decode, encode};
+    use serde_bytes::ByteBuf;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    /// One connected peer.
+    pub struct SyncClient {
+        socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        /// This client's peer id.
+        pub peer_id: String,
+        /// The server's peer id.
+        pub server_id: String,
+        docs: HashMap<String, (AutoCommit, sync::State)>,
+        /// Documents the server said it does not have (or will not show).
+        pub unavailable: Vec<String>,
+        /// `error` messages received.
+        pub errors: Vec<String>,
+        /// Whether the server closed the connection.
+        pub closed: bool,
+    }
+
+    impl SyncClient {
+        /// Connects with a bearer token and completes the handshake.
+        pub async fn connect(
+            base: &str,
+            token: &str,
+            peer_id: &str,
+            storage_id: Option<&str>,
+        ) -> Self {
+            let url = format!("{}/sync?token={token}", base.replace("http://", "ws://"));
+            let (socket, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .expect("websocket upgrade");
+            let mut client = Self {
+                socket,
+                peer_id: peer_id.into(),
+                server_id: String::new(),
+                docs: HashMap::new(),
+                unavailable: Vec::new(),
+                errors: Vec::new(),
+                closed: false,
+            };
+            client
+                .send(&Message::Join {
+                    sender_id: peer_id.into(),
+                    supported_protocol_versions: Some(vec!["1".into()]),
+                    peer_metadata: Some(PeerMetadata {
+                        storage_id: storage_id.map(str::to_string),
+                        is_ephemeral: storage_id.is_none(),
+                    }),
+                })
+                .await;
+            match client.next().await {
+                Some(Message::Peer {
+                    sender_id,
+                    target_id,
+                    ..
+                }) => {
+                    assert_eq!(target_id, peer_id);
+                    client.server_id = sender_id;
+                }
+                other => panic!("expected peer, got {other:?}"),
+            }
+            client
+        }
+
+        /// Sends raw bytes (for hostile-input tests).
+        pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+            let _ = self.socket.send(Ws::Binary(bytes.into())).await;
+        }
+
+        /// Sends a message.
+        pub async fn send(&mut self, message: &Message) {
+            self.send_raw(encode(message)).await;
+        }
+
+        /// The next protocol message, or `None` when the connection is idle for a while or closed.
+        pub async fn next(&mut self) -> Option<Message> {
+            loop {
+                let frame = tokio::time::timeout(Duration::from_millis(700), self.socket.next())
+                    .await
+                    .ok()?;
+                match frame {
+                    Some(Ok(Ws::Binary(bytes))) => {
+                        return Some(decode(&bytes, usize::MAX).expect("server frames decode"));
+                    }
+                    Some(Ok(Ws::Close(_))) | None | Some(Err(_)) => {
+                        self.closed = true;
+                        return None;
+                    }
+                    Some(Ok(_)) => continue,
+                }
+            }
+        }
+
+        /// Adds a document created offline; returns its id.
+        pub fn insert(&mut self, doc: AutoCommit) -> DocumentId {
+            let id = DocumentId::generate();
+            self.docs.insert(id.to_string(), (doc, sync::State::new()));
+            id
+        }
+
+        /// The local copy of a document.
+        pub fn doc(&mut self, id: &DocumentId) -> &mut AutoCommit {
+            &mut self.docs.get_mut(id.as_str()).expect("known document").0
+        }
+
+        /// Whether the client holds a copy of the document.
+        pub fn has(&self, id: &DocumentId) -> bool {
+            self.docs.contains_key(id.as_str())
+        }
+
+        /// Asks the server for a document the client does not have.
+        pub async fn request(&mut self, id: &DocumentId) {
+            self.docs
+                .entry(id.to_string())
+                .or_insert_with(|| (AutoCommit::new(), sync::State::new()));
+            let (doc, state) = self.docs.get_mut(id.as_str()).expect("inserted");
+            let data = doc
+                .sync()
+                .generate_sync_message(state)
+                .map(|m| m.encode())
+                .unwrap_or_default();
+            let message = Message::Request {
+                document_id: id.to_string(),
+                sender_id: self.peer_id.clone(),
+                target_id: self.server_id.clone(),
+                data: ByteBuf::from(data),
+            };
+            self.send(&message).await;
+        }
+
+        /// Sends what the server is missing of a document, if anything.
+        pub async fn push(&mut self, id: &DocumentId) {
+            let (doc, state) = self.docs.get_mut(id.as_str()).expect("known document");
+            let generated = doc.sync().generate_sync_message(state);
+            if let Some(message) = generated {
+                let message = Message::Sync {
+                    document_id: id.to_string(),
+                    sender_id: self.peer_id.clone(),
+                    target_id: self.server_id.clone(),
+                    data: ByteBuf::from(message.encode()),
+                };
+                self.send(&message).await;
+            }
+        }
+
+        /// Exchanges sync messages until the connection goes quiet.
+        pub async fn settle(&mut self) {
+            let ids: Vec<String> = self.docs.keys().cloned().collect();
+            for id in ids {
+                if let Some(id) = DocumentId::parse(&id) {
+                    self.push(&id).await;
+                }
+            }
+            while let Some(message) = self.next().await {
+                self.handle(message).await;
+            }
+        }
+
+        /// Processes what the server sends, without sending first, until the connection goes
+        /// quiet: proves that changes are pushed, not polled for.
+        pub async fn listen(&mut self) {
+            while let Some(message) = self.next().await {
+                self.handle(message).await;
+            }
+        }
+
+        async fn handle(&mut self, message: Message) {
+            match message {
+                Message::Sync {
+                    document_id, data, ..
+                }
+                | Message::Request {
+                    document_id, data, ..
+                } => {
+                    let (doc, state) = self
+                        .docs
+                        .entry(document_id.clone())
+                        .or_insert_with(|| (AutoCommit::new(), sync::State::new()));
+                    let message =
+                        sync::Message::decode(&data).expect("server sync messages decode");
+                    doc.sync()
+                        .receive_sync_message(state, message)
+                        .expect("applies");
+                    if let Some(id) = DocumentId::parse(&document_id) {
+                        self.push(&id).await;
+                    }
+                }
+                Message::DocUnavailable { document_id, .. } => {
+                    self.docs.remove(&document_id);
+                    self.unavailable.push(document_id);
+                }
+                Message::Error { message, .. } => self.errors.push(message),
+                _ => {}
+            }
+        }
+    }
+}

@@ -13,3 +13,4 @@ mod protocol;
 mod records;
 mod scope;
 mod storage;
+mod sync;

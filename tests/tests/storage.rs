@@ -126,7 +126,8 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
         .unwrap()
         .take(0)
         .unwrap();
-    assert_eq!(recorded, vec![1]);
+    let all: Vec<i64> = MIGRATIONS.iter().map(|m| i64::from(m.version)).collect();
+    assert_eq!(recorded, all);
 
     // A store migrated by a newer build is refused.
     db.client().query("CREATE migration:7 SET version = 7, name = 'future', checksum = 'x', applied_at = time::now()").await.unwrap().check().unwrap();

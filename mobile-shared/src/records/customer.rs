@@ -186,6 +186,14 @@ impl RecordType for Customer {
         out
     }
 
+    fn server(&self) -> &ServerFields {
+        &self.server
+    }
+
+    fn server_mut(&mut self) -> &mut ServerFields {
+        &mut self.server
+    }
+
     fn correct(previous: &Self, proposed: &Self) -> (Self, Vec<Violation>) {
         let violations = proposed.validate();
         let mut fixed = proposed.clone();

@@ -29,6 +29,12 @@ pub trait RecordType:
     /// corrected value and why each correction was made. A device never gets its message refused
     /// (that would make it resend forever); it gets a compensating change instead.
     fn correct(previous: &Self, proposed: &Self) -> (Self, Vec<Violation>);
+
+    /// The server-owned fields.
+    fn server(&self) -> &ServerFields;
+
+    /// The server-owned fields, for the server to set.
+    fn server_mut(&mut self) -> &mut ServerFields;
 }
 
 /// The fields every synced document carries and only the server writes.

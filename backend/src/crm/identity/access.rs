@@ -288,16 +288,77 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-impl FromRequestParts<AppState> for Actor {
-    type Rejection = ApiError;
+/// What a user may do and see, worked out from their roles: shared by HTTP requests and sync
+/// connections.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The union of the roles' permissions.
+    pub permissions: HashSet<Permission>,
+    /// The widest data scope among the roles.
+    pub data_scope: DataScope,
+    /// What that data scope resolves to right now.
+    pub scope: Scope,
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
+impl Access {
+    /// Works out the access of `user` holding `roles`.
+    pub async fn of(db: &Db, user: &UserRow, roles: &[RoleRow]) -> Result<Self, DbError> {
+        let permissions: HashSet<Permission> = roles
+            .iter()
+            .flat_map(|r| r.permissions.iter())
+            .filter_map(|p| Permission::parse(p))
+            .collect();
+        let data_scope = roles
+            .iter()
+            .filter_map(|r| DataScope::parse(&r.data_scope))
+            .max()
+            .unwrap_or(DataScope::Own);
+        let scope = Scope::resolve(db, user, data_scope).await?;
+        Ok(Self {
+            permissions,
+            data_scope,
+            scope,
+        })
+    }
+
+    /// The access of an active user by id; `None` for an unknown or deactivated user.
+    pub async fn of_user(db: &Db, user_id: &str) -> Result<Option<(UserRow, Self)>, DbError> {
+        #[derive(Debug, SurrealValue)]
+        struct Rows {
+            user: Option<UserRow>,
+            roles: Vec<RoleRow>,
+        }
+        let rows: Option<Rows> = Query::new(
+            "LET $u = (SELECT * FROM ONLY $user);
+             RETURN { user: $u, roles: IF $u THEN (SELECT * FROM role WHERE record::id(id) IN $u.roles) ELSE [] END };",
+        )
+        .bind("user", ids::record("user", user_id))
+        .take(db, 1)
+        .await?;
+        let Some(Rows {
+            user: Some(user),
+            roles,
+        }) = rows
+        else {
+            return Ok(None);
+        };
+        if !user.active {
+            return Ok(None);
+        }
+        let access = Self::of(db, &user, &roles).await?;
+        Ok(Some((user, access)))
+    }
+}
+
+impl Actor {
+    /// Authenticates an access token: signature, expiry, and that user, session and device are
+    /// all still live.
+    pub async fn authenticate(
         state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::Unauthorized("this needs `Authorization: Bearer <access token>`".into())
-        })?;
+        token: &str,
+        request_id: Option<String>,
+        address: Option<String>,
+    ) -> Result<Self, ApiError> {
         let claims = state.keys.verify(token)?;
         let revoked = || ApiError::Unauthorized("the session has ended; log in again".into());
         let user_id = ids::parse_key(&claims.sub).map_err(|_| revoked())?;
@@ -345,25 +406,11 @@ impl FromRequestParts<AppState> for Actor {
                 }
             }
         }
-        let permissions: HashSet<Permission> = rows
-            .roles
-            .iter()
-            .flat_map(|r| r.permissions.iter())
-            .filter_map(|p| Permission::parse(p))
-            .collect();
-        let data_scope = rows
-            .roles
-            .iter()
-            .filter_map(|r| DataScope::parse(&r.data_scope))
-            .max()
-            .unwrap_or(DataScope::Own);
-        let scope = Scope::resolve(&state.db, &user, data_scope).await?;
-        let RequestId(request_id) = RequestId::from_request_parts(parts, state)
-            .await
-            .unwrap_or_default();
-        let ClientAddress(address) = ClientAddress::from_request_parts(parts, state)
-            .await
-            .unwrap_or_default();
+        let Access {
+            permissions,
+            data_scope,
+            scope,
+        } = Access::of(&state.db, &user, &rows.roles).await?;
         Ok(Actor {
             user_id,
             user,
@@ -376,5 +423,27 @@ impl FromRequestParts<AppState> for Actor {
             request_id,
             address,
         })
+    }
+}
+
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("this needs `Authorization: Bearer <access token>`".into())
+            })?
+            .to_string();
+        let RequestId(request_id) = RequestId::from_request_parts(parts, state)
+            .await
+            .unwrap_or_default();
+        let ClientAddress(address) = ClientAddress::from_request_parts(parts, state)
+            .await
+            .unwrap_or_default();
+        Actor::authenticate(state, &token, request_id, address).await
     }
 }

@@ -20,11 +20,18 @@ pub struct Migration {
 }
 
 /// Every migration of this build, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_identity.surql",
-    sql: include_str!("migrations/0001_identity.surql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_identity.surql",
+        sql: include_str!("migrations/0001_identity.surql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_sync.surql",
+        sql: include_str!("migrations/0002_sync.surql"),
+    },
+];
 
 #[derive(Debug, SurrealValue)]
 struct Applied {

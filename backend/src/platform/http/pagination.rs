@@ -38,8 +38,23 @@ pub struct PageRequest {
 }
 
 impl PageParams {
-    /// Checks the limit and decodes the cursor.
+    /// Checks the limit and decodes the cursor of a list keyed by Outpost ids.
     pub fn validate(&self) -> Result<PageRequest, ApiError> {
+        self.validate_with(|key| uuid::Uuid::try_parse(key).is_ok())
+    }
+
+    /// Checks the limit and decodes the cursor of a list keyed by other ids (document ids).
+    pub fn validate_any(&self) -> Result<PageRequest, ApiError> {
+        self.validate_with(|key| {
+            !key.is_empty()
+                && key.len() <= 128
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+    }
+
+    fn validate_with(&self, key_ok: impl Fn(&str) -> bool) -> Result<PageRequest, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(ApiError::invalid_field(
@@ -54,7 +69,7 @@ impl PageParams {
                     .decode(cursor)
                     .ok()
                     .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .filter(|key| uuid::Uuid::try_parse(key).is_ok())
+                    .filter(|key| key_ok(key))
                     .ok_or_else(|| {
                         ApiError::invalid_field("cursor", "not a cursor from this list")
                     })?,

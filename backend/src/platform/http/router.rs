@@ -59,6 +59,8 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::crm::identity::routes())
         .merge(crate::platform::audit::routes())
+        .merge(crate::sync_host::routes::routes())
+        .merge(crate::crm::customers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -1,0 +1,30 @@
+//! Plugs SurrealDB and the permission system into the sync engine, and serves `GET /sync`.
+
+pub mod gate;
+pub mod routes;
+pub mod storage;
+
+use outpost_sync::{Engine, EngineConfig};
+
+use crate::platform::db::{Db, DbError, Query};
+
+/// The engine as the server runs it.
+pub type SyncEngine = Engine<storage::SurrealSyncStorage, gate::ScopeGate>;
+
+/// Builds the engine over `db`, answering as the store's stable sync peer id (created on first
+/// use), so that phones' saved sync states stay valid across restarts.
+pub async fn engine(db: &Db) -> Result<SyncEngine, DbError> {
+    let candidate = format!("outpost-{}", crate::platform::ids::new_key());
+    let query = Query::new(
+        "(UPSERT setting:sync_peer_id SET value = value ?? $candidate RETURN AFTER).value",
+    )
+    .bind("candidate", candidate);
+    let peer_id: Option<String> = db.retry(|| query.take(db, 0)).await?;
+    let peer_id = peer_id.ok_or_else(|| DbError::Unexpected("no sync peer id".into()))?;
+    Ok(Engine::new(
+        storage::SurrealSyncStorage::new(db.clone()),
+        gate::ScopeGate::new(db.clone()),
+        peer_id,
+        EngineConfig::default(),
+    ))
+}

@@ -1,0 +1,295 @@
+//! Documents, chunks, sync states, actor bindings and projections in SurrealDB.
+
+use autosurgeon::hydrate;
+use chrono::{DateTime, Utc};
+use outpost_mobile::records::customer::Customer;
+use outpost_mobile::records::follow_up::FollowUp;
+use outpost_mobile::records::{RecordType, ServerFields};
+use outpost_sync::{Commit, DocumentId, PeerIdentity, StorageError, StoredDocument, SyncStorage};
+use sha2::{Digest, Sha256};
+use surrealdb::types::{Bytes, SurrealValue};
+
+use crate::platform::audit::{AuditContext, Tx};
+use crate::platform::db::{Db, DbError, Query};
+use crate::platform::ids;
+
+/// After this many incremental chunks a document is compacted into one snapshot.
+const COMPACT_AFTER_CHUNKS: i64 = 64;
+
+/// [`SyncStorage`] over SurrealDB.
+#[derive(Clone)]
+pub struct SurrealSyncStorage {
+    db: Db,
+}
+
+impl SurrealSyncStorage {
+    /// Storage over `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+fn failed(e: DbError) -> StorageError {
+    StorageError(e.to_string())
+}
+
+#[derive(Debug, SurrealValue)]
+struct DocumentRow {
+    kind: String,
+    chunks: i64,
+}
+
+fn state_key(storage_id: &str, id: &DocumentId) -> String {
+    Sha256::digest(format!("{storage_id}\u{0}{id}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_time(value: Option<&str>) -> DateTime<Utc> {
+    value
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+}
+
+/// The projection row of a customer document.
+#[derive(Debug, SurrealValue)]
+struct CustomerRow {
+    name: String,
+    kind: String,
+    level: Option<String>,
+    industry: Option<String>,
+    source: Option<String>,
+    phones: Vec<String>,
+    emails: Vec<String>,
+    address: Option<String>,
+    tags: Vec<String>,
+    notes: String,
+    contacts: String,
+    owner: Option<String>,
+    state: String,
+    created_by: Option<String>,
+}
+
+impl From<&Customer> for CustomerRow {
+    fn from(doc: &Customer) -> Self {
+        let server = doc.server();
+        let contacts: Vec<serde_json::Value> = doc
+            .contacts
+            .iter()
+            .map(|c| serde_json::json!({ "id": c.id, "name": c.name, "title": c.title, "phones": c.phones, "emails": c.emails }))
+            .collect();
+        Self {
+            name: doc.name.clone(),
+            kind: doc.kind.clone(),
+            level: doc.level.clone(),
+            industry: doc.industry.clone(),
+            source: doc.source.clone(),
+            phones: doc.phones.clone(),
+            emails: doc.emails.clone(),
+            address: doc.address.clone(),
+            tags: doc.tags.clone(),
+            notes: doc.notes.as_str().to_string(),
+            contacts: serde_json::Value::Array(contacts).to_string(),
+            owner: server.owner.clone(),
+            state: server.state.clone(),
+            created_by: server.created_by.clone(),
+        }
+    }
+}
+
+/// The projection row of a follow-up document.
+#[derive(Debug, SurrealValue)]
+struct FollowUpRow {
+    customer: String,
+    method: String,
+    at: String,
+    content: String,
+    location: Option<String>,
+    next_contact_at: Option<String>,
+    owner: Option<String>,
+    state: String,
+    created_by: Option<String>,
+}
+
+impl From<&FollowUp> for FollowUpRow {
+    fn from(doc: &FollowUp) -> Self {
+        let server = doc.server();
+        Self {
+            customer: doc.customer.clone(),
+            method: doc.method.clone(),
+            at: doc.at.clone(),
+            content: doc.content.as_str().to_string(),
+            location: doc.location.clone(),
+            next_contact_at: doc.next_contact_at.clone(),
+            owner: server.owner.clone(),
+            state: server.state.clone(),
+            created_by: server.created_by.clone(),
+        }
+    }
+}
+
+impl SyncStorage for SurrealSyncStorage {
+    async fn load(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StorageError> {
+        let document: Option<DocumentRow> = self
+            .db
+            .get("sync_document", id.as_str())
+            .await
+            .map_err(failed)?;
+        let Some(document) = document else {
+            return Ok(None);
+        };
+        let chunks: Vec<Bytes> =
+            Query::new("SELECT VALUE bytes FROM sync_chunk WHERE document = $document ORDER BY id")
+                .bind("document", id.to_string())
+                .take(&self.db, 0)
+                .await
+                .map_err(failed)?;
+        let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
+        for chunk in chunks {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(StoredDocument {
+            kind: document.kind,
+            bytes,
+        }))
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
+        let id = commit.document_id.to_string();
+        let (row, server): (surrealdb::types::Value, ServerFields) = match commit.kind {
+            Customer::KIND => {
+                let doc: Customer =
+                    hydrate(commit.document).map_err(|e| StorageError(e.to_string()))?;
+                (CustomerRow::from(&doc).into_value(), doc.server().clone())
+            }
+            FollowUp::KIND => {
+                let doc: FollowUp =
+                    hydrate(commit.document).map_err(|e| StorageError(e.to_string()))?;
+                (FollowUpRow::from(&doc).into_value(), doc.server().clone())
+            }
+            other => return Err(StorageError(format!("no projection for {other}"))),
+        };
+        let existing: Option<DocumentRow> =
+            self.db.get("sync_document", &id).await.map_err(failed)?;
+        let compact = existing
+            .as_ref()
+            .is_some_and(|d| d.chunks + 1 >= COMPACT_AFTER_CHUNKS);
+
+        let mut tx = Tx::new();
+        let doc_record = tx.bind(ids::record("sync_document", &id));
+        let kind = tx.bind(commit.kind.to_string());
+        let id_b = tx.bind(id.clone());
+        let chunk_id = tx.bind(ids::record("sync_chunk", &ids::new_key()));
+        if compact {
+            let snapshot = commit.document.clone().save();
+            let bytes = tx.bind(Bytes::from(snapshot));
+            tx.push(format!("DELETE sync_chunk WHERE document = {id_b}"));
+            tx.push(format!(
+                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes}"
+            ));
+            tx.push(format!(
+                "UPDATE {doc_record} SET chunks = 1, updated_at = time::now()"
+            ));
+        } else {
+            let bytes = tx.bind(Bytes::from(commit.chunk));
+            tx.push(format!(
+                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes}"
+            ));
+            tx.push(format!(
+                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, created_at = created_at ?? time::now(), updated_at = time::now()"
+            ));
+        }
+        let projection = tx.bind(ids::record(commit.kind, &id));
+        let row_b = tx.bind(row);
+        let created_at = tx.bind(parse_time(server.created_at.as_deref()));
+        tx.push(format!(
+            "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
+        ));
+        let ctx = AuditContext {
+            actor: Some(commit.author.user_id.clone()),
+            channel: "sync",
+            device: commit.author.device_id.clone(),
+            request_id: None,
+            address: None,
+        };
+        if commit.created {
+            tx.audit(
+                &ctx,
+                &format!("{}.create", commit.kind),
+                Some((commit.kind, &id)),
+                serde_json::json!({ "via": "sync" }),
+            );
+        }
+        if !commit.corrections.is_empty() {
+            tx.audit(
+                &ctx,
+                "sync.corrected",
+                Some((commit.kind, &id)),
+                serde_json::json!({ "corrections": commit.corrections.iter().map(|c| serde_json::json!({ "field": c.field, "reason": c.message })).collect::<Vec<_>>() }),
+            );
+        }
+        tx.run(&self.db).await.map_err(failed)?;
+        Ok(())
+    }
+
+    async fn load_sync_state(
+        &self,
+        storage_id: &str,
+        id: &DocumentId,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let bytes: Option<Bytes> = Query::new("(SELECT VALUE bytes FROM ONLY $state)")
+            .bind(
+                "state",
+                ids::record("sync_state", &state_key(storage_id, id)),
+            )
+            .take(&self.db, 0)
+            .await
+            .map_err(failed)?;
+        Ok(bytes.map(|b| b.to_vec()))
+    }
+
+    async fn save_sync_state(
+        &self,
+        storage_id: &str,
+        id: &DocumentId,
+        state: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        Query::new("UPSERT $state SET bytes = $bytes, updated_at = time::now()")
+            .bind(
+                "state",
+                ids::record("sync_state", &state_key(storage_id, id)),
+            )
+            .bind("bytes", Bytes::from(state))
+            .run(&self.db)
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    async fn claim_actor(
+        &self,
+        actor: &str,
+        identity: &PeerIdentity,
+    ) -> Result<bool, StorageError> {
+        #[derive(Debug, SurrealValue)]
+        struct Binding {
+            user: String,
+            device: Option<String>,
+        }
+        let record = ids::record("sync_actor", actor);
+        let query = Query::new(
+            "IF !(SELECT * FROM ONLY $actor) { CREATE $actor SET user = $user, device = $device, created_at = time::now() };
+             SELECT user, device FROM ONLY $actor;",
+        )
+        .bind("actor", record)
+        .bind("user", identity.user_id.clone())
+        .bind("device", identity.device_id.clone());
+        let binding: Option<Binding> = self
+            .db
+            .retry(|| query.take(&self.db, 1))
+            .await
+            .map_err(failed)?;
+        Ok(binding.is_some_and(|b| b.user == identity.user_id && b.device == identity.device_id))
+    }
+}

@@ -1,0 +1,753 @@
+//! The sync engine: one instance per server process, shared by every connection.
+//!
+//! Every incoming sync message goes through the same pipeline: decode (size-capped), access gate,
+//! apply to a fork of the document, check that each new change's actor belongs to the sending
+//! device, hydrate the typed record and apply its field rules, then either merge (persist the
+//! chunk and the projection in one transaction), merge plus a compensating server change, or
+//! quarantine the document for that connection. Accepted changes are pushed to every other
+//! connected peer that syncs the document.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{ActorId, AutoCommit};
+use outpost_mobile::records::ServerFields;
+use serde_bytes::ByteBuf;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::DocumentId;
+use crate::kinds::{Kinds, Rejection};
+use crate::protocol::{self, Message, PROTOCOL_V1, PeerMetadata};
+use crate::storage::{AccessGate, Commit, PeerIdentity, SyncStorage};
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Largest frame accepted, in bytes; larger frames end the connection with an `error`.
+    pub max_frame_bytes: usize,
+    /// Documents kept in memory; idle ones beyond this are evicted.
+    pub cache_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 8 * 1024 * 1024,
+            cache_capacity: 1000,
+        }
+    }
+}
+
+/// What the engine sends down a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A CBOR frame.
+    Frame(Vec<u8>),
+    /// Close the connection (after the frames before it).
+    Close,
+}
+
+/// A protocol violation that ends the connection; the engine has already queued the `error`
+/// message and the close.
+#[derive(Debug, thiserror::Error)]
+#[error("protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+/// One connected peer, as the server sees it.
+pub struct Connection {
+    id: u64,
+    identity: PeerIdentity,
+    peer_id: Option<String>,
+    metadata: PeerMetadata,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    documents: HashSet<DocumentId>,
+    quarantined: HashSet<DocumentId>,
+}
+
+impl Connection {
+    /// The authenticated identity.
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
+    }
+
+    /// The peer id the client joined with.
+    pub fn peer_id(&self) -> Option<&str> {
+        self.peer_id.as_deref()
+    }
+}
+
+struct PeerHandle {
+    connection: u64,
+    identity: PeerIdentity,
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+#[derive(Default)]
+struct DocEntry {
+    loaded: bool,
+    doc: Option<AutoCommit>,
+    kind: String,
+    /// Sync state per peer id syncing this document.
+    states: HashMap<String, sync::State>,
+}
+
+struct Slot {
+    entry: Arc<Mutex<DocEntry>>,
+    last_used: u64,
+}
+
+struct Inner<S, G> {
+    storage: S,
+    gate: G,
+    kinds: Kinds,
+    config: EngineConfig,
+    server_peer_id: String,
+    server_actor: ActorId,
+    docs: StdMutex<HashMap<DocumentId, Slot>>,
+    peers: StdMutex<HashMap<String, PeerHandle>>,
+    clock: AtomicU64,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// The engine; cheap to clone.
+pub struct Engine<S, G> {
+    inner: Arc<Inner<S, G>>,
+}
+
+impl<S, G> Clone for Engine<S, G> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn send(tx: &mpsc::UnboundedSender<Outgoing>, message: &Message) {
+    let _ = tx.send(Outgoing::Frame(protocol::encode(message)));
+}
+
+impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
+    /// An engine over `storage`, answering as `server_peer_id`.
+    pub fn new(
+        storage: S,
+        gate: G,
+        server_peer_id: impl Into<String>,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                storage,
+                gate,
+                kinds: Kinds::default(),
+                config,
+                server_peer_id: server_peer_id.into(),
+                server_actor: ActorId::random(),
+                docs: StdMutex::new(HashMap::new()),
+                peers: StdMutex::new(HashMap::new()),
+                clock: AtomicU64::new(0),
+                closing: tokio::sync::watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// The server's peer id.
+    pub fn server_peer_id(&self) -> &str {
+        &self.inner.server_peer_id
+    }
+
+    /// The storage the engine writes to.
+    pub fn storage(&self) -> &S {
+        &self.inner.storage
+    }
+
+    /// Resolves when the server is shutting down; connection loops select on it.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Closes every connection (server shutdown).
+    pub fn shutdown(&self) {
+        self.inner.closing.send_replace(true);
+        for peer in lock(&self.inner.peers).values() {
+            let _ = peer.tx.send(Outgoing::Close);
+        }
+    }
+
+    /// The largest frame accepted.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.inner.config.max_frame_bytes
+    }
+
+    /// Ends a connection with an `error` message (for transport-level violations such as text
+    /// frames, which the engine never sees).
+    pub fn reject(&self, connection: &Connection, message: &str) -> ProtocolError {
+        self.fail(connection, message)
+    }
+
+    /// How many documents are in memory (for tests and metrics).
+    pub fn cached_documents(&self) -> usize {
+        lock(&self.inner.docs).len()
+    }
+
+    /// A new connection of an authenticated identity; frames for it go to `tx`.
+    pub fn open(&self, identity: PeerIdentity, tx: mpsc::UnboundedSender<Outgoing>) -> Connection {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Connection {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            identity,
+            peer_id: None,
+            metadata: PeerMetadata::default(),
+            tx,
+            documents: HashSet::new(),
+            quarantined: HashSet::new(),
+        }
+    }
+
+    /// Forgets a closed connection.
+    pub async fn close(&self, connection: &Connection) {
+        if let Some(peer) = &connection.peer_id {
+            let mut peers = lock(&self.inner.peers);
+            if peers
+                .get(peer)
+                .is_some_and(|p| p.connection == connection.id)
+            {
+                peers.remove(peer);
+            } else {
+                return;
+            }
+        }
+        let Some(peer) = &connection.peer_id else {
+            return;
+        };
+        for id in &connection.documents {
+            let entry = lock(&self.inner.docs)
+                .get(id)
+                .map(|slot| slot.entry.clone());
+            if let Some(entry) = entry {
+                entry.lock().await.states.remove(peer);
+            }
+        }
+    }
+
+    fn fail(&self, connection: &Connection, message: impl Into<String>) -> ProtocolError {
+        let message = message.into();
+        send(
+            &connection.tx,
+            &Message::Error {
+                message: message.clone(),
+                sender_id: Some(self.inner.server_peer_id.clone()),
+                target_id: connection.peer_id.clone(),
+            },
+        );
+        let _ = connection.tx.send(Outgoing::Close);
+        ProtocolError(message)
+    }
+
+    /// Handles one frame from a connection.
+    pub async fn receive(
+        &self,
+        connection: &mut Connection,
+        frame: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let message = protocol::decode(frame, self.inner.config.max_frame_bytes)
+            .map_err(|e| self.fail(connection, e.to_string()))?;
+        let Some(peer_id) = connection.peer_id.clone() else {
+            return self.join(connection, message);
+        };
+        if message.sender_id() != Some(peer_id.as_str()) {
+            return Err(self.fail(connection, "senderId does not match the peer that joined"));
+        }
+        match message {
+            Message::Join { .. } => Err(self.fail(connection, "already joined")),
+            Message::Leave { .. } => {
+                let _ = connection.tx.send(Outgoing::Close);
+                Ok(())
+            }
+            Message::Request {
+                document_id, data, ..
+            } => {
+                self.sync(connection, &peer_id, &document_id, &data, true)
+                    .await
+            }
+            Message::Sync {
+                document_id, data, ..
+            } => {
+                self.sync(connection, &peer_id, &document_id, &data, false)
+                    .await
+            }
+            Message::Ephemeral {
+                document_id,
+                count,
+                session_id,
+                data,
+                ..
+            } => {
+                self.ephemeral(connection, &peer_id, &document_id, count, session_id, data)
+                    .await;
+                Ok(())
+            }
+            Message::DocUnavailable { .. }
+            | Message::RemoteSubscriptionChange { .. }
+            | Message::RemoteHeadsChanged { .. } => Ok(()),
+            Message::Peer { .. } | Message::Error { .. } => {
+                Err(self.fail(connection, "unexpected message from a client"))
+            }
+        }
+    }
+
+    fn join(&self, connection: &mut Connection, message: Message) -> Result<(), ProtocolError> {
+        let Message::Join {
+            sender_id,
+            supported_protocol_versions,
+            peer_metadata,
+        } = message
+        else {
+            return Err(self.fail(connection, "the first message must be join"));
+        };
+        if let Some(versions) = &supported_protocol_versions
+            && !versions.iter().any(|v| v == PROTOCOL_V1)
+        {
+            return Err(self.fail(connection, "unsupported protocol version"));
+        }
+        if sender_id.is_empty() || sender_id.len() > 256 {
+            return Err(self.fail(connection, "invalid peer id"));
+        }
+        {
+            let mut peers = lock(&self.inner.peers);
+            if let Some(existing) = peers.get(&sender_id) {
+                if existing.identity != connection.identity {
+                    drop(peers);
+                    return Err(
+                        self.fail(connection, "this peer id belongs to another user or device")
+                    );
+                }
+                // The same device reconnected: the old connection is stale.
+                let _ = existing.tx.send(Outgoing::Close);
+            }
+            peers.insert(
+                sender_id.clone(),
+                PeerHandle {
+                    connection: connection.id,
+                    identity: connection.identity.clone(),
+                    tx: connection.tx.clone(),
+                },
+            );
+        }
+        connection.peer_id = Some(sender_id.clone());
+        connection.metadata = peer_metadata.unwrap_or_default();
+        send(
+            &connection.tx,
+            &Message::Peer {
+                sender_id: self.inner.server_peer_id.clone(),
+                target_id: sender_id,
+                selected_protocol_version: PROTOCOL_V1.into(),
+                peer_metadata: Some(PeerMetadata {
+                    storage_id: Some(self.inner.server_peer_id.clone()),
+                    is_ephemeral: false,
+                }),
+            },
+        );
+        Ok(())
+    }
+
+    fn unavailable(&self, connection: &Connection, peer_id: &str, document_id: &str) {
+        send(
+            &connection.tx,
+            &Message::DocUnavailable {
+                document_id: document_id.to_string(),
+                sender_id: self.inner.server_peer_id.clone(),
+                target_id: peer_id.to_string(),
+            },
+        );
+    }
+
+    /// The cache slot of a document, loading it from storage on first use.
+    async fn entry(
+        &self,
+        id: &DocumentId,
+    ) -> Result<Arc<Mutex<DocEntry>>, crate::storage::StorageError> {
+        let tick = self.inner.clock.fetch_add(1, Ordering::Relaxed);
+        let entry = {
+            let mut docs = lock(&self.inner.docs);
+            let slot = docs.entry(id.clone()).or_insert_with(|| Slot {
+                entry: Arc::new(Mutex::new(DocEntry::default())),
+                last_used: tick,
+            });
+            slot.last_used = tick;
+            slot.entry.clone()
+        };
+        {
+            let mut guard = entry.lock().await;
+            if !guard.loaded {
+                if let Some(stored) = self.inner.storage.load(id).await? {
+                    guard.doc = Some(AutoCommit::load(&stored.bytes).map_err(|e| {
+                        crate::storage::StorageError(format!(
+                            "stored document {id} is corrupt: {e}"
+                        ))
+                    })?);
+                    guard.kind = stored.kind;
+                }
+                guard.loaded = true;
+            }
+        }
+        self.evict();
+        Ok(entry)
+    }
+
+    /// Drops the least recently used idle documents beyond the cache capacity.
+    fn evict(&self) {
+        let mut docs = lock(&self.inner.docs);
+        while docs.len() > self.inner.config.cache_capacity {
+            let victim = docs
+                .iter()
+                .filter(|(_, slot)| {
+                    Arc::strong_count(&slot.entry) == 1
+                        && slot.entry.try_lock().is_ok_and(|e| e.states.is_empty())
+                })
+                .min_by_key(|(_, slot)| slot.last_used)
+                .map(|(id, _)| id.clone());
+            match victim {
+                Some(id) => {
+                    docs.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+
+    async fn sync_state(&self, connection: &Connection, id: &DocumentId) -> sync::State {
+        if let Some(storage_id) = connection
+            .metadata
+            .storage_id
+            .as_deref()
+            .filter(|_| !connection.metadata.is_ephemeral)
+            && let Ok(Some(bytes)) = self.inner.storage.load_sync_state(storage_id, id).await
+            && let Ok(state) = sync::State::decode(&bytes)
+        {
+            return state;
+        }
+        sync::State::new()
+    }
+
+    async fn save_sync_state(&self, connection: &Connection, id: &DocumentId, state: &sync::State) {
+        if let Some(storage_id) = connection
+            .metadata
+            .storage_id
+            .as_deref()
+            .filter(|_| !connection.metadata.is_ephemeral)
+            && let Err(e) = self
+                .inner
+                .storage
+                .save_sync_state(storage_id, id, state.encode())
+                .await
+        {
+            tracing::warn!(error = %e, "cannot save a sync state");
+        }
+    }
+
+    fn quarantine(&self, connection: &mut Connection, peer_id: &str, id: &DocumentId, why: &str) {
+        tracing::warn!(document = %id, peer = peer_id, user = %connection.identity.user_id, reason = why, "document quarantined for this connection");
+        connection.quarantined.insert(id.clone());
+        self.unavailable(connection, peer_id, id.as_str());
+    }
+
+    async fn sync(
+        &self,
+        connection: &mut Connection,
+        peer_id: &str,
+        raw_id: &str,
+        data: &ByteBuf,
+        is_request: bool,
+    ) -> Result<(), ProtocolError> {
+        let Some(id) = DocumentId::parse(raw_id) else {
+            self.unavailable(connection, peer_id, raw_id);
+            return Ok(());
+        };
+        if connection.quarantined.contains(&id) {
+            self.unavailable(connection, peer_id, raw_id);
+            return Ok(());
+        }
+        let Ok(message) = sync::Message::decode(data) else {
+            self.quarantine(connection, peer_id, &id, "undecodable sync message");
+            return Ok(());
+        };
+        let entry = match self.entry(&id).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(error = %e, document = %id, "cannot load a document");
+                return Ok(());
+            }
+        };
+        let mut guard = entry.lock().await;
+        let exists = guard.doc.is_some();
+        if exists && !self.inner.gate.may_read(&connection.identity, &id).await {
+            // The same answer as for a document that does not exist.
+            self.unavailable(connection, peer_id, raw_id);
+            return Ok(());
+        }
+        let mut state = match guard.states.remove(peer_id) {
+            Some(state) => state,
+            None => self.sync_state(connection, &id).await,
+        };
+        let mut accepted = guard.doc.take().unwrap_or_default();
+        let before = accepted.get_heads();
+        let mut proposed = accepted.fork();
+        let outcome = self
+            .admit(
+                connection,
+                &id,
+                exists,
+                &guard.kind,
+                &mut accepted,
+                &mut proposed,
+                &mut state,
+                message,
+            )
+            .await;
+        match outcome {
+            Admission::Unchanged => {
+                if exists {
+                    guard.doc = Some(accepted);
+                } else if is_request {
+                    self.unavailable(connection, peer_id, raw_id);
+                    return Ok(());
+                } else {
+                    // The peer has a document we do not: answer with what we (do not) have so
+                    // that it sends its changes.
+                    if let Some(reply) = accepted.sync().generate_sync_message(&mut state) {
+                        send(
+                            &connection.tx,
+                            &Message::Sync {
+                                document_id: id.to_string(),
+                                sender_id: self.inner.server_peer_id.clone(),
+                                target_id: peer_id.to_string(),
+                                data: ByteBuf::from(reply.encode()),
+                            },
+                        );
+                    }
+                    guard.states.insert(peer_id.to_string(), state);
+                    connection.documents.insert(id.clone());
+                    return Ok(());
+                }
+            }
+            Admission::Accepted { kind } => {
+                guard.kind = kind;
+                guard.doc = Some(proposed);
+            }
+            Admission::Refused(reason) => {
+                guard.doc = exists.then_some(accepted);
+                self.quarantine(connection, peer_id, &id, &reason);
+                return Ok(());
+            }
+            Admission::Failed => {
+                guard.doc = exists.then_some(accepted);
+                return Ok(());
+            }
+        }
+        connection.documents.insert(id.clone());
+        guard.states.insert(peer_id.to_string(), state);
+        let changed = guard.doc.as_mut().is_some_and(|d| d.get_heads() != before);
+        self.push(&mut guard, &id, if changed { None } else { Some(peer_id) });
+        if let Some(state) = guard.states.get(peer_id) {
+            let state = state.clone();
+            drop(guard);
+            self.save_sync_state(connection, &id, &state).await;
+        }
+        Ok(())
+    }
+
+    /// Runs the validation pipeline on one sync message.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        &self,
+        connection: &Connection,
+        id: &DocumentId,
+        exists: bool,
+        kind_name: &str,
+        accepted: &mut AutoCommit,
+        proposed: &mut AutoCommit,
+        state: &mut sync::State,
+        message: sync::Message,
+    ) -> Admission {
+        let before = accepted.get_heads();
+        if let Err(e) = proposed.sync().receive_sync_message(state, message) {
+            return Admission::Refused(format!("cannot apply the sync message: {e}"));
+        }
+        let changes = proposed.get_changes(&before);
+        if changes.is_empty() {
+            return Admission::Unchanged;
+        }
+        let actors: HashSet<String> = changes
+            .iter()
+            .map(|c| c.actor_id().to_hex_string())
+            .collect();
+        for actor in &actors {
+            if *actor == self.inner.server_actor.to_hex_string() {
+                return Admission::Refused("a change claims to be the server's".into());
+            }
+            match self
+                .inner
+                .storage
+                .claim_actor(actor, &connection.identity)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Admission::Refused(format!("actor {actor} belongs to another device"));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot check an actor");
+                    return Admission::Failed;
+                }
+            }
+        }
+        let kind = if exists {
+            self.inner.kinds.get(kind_name)
+        } else {
+            self.inner.kinds.of(proposed)
+        };
+        let Some(kind) = kind else {
+            return Admission::Refused("the document has no known type".into());
+        };
+        proposed.set_actor(self.inner.server_actor.clone());
+        let corrections = if exists {
+            if self.inner.gate.may_write(&connection.identity, id).await {
+                kind.admit(Some(accepted), proposed, &ServerFields::default())
+            } else {
+                kind.restore(accepted, proposed).map(|()| {
+                    vec![outpost_mobile::records::Violation::new(
+                        "*",
+                        "this user may read but not change the document",
+                    )]
+                })
+            }
+        } else {
+            if !self
+                .inner
+                .gate
+                .may_create(&connection.identity, kind.name())
+                .await
+            {
+                return Admission::Refused(format!("may not create a {}", kind.name()));
+            }
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let initial = ServerFields {
+                owner: Some(connection.identity.user_id.clone()),
+                state: "owned".into(),
+                created_by: Some(connection.identity.user_id.clone()),
+                updated_by: Some(connection.identity.user_id.clone()),
+                created_at: Some(now.clone()),
+                updated_at: Some(now),
+            };
+            kind.admit(None, proposed, &initial)
+        };
+        let corrections = match corrections {
+            Ok(c) => c,
+            Err(Rejection::Malformed(why)) => return Admission::Refused(why),
+            Err(Rejection::Invalid(violations)) => {
+                return Admission::Refused(format!("invalid new document: {violations:?}"));
+            }
+        };
+        let chunk = proposed.save_after(&before);
+        let commit = Commit {
+            document_id: id,
+            kind: kind.name(),
+            created: !exists,
+            chunk,
+            document: proposed,
+            author: &connection.identity,
+            corrections: &corrections,
+        };
+        if let Err(e) = self.inner.storage.commit(commit).await {
+            tracing::error!(error = %e, document = %id, "cannot persist a change; the peer will resend it");
+            return Admission::Failed;
+        }
+        Admission::Accepted {
+            kind: kind.name().to_string(),
+        }
+    }
+
+    /// Sends a sync message to every peer syncing the document (or only `only`).
+    fn push(&self, entry: &mut DocEntry, id: &DocumentId, only: Option<&str>) {
+        let Some(doc) = entry.doc.as_mut() else {
+            return;
+        };
+        let peers = lock(&self.inner.peers);
+        for (peer, state) in entry.states.iter_mut() {
+            if only.is_some_and(|o| o != peer) {
+                continue;
+            }
+            let Some(handle) = peers.get(peer) else {
+                continue;
+            };
+            if let Some(message) = doc.sync().generate_sync_message(state) {
+                send(
+                    &handle.tx,
+                    &Message::Sync {
+                        document_id: id.to_string(),
+                        sender_id: self.inner.server_peer_id.clone(),
+                        target_id: peer.clone(),
+                        data: ByteBuf::from(message.encode()),
+                    },
+                );
+            }
+        }
+    }
+
+    async fn ephemeral(
+        &self,
+        connection: &Connection,
+        peer_id: &str,
+        raw_id: &str,
+        count: u64,
+        session_id: String,
+        data: ByteBuf,
+    ) {
+        let Some(id) = DocumentId::parse(raw_id) else {
+            return;
+        };
+        if !connection.documents.contains(&id) {
+            return;
+        }
+        let Some(entry) = lock(&self.inner.docs).get(&id).map(|s| s.entry.clone()) else {
+            return;
+        };
+        let subscribers: Vec<String> = entry
+            .lock()
+            .await
+            .states
+            .keys()
+            .filter(|p| *p != peer_id)
+            .cloned()
+            .collect();
+        let peers = lock(&self.inner.peers);
+        for target in subscribers {
+            if let Some(handle) = peers.get(&target) {
+                send(
+                    &handle.tx,
+                    &Message::Ephemeral {
+                        document_id: raw_id.to_string(),
+                        sender_id: peer_id.to_string(),
+                        target_id: target.clone(),
+                        count,
+                        session_id: session_id.clone(),
+                        data: data.clone(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+enum Admission {
+    Unchanged,
+    Accepted { kind: String },
+    Refused(String),
+    Failed,
+}

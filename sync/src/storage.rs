@@ -1,0 +1,106 @@
+//! What the engine needs from storage and from the permission system, as traits the server
+//! implements (over SurrealDB and its `Scope`).
+
+use std::future::Future;
+
+use automerge::AutoCommit;
+use outpost_mobile::records::Violation;
+
+use crate::DocumentId;
+
+/// Who is on the other end of a connection: the authenticated user and device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    /// The user's id.
+    pub user_id: String,
+    /// The device's id, when the session is bound to one.
+    pub device_id: Option<String>,
+}
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StorageError(pub String);
+
+/// A document as stored: its type and its bytes (a snapshot followed by incremental chunks,
+/// which `AutoCommit::load` reads as one).
+#[derive(Debug, Clone)]
+pub struct StoredDocument {
+    /// The record type.
+    pub kind: String,
+    /// Automerge bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One accepted change of one document, to persist atomically with its projection.
+pub struct Commit<'a> {
+    /// Which document.
+    pub document_id: &'a DocumentId,
+    /// Its record type.
+    pub kind: &'a str,
+    /// Whether the document is new.
+    pub created: bool,
+    /// The new changes, as an incremental automerge chunk.
+    pub chunk: Vec<u8>,
+    /// The document after the change, to project into queryable rows.
+    pub document: &'a AutoCommit,
+    /// Who sent the change.
+    pub author: &'a PeerIdentity,
+    /// Server corrections made to the author's change, for the audit log.
+    pub corrections: &'a [Violation],
+}
+
+/// Persistence of documents, projections and per-peer sync state.
+pub trait SyncStorage: Send + Sync + 'static {
+    /// Loads a document.
+    fn load(
+        &self,
+        id: &DocumentId,
+    ) -> impl Future<Output = Result<Option<StoredDocument>, StorageError>> + Send;
+
+    /// Persists a chunk and updates the record's projection in one transaction.
+    fn commit(&self, commit: Commit<'_>) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The saved sync state of a storage id for a document.
+    fn load_sync_state(
+        &self,
+        storage_id: &str,
+        id: &DocumentId,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StorageError>> + Send;
+
+    /// Saves the sync state of a storage id for a document.
+    fn save_sync_state(
+        &self,
+        storage_id: &str,
+        id: &DocumentId,
+        state: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Binds an automerge actor id to the identity that first used it; answers whether
+    /// `identity` may write as that actor.
+    fn claim_actor(
+        &self,
+        actor: &str,
+        identity: &PeerIdentity,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+}
+
+/// Who may see and change which documents.
+pub trait AccessGate: Send + Sync + 'static {
+    /// Whether `identity` may read (and sync) an existing document.
+    fn may_read(
+        &self,
+        identity: &PeerIdentity,
+        id: &DocumentId,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Whether `identity` may change an existing document it can read.
+    fn may_write(
+        &self,
+        identity: &PeerIdentity,
+        id: &DocumentId,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Whether `identity` may create a document of `kind`.
+    fn may_create(&self, identity: &PeerIdentity, kind: &str) -> impl Future<Output = bool> + Send;
+}

@@ -1,0 +1,311 @@
+//! `GET /sync`: phones (and any automerge-repo client) sync customer documents with the server;
+//! the server validates, corrects, persists, projects and fans out.
+
+use automerge::AutoCommit;
+use autosurgeon::{hydrate, reconcile};
+use outpost::config::Config;
+use outpost_mobile::records::customer::Customer;
+use outpost_sync::DocumentId;
+use outpost_sync::protocol::Message;
+use outpost_tests::TestServer;
+use outpost_tests::sync_client::SyncClient;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// An admin, and two reps in the root department with device-bound tokens.
+struct Team {
+    admin: String,
+    rep_a: String,
+    rep_a_id: String,
+    rep_b: String,
+}
+
+async fn team(server: &TestServer) -> Team {
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep = server.role(&admin, "rep").await;
+    let rep_a_id = server.user(&admin, "a@x.cn", &root, None, &[&rep]).await;
+    server.user(&admin, "b@x.cn", &root, None, &[&rep]).await;
+    Team {
+        rep_a: server.token_of("a@x.cn").await,
+        rep_b: server.token_of("b@x.cn").await,
+        admin,
+        rep_a_id,
+    }
+}
+
+fn customer_doc(name: &str) -> AutoCommit {
+    let mut doc = AutoCommit::new();
+    let mut customer = Customer::new(name);
+    customer.phones.push("13800138000".into());
+    reconcile(&mut doc, &customer).unwrap();
+    doc
+}
+
+fn read(client: &mut SyncClient, id: &DocumentId) -> Customer {
+    hydrate(client.doc(id)).unwrap()
+}
+
+#[tokio::test]
+async fn an_unauthenticated_upgrade_is_refused_before_upgrading() {
+    let server = TestServer::start().await;
+    let url = format!("{}/sync", server.base.replace("http://", "ws://"));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let bad = format!(
+        "{}/sync?token=forged",
+        server.base.replace("http://", "ws://")
+    );
+    assert!(tokio_tungstenite::connect_async(bad).await.is_err());
+}
+
+#[tokio::test]
+async fn a_customer_created_offline_syncs_in_with_its_owner_stamped_and_projected() {
+    let server = TestServer::start().await;
+    let team = team(&server).await;
+    let mut phone =
+        SyncClient::connect(&server.base, &team.rep_a, "phone-a", Some("storage-a")).await;
+    let id = phone.insert(customer_doc("上海示例贸易有限公司"));
+    phone.settle().await;
+
+    let synced = read(&mut phone, &id);
+    assert_eq!(
+        synced.server.owner.as_deref(),
+        Some(team.rep_a_id.as_str()),
+        "the server stamped the owner"
+    );
+    assert_eq!(
+        synced.server.created_by.as_deref(),
+        Some(team.rep_a_id.as_str())
+    );
+
+    let projected = server
+        .get(&format!("/api/v1/customers/{id}"), &team.rep_a)
+        .await;
+    assert_eq!(projected.status, StatusCode::OK, "{:?}", projected.body);
+    assert_eq!(projected.body["name"], "上海示例贸易有限公司");
+    assert_eq!(projected.body["owner_id"], team.rep_a_id.as_str());
+    assert_eq!(projected.body["doc_id"], id.as_str());
+    let list = server.get("/api/v1/customers", &team.rep_a).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.get("/api/v1/customers", &team.rep_b).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "not in B's scope"
+    );
+
+    let audit = server
+        .get(
+            &format!("/api/v1/audit?target_kind=customer&target_id={id}"),
+            &team.admin,
+        )
+        .await;
+    let entry = &audit.body["items"][0];
+    assert_eq!(entry["action"], "customer.create");
+    assert_eq!(entry["channel"], "sync");
+}
+
+#[tokio::test]
+async fn a_device_edit_to_a_server_owned_field_is_undone_and_audited() {
+    let server = TestServer::start().await;
+    let team = team(&server).await;
+    let mut phone = SyncClient::connect(&server.base, &team.rep_a, "phone-a", None).await;
+    let id = phone.insert(customer_doc("Acme"));
+    phone.settle().await;
+
+    let mut customer = read(&mut phone, &id);
+    customer.server.owner = Some("someone-else".into());
+    customer.industry = Some("Retail".into());
+    reconcile(phone.doc(&id), &customer).unwrap();
+    phone.settle().await;
+
+    let after = read(&mut phone, &id);
+    assert_eq!(
+        after.server.owner.as_deref(),
+        Some(team.rep_a_id.as_str()),
+        "the owner edit was undone on the phone too"
+    );
+    assert_eq!(
+        after.industry.as_deref(),
+        Some("Retail"),
+        "the legitimate edit in the same change stays"
+    );
+    let projected = server
+        .get(&format!("/api/v1/customers/{id}"), &team.rep_a)
+        .await;
+    assert_eq!(projected.body["owner_id"], team.rep_a_id.as_str());
+    assert_eq!(projected.body["industry"], "Retail");
+    let audit = server
+        .get(
+            &format!("/api/v1/audit?target_kind=customer&target_id={id}"),
+            &team.admin,
+        )
+        .await;
+    let corrected = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "sync.corrected")
+        .expect("the correction is audited");
+    assert_eq!(corrected["summary"]["corrections"][0]["field"], "server");
+
+    // An invalid value is restored to the last accepted one.
+    let mut customer = read(&mut phone, &id);
+    customer.level = Some("SSS".into());
+    reconcile(phone.doc(&id), &customer).unwrap();
+    phone.settle().await;
+    assert_eq!(read(&mut phone, &id).level, None);
+}
+
+#[tokio::test]
+async fn a_change_reaches_the_other_connected_device_without_polling() {
+    let server = TestServer::start().await;
+    let team = team(&server).await;
+    let mut phone = SyncClient::connect(&server.base, &team.rep_a, "phone-a", None).await;
+    let mut tablet = SyncClient::connect(&server.base, &team.rep_a, "tablet-a", None).await;
+    let id = phone.insert(customer_doc("Acme"));
+    phone.settle().await;
+    tablet.request(&id).await;
+    tablet.settle().await;
+    assert_eq!(read(&mut tablet, &id).name, "Acme");
+
+    let mut customer = read(&mut phone, &id);
+    customer.address = Some("杭州市西湖区".into());
+    reconcile(phone.doc(&id), &customer).unwrap();
+    phone.settle().await;
+    // The tablet sends nothing first: it only listens.
+    tablet.listen().await;
+    assert_eq!(
+        read(&mut tablet, &id).address.as_deref(),
+        Some("杭州市西湖区")
+    );
+}
+
+#[tokio::test]
+async fn documents_outside_the_scope_are_unavailable_like_missing_ones() {
+    let server = TestServer::start().await;
+    let team = team(&server).await;
+    let mut phone_a = SyncClient::connect(&server.base, &team.rep_a, "phone-a", None).await;
+    let id = phone_a.insert(customer_doc("A's customer"));
+    phone_a.settle().await;
+
+    let mut phone_b = SyncClient::connect(&server.base, &team.rep_b, "phone-b", None).await;
+    phone_b.request(&id).await;
+    let missing = DocumentId::generate();
+    phone_b.request(&missing).await;
+    phone_b.settle().await;
+    assert!(
+        phone_b.unavailable.contains(&id.to_string()),
+        "B may not see A's customer"
+    );
+    assert!(
+        phone_b.unavailable.contains(&missing.to_string()),
+        "the same answer as for a missing one"
+    );
+    assert!(!phone_b.has(&id));
+
+    // The admin sees everything.
+    let mut desk = SyncClient::connect(&server.base, &team.admin, "desk", None).await;
+    desk.request(&id).await;
+    desk.settle().await;
+    assert_eq!(read(&mut desk, &id).name, "A's customer");
+}
+
+#[tokio::test]
+async fn hostile_frames_end_that_connection_only() {
+    let server = TestServer::start().await;
+    let team = team(&server).await;
+    let mut good = SyncClient::connect(&server.base, &team.rep_a, "good", None).await;
+
+    let mut garbage = SyncClient::connect(&server.base, &team.rep_b, "garbage", None).await;
+    garbage.send_raw(b"\xff\xfe not cbor at all".to_vec()).await;
+    garbage.settle().await;
+    assert_eq!(garbage.errors.len(), 1, "{:?}", garbage.errors);
+    assert!(garbage.closed);
+
+    // A peer id that belongs to someone else is refused.
+    let url = format!(
+        "{}/sync?token={}",
+        server.base.replace("http://", "ws://"),
+        team.rep_b
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    let join = outpost_sync::protocol::encode(&Message::Join {
+        sender_id: "good".into(),
+        supported_protocol_versions: Some(vec!["1".into()]),
+        peer_metadata: None,
+    });
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Binary(join.into()))
+        .await
+        .unwrap();
+    let reply = socket.next().await.unwrap().unwrap().into_data();
+    assert!(matches!(
+        outpost_sync::protocol::decode(&reply, usize::MAX).unwrap(),
+        Message::Error { .. }
+    ));
+
+    // An invalid new document is quarantined, not stored.
+    let id = good.insert(customer_doc(""));
+    good.settle().await;
+    assert!(good.unavailable.contains(&id.to_string()));
+    assert_eq!(
+        server
+            .get(&format!("/api/v1/customers/{id}"), &team.rep_a)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The good connection still works.
+    let fine = good.insert(customer_doc("Fine"));
+    good.settle().await;
+    assert_eq!(
+        server
+            .get(&format!("/api/v1/customers/{fine}"), &team.rep_a)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let _ = json!({});
+}
+
+#[tokio::test]
+async fn documents_and_sync_state_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let team = team(&server).await;
+    let mut phone = SyncClient::connect(
+        &server.base,
+        &team.rep_a,
+        "phone-a",
+        Some("phone-a-storage"),
+    )
+    .await;
+    let id = phone.insert(customer_doc("Persistent Ltd"));
+    phone.settle().await;
+    server.shutdown().await;
+
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let mut other = SyncClient::connect(&server.base, &team.rep_a, "tablet-a", None).await;
+    other.request(&id).await;
+    other.settle().await;
+    assert_eq!(read(&mut other, &id).name, "Persistent Ltd");
+    assert_eq!(
+        server
+            .get(&format!("/api/v1/customers/{id}"), &team.rep_a)
+            .await
+            .body["name"],
+        "Persistent Ltd"
+    );
+    server.shutdown().await;
+}
