@@ -136,9 +136,12 @@ impl Kinds {
 
     /// The type a document declares in its `type` field.
     pub fn of(&self, doc: &AutoCommit) -> Option<&dyn Kind> {
-        use automerge::ReadDoc;
-        let (value, _) = doc.get(automerge::ROOT, "type").ok()??;
-        let name = value.into_string().ok()?;
+        let name = outpost_mobile::records::text::string(
+            doc,
+            &automerge::ROOT,
+            autosurgeon::Prop::Key("type".into()),
+        )
+        .ok()?;
         self.get(&name)
     }
 }

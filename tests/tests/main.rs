@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod config;
 mod identity;
+mod interop;
 mod openapi;
 mod protocol;
 mod records;

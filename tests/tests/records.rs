@@ -224,3 +224,30 @@ proptest! {
         prop_assert_eq!(&states[1], &states[2]);
     }
 }
+
+#[test]
+fn strings_written_as_text_objects_by_javascript_clients_hydrate() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ROOT};
+    let mut doc = AutoCommit::new();
+    for (field, value) in [
+        ("type", "customer"),
+        ("name", "文本公司"),
+        ("industry", "Retail"),
+    ] {
+        let text = doc.put_object(ROOT, field, ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, value).unwrap();
+    }
+    let phones = doc.put_object(ROOT, "phones", ObjType::List).unwrap();
+    let phone = doc.insert_object(&phones, 0, ObjType::Text).unwrap();
+    doc.splice_text(&phone, 0, 0, "13800138000").unwrap();
+    let customer: Customer = hydrate(&doc).unwrap();
+    assert_eq!(customer.name, "文本公司");
+    assert_eq!(customer.industry.as_deref(), Some("Retail"));
+    assert_eq!(customer.phones, ["13800138000"]);
+
+    // A number where a string belongs is malformed, not silently accepted.
+    let mut bad = AutoCommit::new();
+    bad.put(ROOT, "name", 42).unwrap();
+    assert!(hydrate::<_, Customer>(&bad).is_err());
+}

@@ -15,34 +15,50 @@ pub const LEVELS: [&str; 4] = ["A", "B", "C", "D"];
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
 pub struct Customer {
     /// Always `customer`.
-    #[autosurgeon(rename = "type", missing = "kind_name")]
+    #[autosurgeon(
+        rename = "type",
+        missing = "kind_name",
+        hydrate = "crate::records::text::string"
+    )]
     pub record_type: String,
     /// Company or person name.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::string")]
     pub name: String,
     /// `company` or `person`.
-    #[autosurgeon(missing = "default_kind")]
+    #[autosurgeon(missing = "default_kind", hydrate = "crate::records::text::string")]
     pub kind: String,
     /// `A` to `D`.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub level: Option<String>,
     /// Industry.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub industry: Option<String>,
     /// Where the lead came from.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub source: Option<String>,
     /// Phone numbers as typed.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::list")]
     pub phones: Vec<String>,
     /// Email addresses.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::list")]
     pub emails: Vec<String>,
     /// Postal address.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub address: Option<String>,
     /// Free tags.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::list")]
     pub tags: Vec<String>,
     /// Notes, merged character by character so that two reps' typing both survive.
     #[autosurgeon(missing = "Default::default")]
@@ -61,18 +77,22 @@ pub struct Customer {
 pub struct Contact {
     /// Stable id, chosen by whoever adds the contact (a UUID).
     #[key]
+    #[autosurgeon(hydrate = "crate::records::text::string")]
     pub id: String,
     /// Name.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::string")]
     pub name: String,
     /// Job title.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub title: Option<String>,
     /// Phone numbers.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::list")]
     pub phones: Vec<String>,
     /// Email addresses.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::list")]
     pub emails: Vec<String>,
 }
 

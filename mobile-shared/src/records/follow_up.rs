@@ -12,25 +12,35 @@ pub const TYPES: [&str; 4] = ["visit", "call", "message", "meeting"];
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
 pub struct FollowUp {
     /// Always `follow_up`.
-    #[autosurgeon(rename = "type", missing = "kind_name")]
+    #[autosurgeon(
+        rename = "type",
+        missing = "kind_name",
+        hydrate = "crate::records::text::string"
+    )]
     pub record_type: String,
     /// The customer's document id.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::string")]
     pub customer: String,
     /// `visit`, `call`, `message` or `meeting`.
-    #[autosurgeon(missing = "default_method")]
+    #[autosurgeon(missing = "default_method", hydrate = "crate::records::text::string")]
     pub method: String,
     /// When it happened, RFC 3339 (as recorded by the device, which may have been offline).
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::string")]
     pub at: String,
     /// What was said and agreed.
     #[autosurgeon(missing = "Default::default")]
     pub content: Text,
     /// Where, as text or coordinates.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub location: Option<String>,
     /// When to contact the customer next, RFC 3339.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub next_contact_at: Option<String>,
     /// Files attached (their metadata; the bytes live elsewhere).
     #[autosurgeon(missing = "Default::default")]
@@ -45,12 +55,13 @@ pub struct FollowUp {
 pub struct Attachment {
     /// Stable id.
     #[key]
+    #[autosurgeon(hydrate = "crate::records::text::string")]
     pub id: String,
     /// File name.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::string")]
     pub name: String,
     /// Media type.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(missing = "Default::default", hydrate = "crate::records::text::string")]
     pub media_type: String,
     /// Size in bytes.
     #[autosurgeon(missing = "Default::default")]

@@ -8,6 +8,7 @@
 pub mod customer;
 pub mod follow_up;
 pub mod rules;
+pub mod text;
 
 use autosurgeon::{Hydrate, Reconcile};
 
@@ -41,22 +42,37 @@ pub trait RecordType:
 #[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate)]
 pub struct ServerFields {
     /// The owning user's id; `None` while in the public pool.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub owner: Option<String>,
     /// `owned`, `pool` or `deleted`.
-    #[autosurgeon(missing = "default_state")]
+    #[autosurgeon(missing = "default_state", hydrate = "crate::records::text::string")]
     pub state: String,
     /// Who created the record.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub created_by: Option<String>,
     /// Who changed it last.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub updated_by: Option<String>,
     /// When it was created, RFC 3339 UTC.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub created_at: Option<String>,
     /// When it was changed last, RFC 3339 UTC.
-    #[autosurgeon(missing = "Default::default")]
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
     pub updated_at: Option<String>,
 }
 
