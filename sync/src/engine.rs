@@ -655,6 +655,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             }
         };
         let chunk = proposed.save_after(&before);
+        let heads = proposed.get_heads().iter().map(|h| h.to_string()).collect();
         let commit = Commit {
             document_id: id,
             kind: kind.name(),
@@ -663,6 +664,9 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             document: proposed,
             author: &connection.identity,
             corrections: &corrections,
+            channel: "sync",
+            request_id: None,
+            heads,
         };
         if let Err(e) = self.inner.storage.commit(commit).await {
             tracing::error!(error = %e, document = %id, "cannot persist a change; the peer will resend it");
@@ -742,6 +746,149 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 );
             }
         }
+    }
+}
+
+/// Why a server-side change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No such document of that type.
+    #[error("no such document")]
+    NotFound,
+    /// The change breaks field rules.
+    #[error("the change breaks field rules: {0:?}")]
+    Invalid(Vec<outpost_mobile::records::Violation>),
+    /// The stored document does not have its type's shape.
+    #[error("the stored document is malformed: {0}")]
+    Malformed(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+/// Who makes a server-side change, and through which channel.
+#[derive(Debug, Clone)]
+pub struct Author {
+    /// The acting user and device.
+    pub identity: PeerIdentity,
+    /// `api`, `dingtalk`, `job`, ...
+    pub channel: &'static str,
+    /// The HTTP request, if any.
+    pub request_id: Option<String>,
+}
+
+impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
+    /// Creates a document on the server (REST, bots, jobs): validated, stamped with its server
+    /// fields, persisted and projected like any synced change.
+    pub async fn create<T: outpost_mobile::records::RecordType>(
+        &self,
+        author: &Author,
+        mut record: T,
+    ) -> Result<(DocumentId, T), ChangeError> {
+        let violations = record.validate();
+        if !violations.is_empty() {
+            return Err(ChangeError::Invalid(violations));
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        *record.server_mut() = ServerFields {
+            owner: Some(author.identity.user_id.clone()),
+            state: "owned".into(),
+            created_by: Some(author.identity.user_id.clone()),
+            updated_by: Some(author.identity.user_id.clone()),
+            created_at: Some(now.clone()),
+            updated_at: Some(now),
+        };
+        let id = DocumentId::generate();
+        let mut doc = AutoCommit::new().with_actor(self.inner.server_actor.clone());
+        autosurgeon::reconcile(&mut doc, &record)
+            .map_err(|e| ChangeError::Malformed(e.to_string()))?;
+        let entry = self.entry(&id).await?;
+        let mut guard = entry.lock().await;
+        self.persist(author, &id, T::KIND, true, &mut doc, &[])
+            .await?;
+        guard.kind = T::KIND.to_string();
+        guard.doc = Some(doc);
+        Ok((id, record))
+    }
+
+    /// Changes a document on the server through the same validation, persistence, projection
+    /// and fan-out as a synced change. `edit` gets the current record; unless
+    /// `server_fields` is true, changing the server-owned fields is refused.
+    pub async fn update<T: outpost_mobile::records::RecordType>(
+        &self,
+        author: &Author,
+        id: &DocumentId,
+        server_fields: bool,
+        edit: impl FnOnce(&mut T),
+    ) -> Result<T, ChangeError> {
+        let entry = self.entry(id).await?;
+        let mut guard = entry.lock().await;
+        if guard.kind != T::KIND {
+            return Err(ChangeError::NotFound);
+        }
+        let Some(current) = guard.doc.as_mut() else {
+            return Err(ChangeError::NotFound);
+        };
+        let before: T =
+            autosurgeon::hydrate(current).map_err(|e| ChangeError::Malformed(e.to_string()))?;
+        let mut after = before.clone();
+        edit(&mut after);
+        if after == before {
+            return Ok(after);
+        }
+        if !server_fields && after.server() != before.server() {
+            return Err(ChangeError::Invalid(vec![
+                outpost_mobile::records::Violation::new("server", "is written by the server only"),
+            ]));
+        }
+        let violations = after.validate();
+        if !violations.is_empty() {
+            return Err(ChangeError::Invalid(violations));
+        }
+        let mut proposed = current.fork().with_actor(self.inner.server_actor.clone());
+        autosurgeon::reconcile(&mut proposed, &after)
+            .map_err(|e| ChangeError::Malformed(e.to_string()))?;
+        self.persist(
+            author,
+            id,
+            T::KIND,
+            false,
+            &mut proposed,
+            &current.get_heads(),
+        )
+        .await?;
+        guard.doc = Some(proposed);
+        self.push(&mut guard, id, None);
+        Ok(after)
+    }
+
+    async fn persist(
+        &self,
+        author: &Author,
+        id: &DocumentId,
+        kind: &str,
+        created: bool,
+        doc: &mut AutoCommit,
+        since: &[automerge::ChangeHash],
+    ) -> Result<(), ChangeError> {
+        let chunk = doc.save_after(since);
+        let heads = doc.get_heads().iter().map(|h| h.to_string()).collect();
+        self.inner
+            .storage
+            .commit(Commit {
+                document_id: id,
+                kind,
+                created,
+                chunk,
+                document: doc,
+                author: &author.identity,
+                corrections: &[],
+                channel: author.channel,
+                request_id: author.request_id.as_deref(),
+                heads,
+            })
+            .await?;
+        Ok(())
     }
 }
 

@@ -85,13 +85,17 @@ impl<T: RecordType> Kind for Typed<T> {
             }
         };
         if fixed != new {
+            let mut fixed = fixed;
+            fixed.rebase_text(&new);
             reconcile(proposed, &fixed).map_err(malformed)?;
         }
         Ok(corrections)
     }
 
     fn restore(&self, accepted: &AutoCommit, proposed: &mut AutoCommit) -> Result<(), Rejection> {
-        let previous: T = hydrate(accepted).map_err(malformed)?;
+        let mut previous: T = hydrate(accepted).map_err(malformed)?;
+        let current: T = hydrate(proposed).map_err(malformed)?;
+        previous.rebase_text(&current);
         reconcile(proposed, &previous).map_err(malformed)
     }
 

@@ -12,5 +12,5 @@ pub mod protocol;
 pub mod storage;
 
 pub use document_id::DocumentId;
-pub use engine::{Connection, Engine, EngineConfig, Outgoing, ProtocolError};
+pub use engine::{Author, ChangeError, Connection, Engine, EngineConfig, Outgoing, ProtocolError};
 pub use storage::{AccessGate, Commit, PeerIdentity, StorageError, StoredDocument, SyncStorage};

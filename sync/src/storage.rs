@@ -48,6 +48,12 @@ pub struct Commit<'a> {
     pub author: &'a PeerIdentity,
     /// Server corrections made to the author's change, for the audit log.
     pub corrections: &'a [Violation],
+    /// Where the change came from: `sync`, `api`, ...
+    pub channel: &'a str,
+    /// The HTTP request that made the change, if any.
+    pub request_id: Option<&'a str>,
+    /// The document's heads after the change, hex-encoded (for manifests).
+    pub heads: Vec<String>,
 }
 
 /// Persistence of documents, projections and per-peer sync state.

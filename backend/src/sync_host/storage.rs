@@ -181,6 +181,9 @@ impl SyncStorage for SurrealSyncStorage {
         let kind = tx.bind(commit.kind.to_string());
         let id_b = tx.bind(id.clone());
         let chunk_id = tx.bind(ids::record("sync_chunk", &ids::new_key()));
+        let mut heads = commit.heads.clone();
+        heads.sort();
+        let heads_b = tx.bind(heads);
         if compact {
             let snapshot = commit.document.clone().save();
             let bytes = tx.bind(Bytes::from(snapshot));
@@ -189,7 +192,7 @@ impl SyncStorage for SurrealSyncStorage {
                 "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes}"
             ));
             tx.push(format!(
-                "UPDATE {doc_record} SET chunks = 1, updated_at = time::now()"
+                "UPDATE {doc_record} SET chunks = 1, heads = {heads_b}, updated_at = time::now()"
             ));
         } else {
             let bytes = tx.bind(Bytes::from(commit.chunk));
@@ -197,7 +200,7 @@ impl SyncStorage for SurrealSyncStorage {
                 "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes}"
             ));
             tx.push(format!(
-                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, created_at = created_at ?? time::now(), updated_at = time::now()"
+                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now()"
             ));
         }
         let projection = tx.bind(ids::record(commit.kind, &id));
@@ -208,19 +211,28 @@ impl SyncStorage for SurrealSyncStorage {
         ));
         let ctx = AuditContext {
             actor: Some(commit.author.user_id.clone()),
-            channel: "sync",
+            channel: if commit.channel == "sync" {
+                "sync"
+            } else {
+                "api"
+            },
             device: commit.author.device_id.clone(),
-            request_id: None,
+            request_id: commit.request_id.map(str::to_string),
             address: None,
         };
-        if commit.created {
-            tx.audit(
-                &ctx,
-                &format!("{}.create", commit.kind),
-                Some((commit.kind, &id)),
-                serde_json::json!({ "via": "sync" }),
-            );
-        }
+        let action = if commit.created {
+            "create"
+        } else if server.state == "deleted" {
+            "delete"
+        } else {
+            "update"
+        };
+        tx.audit(
+            &ctx,
+            &format!("{}.{action}", commit.kind),
+            Some((commit.kind, &id)),
+            serde_json::json!({ "via": commit.channel, "heads": commit.heads }),
+        );
         if !commit.corrections.is_empty() {
             tx.audit(
                 &ctx,

@@ -206,6 +206,10 @@ impl RecordType for Customer {
         out
     }
 
+    fn rebase_text(&mut self, base: &Self) {
+        super::rebase(&mut self.notes, &base.notes);
+    }
+
     fn server(&self) -> &ServerFields {
         &self.server
     }

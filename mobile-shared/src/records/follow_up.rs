@@ -149,6 +149,10 @@ impl RecordType for FollowUp {
         out
     }
 
+    fn rebase_text(&mut self, base: &Self) {
+        super::rebase(&mut self.content, &base.content);
+    }
+
     fn server(&self) -> &ServerFields {
         &self.server
     }

@@ -14,6 +14,13 @@ use autosurgeon::{Hydrate, Reconcile};
 
 pub use rules::{Limits, Violation};
 
+/// Re-bases one text field: `value` keeps its content but becomes an edit of `base`.
+pub fn rebase(value: &mut autosurgeon::Text, base: &autosurgeon::Text) {
+    let content = value.as_str().to_string();
+    *value = base.clone();
+    value.update(content);
+}
+
 /// A synced record type.
 pub trait RecordType:
     Clone + PartialEq + Reconcile + Hydrate + std::fmt::Debug + Send + Sync + 'static
@@ -30,6 +37,11 @@ pub trait RecordType:
     /// corrected value and why each correction was made. A device never gets its message refused
     /// (that would make it resend forever); it gets a compensating change instead.
     fn correct(previous: &Self, proposed: &Self) -> (Self, Vec<Violation>);
+
+    /// Makes every collaborative-text field of `self` an edit of `base`'s text (keeping `self`'s
+    /// values), so that a value built from an older state of the document can be reconciled into
+    /// a newer one.
+    fn rebase_text(&mut self, base: &Self);
 
     /// The server-owned fields.
     fn server(&self) -> &ServerFields;

@@ -1,9 +1,15 @@
 //! Customers as the API reads them: projections of the synced customer documents, filtered by
-//! the actor's scope. (Writes go through the sync engine; REST writes come with the next step.)
+//! the actor's scope. Writes are automerge changes made through the sync engine, the same path
+//! a phone's edits take, so a phone sees a web edit and the other way round.
 
+use autosurgeon::Text;
 use axum::extract::State;
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use outpost_mobile::api::FieldError;
 use outpost_mobile::api::{Page, Problem};
+use outpost_mobile::records::customer::{Contact, Customer as Document};
+use outpost_sync::{Author, ChangeError, DocumentId, PeerIdentity};
 use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
 use utoipa::{IntoParams, ToSchema};
@@ -14,13 +20,13 @@ use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
 use crate::error::ApiError;
 use crate::platform::db::Query;
-use crate::platform::http::{ApiQuery, Order, PageParams, fetch_page};
+use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
 use crate::platform::ids;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_customers))
-        .routes(routes!(get_customer))
+        .routes(routes!(list_customers, create_customer))
+        .routes(routes!(get_customer, update_customer, delete_customer))
 }
 
 /// A customer projection row.
@@ -167,8 +173,143 @@ async fn get_customer(
     axum::extract::Path(doc_id): axum::extract::Path<String>,
 ) -> Result<axum::Json<Customer>, ApiError> {
     actor.require(Permission::CustomerRead)?;
-    let id = outpost_sync::DocumentId::parse(&doc_id)
-        .ok_or_else(|| ApiError::InvalidId(doc_id.chars().take(64).collect()))?;
+    let id = parse_doc_id(&doc_id)?;
+    Ok(axum::Json(visible(&state, &actor, &id).await?))
+}
+
+/// A contact in a request body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    /// Stable id; generated when absent.
+    pub id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Job title.
+    pub title: Option<String>,
+    /// Phone numbers.
+    #[serde(default)]
+    pub phones: Vec<String>,
+    /// Email addresses.
+    #[serde(default)]
+    pub emails: Vec<String>,
+}
+
+impl From<ContactInput> for Contact {
+    fn from(c: ContactInput) -> Self {
+        Contact {
+            id: c.id.unwrap_or_else(ids::new_key),
+            name: c.name,
+            title: c.title,
+            phones: c.phones,
+            emails: c.emails,
+        }
+    }
+}
+
+/// `POST /api/v1/customers`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomer {
+    /// Company or person name.
+    pub name: String,
+    /// `company` (default) or `person`.
+    pub kind: Option<String>,
+    /// `A` to `D`.
+    pub level: Option<String>,
+    /// Industry.
+    pub industry: Option<String>,
+    /// Lead source.
+    pub source: Option<String>,
+    /// Phone numbers.
+    #[serde(default)]
+    pub phones: Vec<String>,
+    /// Email addresses.
+    #[serde(default)]
+    pub emails: Vec<String>,
+    /// Postal address.
+    pub address: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Notes.
+    pub notes: Option<String>,
+    /// Contacts.
+    #[serde(default)]
+    pub contacts: Vec<ContactInput>,
+}
+
+/// `PATCH /api/v1/customers/{doc_id}`: only the fields present change; `null` clears an
+/// optional field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCustomer {
+    /// New name.
+    pub name: Option<String>,
+    /// New kind.
+    pub kind: Option<String>,
+    /// New level, or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    pub level: Option<Option<String>>,
+    /// New industry, or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    pub industry: Option<Option<String>>,
+    /// New source, or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    pub source: Option<Option<String>>,
+    /// New phone list.
+    pub phones: Option<Vec<String>>,
+    /// New email list.
+    pub emails: Option<Vec<String>>,
+    /// New address, or `null`.
+    #[serde(default, deserialize_with = "double_option")]
+    pub address: Option<Option<String>>,
+    /// New tag list.
+    pub tags: Option<Vec<String>>,
+    /// New notes (replaces the text; phones merge their own edits character by character).
+    pub notes: Option<String>,
+    /// New contact list (contacts are matched by `id`).
+    pub contacts: Option<Vec<ContactInput>>,
+}
+
+fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Maps an engine refusal to the API's error.
+pub fn change_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::NotFound => ApiError::NotFound("customer"),
+        ChangeError::Invalid(violations) => ApiError::Validation(
+            violations
+                .into_iter()
+                .map(|v| FieldError {
+                    field: v.field,
+                    message: v.message,
+                })
+                .collect(),
+        ),
+        ChangeError::Malformed(why) => ApiError::Internal(why),
+        ChangeError::Storage(e) => ApiError::Internal(e.to_string()),
+    }
+}
+
+fn author(actor: &Actor) -> Author {
+    Author {
+        identity: PeerIdentity {
+            user_id: actor.user_id.clone(),
+            device_id: actor.device_id.clone(),
+        },
+        channel: "api",
+        request_id: actor.request_id.clone(),
+    }
+}
+
+async fn visible(state: &AppState, actor: &Actor, id: &DocumentId) -> Result<Customer, ApiError> {
     let row: Option<CustomerRow> = state.db.get("customer", id.as_str()).await?;
     match row {
         Some(row)
@@ -178,8 +319,130 @@ async fn get_customer(
                 .is_some_and(|o| actor.scope.contains(o))
                 && row.state != "deleted" =>
         {
-            Ok(axum::Json(row.into()))
+            Ok(row.into())
         }
         _ => Err(ApiError::NotFound("customer")),
     }
+}
+
+fn parse_doc_id(raw: &str) -> Result<DocumentId, ApiError> {
+    DocumentId::parse(raw).ok_or_else(|| ApiError::InvalidId(raw.chars().take(64).collect()))
+}
+
+/// Create a customer owned by the caller.
+#[utoipa::path(post, path = "/api/v1/customers", tag = "customers", request_body = CreateCustomer,
+    responses((status = 201, body = Customer), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn create_customer(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<CreateCustomer>,
+) -> Result<(StatusCode, axum::Json<Customer>), ApiError> {
+    actor.require(Permission::CustomerWrite)?;
+    let mut record = Document::new(body.name);
+    if let Some(kind) = body.kind {
+        record.kind = kind;
+    }
+    record.level = body.level;
+    record.industry = body.industry;
+    record.source = body.source;
+    record.phones = body.phones;
+    record.emails = body.emails;
+    record.address = body.address;
+    record.tags = body.tags;
+    record.notes = Text::with_value(body.notes.unwrap_or_default());
+    record.contacts = body.contacts.into_iter().map(Contact::from).collect();
+    let (id, _) = state
+        .sync
+        .create(&author(&actor), record)
+        .await
+        .map_err(change_error)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(visible(&state, &actor, &id).await?),
+    ))
+}
+
+/// Change a customer the caller may see.
+#[utoipa::path(patch, path = "/api/v1/customers/{doc_id}", tag = "customers", request_body = UpdateCustomer,
+    params(("doc_id" = String, Path, description = "The customer's document id")),
+    responses((status = 200, body = Customer), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn update_customer(
+    State(state): State<AppState>,
+    actor: Actor,
+    axum::extract::Path(doc_id): axum::extract::Path<String>,
+    ApiJson(body): ApiJson<UpdateCustomer>,
+) -> Result<axum::Json<Customer>, ApiError> {
+    actor.require(Permission::CustomerWrite)?;
+    let id = parse_doc_id(&doc_id)?;
+    visible(&state, &actor, &id).await?;
+    state
+        .sync
+        .update::<Document>(&author(&actor), &id, false, |c| {
+            if let Some(v) = body.name {
+                c.name = v;
+            }
+            if let Some(v) = body.kind {
+                c.kind = v;
+            }
+            if let Some(v) = body.level {
+                c.level = v;
+            }
+            if let Some(v) = body.industry {
+                c.industry = v;
+            }
+            if let Some(v) = body.source {
+                c.source = v;
+            }
+            if let Some(v) = body.phones {
+                c.phones = v;
+            }
+            if let Some(v) = body.emails {
+                c.emails = v;
+            }
+            if let Some(v) = body.address {
+                c.address = v;
+            }
+            if let Some(v) = body.tags {
+                c.tags = v;
+            }
+            if let Some(v) = body.notes {
+                c.notes.update(v);
+            }
+            if let Some(v) = body.contacts {
+                c.contacts = v.into_iter().map(Contact::from).collect();
+            }
+        })
+        .await
+        .map_err(change_error)?;
+    Ok(axum::Json(visible(&state, &actor, &id).await?))
+}
+
+/// Delete a customer: the document becomes a tombstone (state `deleted`) that every device
+/// syncs; lists and reads stop showing it.
+#[utoipa::path(delete, path = "/api/v1/customers/{doc_id}", tag = "customers",
+    params(("doc_id" = String, Path, description = "The customer's document id")),
+    responses((status = 204, description = "Deleted"), (status = 403, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn delete_customer(
+    State(state): State<AppState>,
+    actor: Actor,
+    axum::extract::Path(doc_id): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    actor.require(Permission::CustomerWrite)?;
+    let id = parse_doc_id(&doc_id)?;
+    visible(&state, &actor, &id).await?;
+    let user = actor.user_id.clone();
+    state
+        .sync
+        .update::<Document>(&author(&actor), &id, true, |c| {
+            c.server.state = "deleted".into();
+            c.server.updated_by = Some(user);
+            c.server.updated_at =
+                Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        })
+        .await
+        .map_err(change_error)?;
+    Ok(StatusCode::NO_CONTENT)
 }
