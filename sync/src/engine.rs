@@ -386,11 +386,13 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             let mut guard = entry.lock().await;
             if !guard.loaded {
                 if let Some(stored) = self.inner.storage.load(id).await? {
-                    guard.doc = Some(AutoCommit::load(&stored.bytes).map_err(|e| {
-                        crate::storage::StorageError(format!(
-                            "stored document {id} is corrupt: {e}"
-                        ))
-                    })?);
+                    guard.doc = Some(
+                        outpost_mobile::records::load_document(&stored.bytes).map_err(|e| {
+                            crate::storage::StorageError(format!(
+                                "stored document {id} is corrupt: {e}"
+                            ))
+                        })?,
+                    );
                     guard.kind = stored.kind;
                 }
                 guard.loaded = true;
@@ -495,7 +497,10 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             Some(state) => state,
             None => self.sync_state(connection, &id).await,
         };
-        let mut accepted = guard.doc.take().unwrap_or_default();
+        let mut accepted = guard
+            .doc
+            .take()
+            .unwrap_or_else(outpost_mobile::records::new_document);
         let before = accepted.get_heads();
         let mut proposed = accepted.fork();
         let outcome = self
@@ -799,7 +804,8 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             updated_at: Some(now),
         };
         let id = DocumentId::generate();
-        let mut doc = AutoCommit::new().with_actor(self.inner.server_actor.clone());
+        let mut doc =
+            outpost_mobile::records::new_document().with_actor(self.inner.server_actor.clone());
         autosurgeon::reconcile(&mut doc, &record)
             .map_err(|e| ChangeError::Malformed(e.to_string()))?;
         let entry = self.entry(&id).await?;

@@ -388,7 +388,7 @@ pub mod sync_client {
         pub async fn request(&mut self, id: &DocumentId) {
             self.docs
                 .entry(id.to_string())
-                .or_insert_with(|| (AutoCommit::new(), sync::State::new()));
+                .or_insert_with(|| (outpost_mobile::records::new_document(), sync::State::new()));
             let (doc, state) = self.docs.get_mut(id.as_str()).expect("inserted");
             let data = doc
                 .sync()
@@ -448,10 +448,9 @@ pub mod sync_client {
                 | Message::Request {
                     document_id, data, ..
                 } => {
-                    let (doc, state) = self
-                        .docs
-                        .entry(document_id.clone())
-                        .or_insert_with(|| (AutoCommit::new(), sync::State::new()));
+                    let (doc, state) = self.docs.entry(document_id.clone()).or_insert_with(|| {
+                        (outpost_mobile::records::new_document(), sync::State::new())
+                    });
                     let message =
                         sync::Message::decode(&data).expect("server sync messages decode");
                     doc.sync()

@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod config;
 mod customers;
+mod follow_ups;
 mod identity;
 mod interop;
 mod openapi;

@@ -251,3 +251,23 @@ fn strings_written_as_text_objects_by_javascript_clients_hydrate() {
     bad.put(ROOT, "name", 42).unwrap();
     assert!(hydrate::<_, Customer>(&bad).is_err());
 }
+
+#[test]
+fn set_text_edits_only_what_differs_so_concurrent_text_edits_merge() {
+    let mut base = Customer::new("Acme");
+    base.notes = autosurgeon::Text::with_value("第一段。第二段。");
+    let mut a_doc = outpost_mobile::records::new_document();
+    reconcile(&mut a_doc, &base).unwrap();
+    let mut b_doc = a_doc.fork();
+
+    let mut a: Customer = hydrate(&a_doc).unwrap();
+    outpost_mobile::records::set_text(&mut a.notes, "第一段（改）。第二段。");
+    reconcile(&mut a_doc, &a).unwrap();
+    let mut b: Customer = hydrate(&b_doc).unwrap();
+    outpost_mobile::records::set_text(&mut b.notes, "第一段。第二段。第三段。");
+    reconcile(&mut b_doc, &b).unwrap();
+
+    a_doc.merge(&mut b_doc).unwrap();
+    let merged: Customer = hydrate(&a_doc).unwrap();
+    assert_eq!(merged.notes.as_str(), "第一段（改）。第二段。第三段。");
+}

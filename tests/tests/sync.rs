@@ -35,7 +35,7 @@ async fn team(server: &TestServer) -> Team {
 }
 
 fn customer_doc(name: &str) -> AutoCommit {
-    let mut doc = AutoCommit::new();
+    let mut doc = outpost_mobile::records::new_document();
     let mut customer = Customer::new(name);
     customer.phones.push("13800138000".into());
     reconcile(&mut doc, &customer).unwrap();
@@ -162,6 +162,21 @@ async fn a_device_edit_to_a_server_owned_field_is_undone_and_audited() {
     reconcile(phone.doc(&id), &customer).unwrap();
     phone.settle().await;
     assert_eq!(read(&mut phone, &id).level, None);
+
+    // Collaborative text too, multi-byte characters included: notes over the limit go back.
+    let mut customer = read(&mut phone, &id);
+    customer.notes.update("客户很重要，下周再访。");
+    reconcile(phone.doc(&id), &customer).unwrap();
+    phone.settle().await;
+    let mut customer = read(&mut phone, &id);
+    assert_eq!(customer.notes.as_str(), "客户很重要，下周再访。");
+    outpost_mobile::records::set_text(&mut customer.notes, &"长".repeat(20_001));
+    reconcile(phone.doc(&id), &customer).unwrap();
+    phone.settle().await;
+    assert_eq!(
+        read(&mut phone, &id).notes.as_str(),
+        "客户很重要，下周再访。"
+    );
 }
 
 #[tokio::test]

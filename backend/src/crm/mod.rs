@@ -1,4 +1,6 @@
 //! The domain areas, one folder each, holding model, service functions and routes.
 
 pub mod customers;
+pub mod follow_ups;
 pub mod identity;
+pub mod records;

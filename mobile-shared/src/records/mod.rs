@@ -14,11 +14,53 @@ use autosurgeon::{Hydrate, Reconcile};
 
 pub use rules::{Limits, Violation};
 
+/// A new, empty document set up the way the record types need: text positions counted in
+/// UTF-8 bytes, which is how autosurgeon's `Text` records its edits. (The encoding only changes
+/// how indexes are read through this handle, never what is stored, so JavaScript clients that
+/// count UTF-16 units interoperate.)
+pub fn new_document() -> automerge::AutoCommit {
+    automerge::AutoCommit::new_with_encoding(automerge::TextEncoding::Utf8CodeUnit)
+}
+
+/// Loads saved document bytes with the same settings as [`new_document`].
+pub fn load_document(bytes: &[u8]) -> Result<automerge::AutoCommit, automerge::AutomergeError> {
+    automerge::AutoCommit::load_with_options(
+        bytes,
+        automerge::LoadOptions::new().text_encoding(automerge::TextEncoding::Utf8CodeUnit),
+    )
+}
+
+/// Sets a text field to `target` with one splice covering only what differs (common prefix and
+/// suffix kept), in time linear in the length: concurrent edits elsewhere in the text survive a
+/// merge, and long texts never go through a quadratic diff.
+pub fn set_text(value: &mut autosurgeon::Text, target: &str) {
+    let current = value.as_str().to_string();
+    if current == target {
+        return;
+    }
+    let prefix: usize = current
+        .char_indices()
+        .zip(target.chars())
+        .take_while(|((_, a), b)| a == b)
+        .last()
+        .map_or(0, |((i, a), _)| i + a.len_utf8());
+    let suffix: usize = current[prefix..]
+        .chars()
+        .rev()
+        .zip(target[prefix..].chars().rev())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a.len_utf8())
+        .sum();
+    let removed = current.len() - prefix - suffix;
+    let inserted = &target[prefix..target.len() - suffix];
+    value.splice(prefix, removed as isize, inserted);
+}
+
 /// Re-bases one text field: `value` keeps its content but becomes an edit of `base`.
 pub fn rebase(value: &mut autosurgeon::Text, base: &autosurgeon::Text) {
     let content = value.as_str().to_string();
     *value = base.clone();
-    value.update(content);
+    set_text(value, &content);
 }
 
 /// A synced record type.

@@ -6,10 +6,9 @@ use autosurgeon::Text;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use outpost_mobile::api::FieldError;
 use outpost_mobile::api::{Page, Problem};
 use outpost_mobile::records::customer::{Contact, Customer as Document};
-use outpost_sync::{Author, ChangeError, DocumentId, PeerIdentity};
+use outpost_sync::DocumentId;
 use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
 use utoipa::{IntoParams, ToSchema};
@@ -18,6 +17,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
+use crate::crm::records::{author, change_error, now, parse_doc_id};
 use crate::error::ApiError;
 use crate::platform::db::Query;
 use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
@@ -249,20 +249,20 @@ pub struct UpdateCustomer {
     /// New kind.
     pub kind: Option<String>,
     /// New level, or `null`.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
     pub level: Option<Option<String>>,
     /// New industry, or `null`.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
     pub industry: Option<Option<String>>,
     /// New source, or `null`.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
     pub source: Option<Option<String>>,
     /// New phone list.
     pub phones: Option<Vec<String>>,
     /// New email list.
     pub emails: Option<Vec<String>>,
     /// New address, or `null`.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
     pub address: Option<Option<String>>,
     /// New tag list.
     pub tags: Option<Vec<String>>,
@@ -270,43 +270,6 @@ pub struct UpdateCustomer {
     pub notes: Option<String>,
     /// New contact list (contacts are matched by `id`).
     pub contacts: Option<Vec<ContactInput>>,
-}
-
-fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
-/// Maps an engine refusal to the API's error.
-pub fn change_error(e: ChangeError) -> ApiError {
-    match e {
-        ChangeError::NotFound => ApiError::NotFound("customer"),
-        ChangeError::Invalid(violations) => ApiError::Validation(
-            violations
-                .into_iter()
-                .map(|v| FieldError {
-                    field: v.field,
-                    message: v.message,
-                })
-                .collect(),
-        ),
-        ChangeError::Malformed(why) => ApiError::Internal(why),
-        ChangeError::Storage(e) => ApiError::Internal(e.to_string()),
-    }
-}
-
-fn author(actor: &Actor) -> Author {
-    Author {
-        identity: PeerIdentity {
-            user_id: actor.user_id.clone(),
-            device_id: actor.device_id.clone(),
-        },
-        channel: "api",
-        request_id: actor.request_id.clone(),
-    }
 }
 
 async fn visible(state: &AppState, actor: &Actor, id: &DocumentId) -> Result<Customer, ApiError> {
@@ -323,10 +286,6 @@ async fn visible(state: &AppState, actor: &Actor, id: &DocumentId) -> Result<Cus
         }
         _ => Err(ApiError::NotFound("customer")),
     }
-}
-
-fn parse_doc_id(raw: &str) -> Result<DocumentId, ApiError> {
-    DocumentId::parse(raw).ok_or_else(|| ApiError::InvalidId(raw.chars().take(64).collect()))
 }
 
 /// Create a customer owned by the caller.
@@ -356,7 +315,7 @@ async fn create_customer(
         .sync
         .create(&author(&actor), record)
         .await
-        .map_err(change_error)?;
+        .map_err(|e| change_error("customer", e))?;
     Ok((
         StatusCode::CREATED,
         axum::Json(visible(&state, &actor, &id).await?),
@@ -408,14 +367,14 @@ async fn update_customer(
                 c.tags = v;
             }
             if let Some(v) = body.notes {
-                c.notes.update(v);
+                outpost_mobile::records::set_text(&mut c.notes, &v);
             }
             if let Some(v) = body.contacts {
                 c.contacts = v.into_iter().map(Contact::from).collect();
             }
         })
         .await
-        .map_err(change_error)?;
+        .map_err(|e| change_error("customer", e))?;
     Ok(axum::Json(visible(&state, &actor, &id).await?))
 }
 
@@ -439,10 +398,9 @@ async fn delete_customer(
         .update::<Document>(&author(&actor), &id, true, |c| {
             c.server.state = "deleted".into();
             c.server.updated_by = Some(user);
-            c.server.updated_at =
-                Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            c.server.updated_at = Some(now());
         })
         .await
-        .map_err(change_error)?;
+        .map_err(|e| change_error("customer", e))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -70,31 +70,22 @@ pub struct CreatedUser {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// New login email.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
     pub email: Option<Option<String>>,
     /// New login phone.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
     pub phone: Option<Option<String>>,
     /// New display name.
     pub name: Option<String>,
     /// New department.
     pub department_id: Option<String>,
     /// New manager, or `null` for none.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
     pub manager_id: Option<Option<String>>,
     /// New roles.
     pub role_ids: Option<Vec<String>>,
     /// New time zone.
     pub time_zone: Option<String>,
-}
-
-/// Tells "absent" (`None`) from "null" (`Some(None)`).
-fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Filters of the user list.
