@@ -109,6 +109,8 @@ struct Inner<S, G> {
     peers: StdMutex<HashMap<String, PeerHandle>>,
     clock: AtomicU64,
     closing: tokio::sync::watch::Sender<bool>,
+    /// Actor ids already bound, so each is checked against storage once.
+    actors: StdMutex<HashMap<String, PeerIdentity>>,
 }
 
 /// The engine; cheap to clone.
@@ -152,6 +154,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 peers: StdMutex::new(HashMap::new()),
                 clock: AtomicU64::new(0),
                 closing: tokio::sync::watch::channel(false).0,
+                actors: StdMutex::new(HashMap::new()),
             }),
         }
     }
@@ -230,7 +233,12 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 .get(id)
                 .map(|slot| slot.entry.clone());
             if let Some(entry) = entry {
-                entry.lock().await.states.remove(peer);
+                // Sync states are saved when a peer leaves, not per message: losing one costs
+                // a slower resync, never data.
+                let state = entry.lock().await.states.remove(peer);
+                if let Some(state) = state {
+                    self.save_sync_state(connection, id, &state).await;
+                }
             }
         }
     }
@@ -559,11 +567,6 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         guard.states.insert(peer_id.to_string(), state);
         let changed = guard.doc.as_mut().is_some_and(|d| d.get_heads() != before);
         self.push(&mut guard, &id, if changed { None } else { Some(peer_id) });
-        if let Some(state) = guard.states.get(peer_id) {
-            let state = state.clone();
-            drop(guard);
-            self.save_sync_state(connection, &id, &state).await;
-        }
         Ok(())
     }
 
@@ -596,13 +599,22 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             if *actor == self.inner.server_actor.to_hex_string() {
                 return Admission::Refused("a change claims to be the server's".into());
             }
+            match lock(&self.inner.actors).get(actor) {
+                Some(owner) if *owner == connection.identity => continue,
+                Some(_) => {
+                    return Admission::Refused(format!("actor {actor} belongs to another device"));
+                }
+                None => {}
+            }
             match self
                 .inner
                 .storage
                 .claim_actor(actor, &connection.identity)
                 .await
             {
-                Ok(true) => {}
+                Ok(true) => {
+                    lock(&self.inner.actors).insert(actor.clone(), connection.identity.clone());
+                }
                 Ok(false) => {
                     return Admission::Refused(format!("actor {actor} belongs to another device"));
                 }

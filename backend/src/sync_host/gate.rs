@@ -3,6 +3,10 @@
 //!
 //! [`Scope`]: crate::crm::identity::access::Scope
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use outpost_sync::{AccessGate, DocumentId, PeerIdentity};
 use surrealdb::types::SurrealValue;
 
@@ -13,12 +17,21 @@ use crate::platform::db::{Db, Query};
 #[derive(Clone)]
 pub struct ScopeGate {
     db: Db,
+    /// Access per user, reused for a few seconds: a sync burst asks many times a second, while a
+    /// role or department change may take that long to reach open connections.
+    cache: Arc<Mutex<HashMap<String, (Instant, Option<Access>)>>>,
 }
+
+/// How long a user's access is reused by open sync connections.
+const ACCESS_TTL: Duration = Duration::from_secs(5);
 
 impl ScopeGate {
     /// A gate over `db`.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// The owner of a document (from its projection), if the document exists.
@@ -44,13 +57,28 @@ impl ScopeGate {
     }
 
     async fn access(&self, identity: &PeerIdentity) -> Option<Access> {
-        match Access::of_user(&self.db, &identity.user_id).await {
+        if let Some((at, access)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&identity.user_id)
+            && at.elapsed() < ACCESS_TTL
+        {
+            return access.clone();
+        }
+        let access = match Access::of_user(&self.db, &identity.user_id).await {
             Ok(found) => found.map(|(_, access)| access),
             Err(e) => {
                 tracing::error!(error = %e, "cannot work out a sync peer's access");
-                None
+                return None;
             }
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < ACCESS_TTL);
         }
+        cache.insert(identity.user_id.clone(), (Instant::now(), access.clone()));
+        access
     }
 }
 
