@@ -324,3 +324,103 @@ async fn documents_and_sync_state_survive_a_restart() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_manifest_lists_what_a_user_may_see_and_changes_with_edits_and_scope() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let manager_role = server.role(&admin, "manager").await;
+    let rep_role = server.role(&admin, "rep").await;
+    let boss = server
+        .user(&admin, "boss@x.cn", &root, None, &[&manager_role])
+        .await;
+    let rep = server
+        .user(&admin, "rep@x.cn", &root, Some(&boss), &[&rep_role])
+        .await;
+    let boss_token = server.token_of("boss@x.cn").await;
+    let rep_token = server.token_of("rep@x.cn").await;
+
+    let first = server
+        .post("/api/v1/customers", &rep_token, json!({ "name": "One" }))
+        .await
+        .body["doc_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = server
+        .post("/api/v1/customers", &rep_token, json!({ "name": "Two" }))
+        .await
+        .body["doc_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let visit = server
+        .post(
+            "/api/v1/follow-ups",
+            &rep_token,
+            json!({ "customer_doc_id": first, "method": "visit", "at": "2026-11-27T10:00:00Z" }),
+        )
+        .await
+        .body["doc_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let digests = |manifest: &serde_json::Value| -> std::collections::BTreeMap<String, String> {
+        manifest["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["doc_id"].as_str().unwrap().to_string(),
+                    d["heads_digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = server.get("/api/v1/sync/manifest", &rep_token).await;
+    assert_eq!(before.status, StatusCode::OK);
+    let before = digests(&before.body);
+    let mut expected: Vec<&String> = vec![&first, &second, &visit];
+    expected.sort();
+    assert_eq!(before.keys().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        digests(&server.get("/api/v1/sync/manifest", &boss_token).await.body),
+        before,
+        "the manager sees the rep's documents"
+    );
+
+    server
+        .patch(
+            &format!("/api/v1/customers/{second}"),
+            &rep_token,
+            json!({ "industry": "Changed" }),
+        )
+        .await;
+    let after = digests(&server.get("/api/v1/sync/manifest", &rep_token).await.body);
+    assert_ne!(
+        after[&second], before[&second],
+        "an edit changes its digest"
+    );
+    assert_eq!(after[&first], before[&first], "and only its own");
+
+    // The rep leaves the manager's team: the documents leave the manager's manifest.
+    server
+        .patch(
+            &format!("/api/v1/users/{rep}"),
+            &admin,
+            json!({ "manager_id": null }),
+        )
+        .await;
+    assert!(digests(&server.get("/api/v1/sync/manifest", &boss_token).await.body).is_empty());
+
+    server
+        .delete(&format!("/api/v1/customers/{second}"), &rep_token)
+        .await;
+    assert!(
+        !digests(&server.get("/api/v1/sync/manifest", &rep_token).await.body).contains_key(&second),
+        "tombstones leave the manifest"
+    );
+}

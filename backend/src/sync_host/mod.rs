@@ -1,6 +1,7 @@
 //! Plugs SurrealDB and the permission system into the sync engine, and serves `GET /sync`.
 
 pub mod gate;
+pub mod manifest;
 pub mod routes;
 pub mod storage;
 
