@@ -19,8 +19,11 @@ pub struct ScopeGate {
     db: Db,
     /// Access per user, reused for a few seconds: a sync burst asks many times a second, while a
     /// role or department change may take that long to reach open connections.
-    cache: Arc<Mutex<HashMap<String, (Instant, Option<Access>)>>>,
+    cache: Arc<Mutex<HashMap<String, CachedAccess>>>,
 }
+
+/// A user's access and when it was worked out (`None`: unknown or deactivated user).
+type CachedAccess = (Instant, Option<Access>);
 
 /// How long a user's access is reused by open sync connections.
 const ACCESS_TTL: Duration = Duration::from_secs(5);
