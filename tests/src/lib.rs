@@ -291,6 +291,10 @@ pub mod sync_client {
         pub errors: Vec<String>,
         /// Whether the server closed the connection.
         pub closed: bool,
+        /// Frames and bytes this client sent.
+        pub sent: (usize, usize),
+        /// Frames and bytes this client received.
+        pub received: (usize, usize),
     }
 
     impl SyncClient {
@@ -313,6 +317,8 @@ pub mod sync_client {
                 unavailable: Vec::new(),
                 errors: Vec::new(),
                 closed: false,
+                sent: (0, 0),
+                received: (0, 0),
             };
             client
                 .send(&Message::Join {
@@ -340,6 +346,8 @@ pub mod sync_client {
 
         /// Sends raw bytes (for hostile-input tests).
         pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+            self.sent.0 += 1;
+            self.sent.1 += bytes.len();
             let _ = self.socket.send(Ws::Binary(bytes.into())).await;
         }
 
@@ -350,12 +358,17 @@ pub mod sync_client {
 
         /// The next protocol message, or `None` when the connection is idle for a while or closed.
         pub async fn next(&mut self) -> Option<Message> {
+            self.next_within(Duration::from_millis(700)).await
+        }
+
+        /// The next protocol message within `wait`.
+        pub async fn next_within(&mut self, wait: Duration) -> Option<Message> {
             loop {
-                let frame = tokio::time::timeout(Duration::from_millis(700), self.socket.next())
-                    .await
-                    .ok()?;
+                let frame = tokio::time::timeout(wait, self.socket.next()).await.ok()?;
                 match frame {
                     Some(Ok(Ws::Binary(bytes))) => {
+                        self.received.0 += 1;
+                        self.received.1 += bytes.len();
                         return Some(decode(&bytes, usize::MAX).expect("server frames decode"));
                     }
                     Some(Ok(Ws::Close(_))) | None | Some(Err(_)) => {
@@ -437,6 +450,38 @@ pub mod sync_client {
         pub async fn listen(&mut self) {
             while let Some(message) = self.next().await {
                 self.handle(message).await;
+            }
+        }
+
+        /// Whether the server has acknowledged exactly this client's heads of the document.
+        pub fn is_synced(&mut self, id: &str) -> bool {
+            let Some((doc, state)) = self.docs.get_mut(id) else {
+                return true;
+            };
+            let mut ours = doc.get_heads();
+            ours.sort();
+            let mut theirs = state.their_heads.clone().unwrap_or_default();
+            theirs.sort();
+            ours == theirs && !ours.is_empty()
+        }
+
+        /// Pushes every document and exchanges messages until the server holds all of them
+        /// (no idle waiting: completion is detected from the sync states). Panics after 120 s.
+        pub async fn sync_all(&mut self) {
+            let ids: Vec<String> = self.docs.keys().cloned().collect();
+            for id in &ids {
+                if let Some(id) = DocumentId::parse(id) {
+                    self.push(&id).await;
+                }
+            }
+            let mut pending: Vec<String> = ids;
+            while !pending.is_empty() {
+                let message = self
+                    .next_within(Duration::from_secs(120))
+                    .await
+                    .expect("the server answers");
+                self.handle(message).await;
+                pending.retain(|id| !self.is_synced(id));
             }
         }
 

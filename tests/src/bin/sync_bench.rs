@@ -1,0 +1,226 @@
+//! Sync benchmark: N devices, each with M customer documents edited E times offline, reconnect at
+//! once to a real Outpost server (embedded SurrealKV in a temp dir) and sync everything.
+//!
+//! Prints accepted changes/s, documents/s, frames and bytes per reconnect, p50/p99 of one
+//! device's reconnect, the process's peak memory, and, for the same changes, raw automerge merge
+//! throughput in-process (the ceiling). Run it optimized:
+//!
+//! ```sh
+//! cargo run --release -p outpost-tests --bin sync_bench -- --devices 200 --docs 100 --edits 10
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use automerge::AutoCommit;
+use autosurgeon::{hydrate, reconcile};
+use outpost::config::Config;
+use outpost_mobile::records::customer::Customer;
+use outpost_tests::TestServer;
+use outpost_tests::sync_client::SyncClient;
+
+struct Args {
+    devices: usize,
+    docs: usize,
+    edits: usize,
+    db: String,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        devices: 20,
+        docs: 20,
+        edits: 10,
+        db: "surrealkv".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--devices" => args.devices = value.parse().expect("--devices N"),
+            "--docs" => args.docs = value.parse().expect("--docs M"),
+            "--edits" => args.edits = value.parse().expect("--edits E"),
+            "--db" => args.db = value,
+            other => panic!(
+                "unknown flag {other}; flags: --devices N --docs M --edits E --db surrealkv|mem"
+            ),
+        }
+    }
+    args
+}
+
+/// A customer document edited `edits` times (one automerge change per edit).
+fn offline_document(device: usize, doc: usize, edits: usize) -> AutoCommit {
+    let mut am = outpost_mobile::records::new_document();
+    let mut customer = Customer::new(format!("客户 {device}-{doc}"));
+    reconcile(&mut am, &customer).unwrap();
+    am.commit();
+    for edit in 1..edits {
+        customer = hydrate(&am).unwrap();
+        match edit % 4 {
+            0 => customer.industry = Some(format!("行业 {edit}")),
+            1 => customer.tags.push(format!("t{edit}")),
+            2 => customer.phones.push(format!("1380013{:04}", edit)),
+            _ => {
+                let notes = format!("{} 第{edit}次拜访。", customer.notes.as_str());
+                outpost_mobile::records::set_text(&mut customer.notes, &notes);
+            }
+        }
+        reconcile(&mut am, &customer).unwrap();
+        am.commit();
+    }
+    am
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    let dir = tempfile::tempdir().unwrap();
+    let url = if args.db == "mem" {
+        "mem://".to_string()
+    } else {
+        format!("surrealkv://{}", dir.path().join("data").display())
+    };
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep = server.role(&admin, "rep").await;
+
+    let mut tokens = Vec::new();
+    for device in 0..args.devices {
+        let email = format!("rep{device}@bench.cn");
+        server.user(&admin, &email, &root, None, &[&rep]).await;
+        tokens.push(server.token_of(&email).await);
+    }
+
+    // Offline editing on every device.
+    let prepare = Instant::now();
+    let documents: Vec<Vec<AutoCommit>> = (0..args.devices)
+        .map(|d| {
+            (0..args.docs)
+                .map(|m| offline_document(d, m, args.edits))
+                .collect()
+        })
+        .collect();
+    let prepared_in = prepare.elapsed();
+    let changes = args.devices * args.docs * args.edits;
+
+    // The ceiling: the same changes merged in-process by automerge alone.
+    let mut copies: Vec<AutoCommit> = documents.iter().flatten().cloned().collect();
+    let ceiling = Instant::now();
+    for doc in &mut copies {
+        let mut fresh = outpost_mobile::records::new_document();
+        fresh.merge(doc).unwrap();
+    }
+    let ceiling_secs = ceiling.elapsed().as_secs_f64();
+
+    // Everyone reconnects at once.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (device, (token, docs)) in tokens.into_iter().zip(documents).enumerate() {
+        let base = server.base.clone();
+        tasks.push(tokio::spawn(async move {
+            let begin = Instant::now();
+            let mut client = SyncClient::connect(
+                &base,
+                &token,
+                &format!("device-{device}"),
+                Some(&format!("storage-{device}")),
+            )
+            .await;
+            for doc in docs {
+                client.insert(doc);
+            }
+            client.sync_all().await;
+            (begin.elapsed(), client.sent, client.received)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let (mut frames, mut bytes) = (0usize, 0usize);
+    for task in tasks {
+        let (latency, sent, received) = task.await.unwrap();
+        latencies.push(latency);
+        frames += sent.0 + received.0;
+        bytes += sent.1 + received.1;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    latencies.sort();
+
+    let list = server.get("/api/v1/customers?limit=1", &admin).await;
+    assert_eq!(list.status, reqwest::StatusCode::OK);
+
+    println!(
+        "sync_bench: {} devices x {} docs x {} edits on {} ({} changes, {} documents)",
+        args.devices,
+        args.docs,
+        args.edits,
+        args.db,
+        changes,
+        args.devices * args.docs
+    );
+    println!("| metric | value |");
+    println!("| --- | --- |");
+    println!(
+        "| offline edit generation | {:.2} s |",
+        prepared_in.as_secs_f64()
+    );
+    println!("| reconnect wall time (all devices) | {wall:.2} s |");
+    println!("| accepted changes/s | {:.0} |", changes as f64 / wall);
+    println!(
+        "| documents/s | {:.0} |",
+        (args.devices * args.docs) as f64 / wall
+    );
+    println!(
+        "| frames per reconnect (sent+received) | {:.1} |",
+        frames as f64 / args.devices as f64
+    );
+    println!(
+        "| bytes per reconnect (sent+received) | {:.0} |",
+        bytes as f64 / args.devices as f64
+    );
+    println!(
+        "| one device's reconnect p50 | {:.3} s |",
+        percentile(&latencies, 0.50).as_secs_f64()
+    );
+    println!(
+        "| one device's reconnect p99 | {:.3} s |",
+        percentile(&latencies, 0.99).as_secs_f64()
+    );
+    println!(
+        "| peak RSS (server and clients, one process) | {:.0} MiB |",
+        peak_rss_mib()
+    );
+    println!(
+        "| raw automerge merge, same changes, in-process | {:.0} changes/s |",
+        changes as f64 / ceiling_secs
+    );
+    println!(
+        "| pipeline efficiency (accepted / raw) | {:.2}% |",
+        100.0 * (changes as f64 / wall) / (changes as f64 / ceiling_secs)
+    );
+    server.shutdown().await;
+}
