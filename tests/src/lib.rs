@@ -432,15 +432,26 @@ pub mod sync_client {
             }
         }
 
-        /// Exchanges sync messages until the connection goes quiet.
+        /// Exchanges sync messages until the server has acknowledged every document this client
+        /// holds (completion is read from the sync states, not guessed from silence), then
+        /// drains whatever else is in flight.
         pub async fn settle(&mut self) {
             let ids: Vec<String> = self.docs.keys().cloned().collect();
-            for id in ids {
-                if let Some(id) = DocumentId::parse(&id) {
+            for id in &ids {
+                if let Some(id) = DocumentId::parse(id) {
                     self.push(&id).await;
                 }
             }
-            while let Some(message) = self.next().await {
+            let mut pending = ids;
+            pending.retain(|id| !self.is_synced(id));
+            while !pending.is_empty() {
+                let Some(message) = self.next_within(Duration::from_secs(30)).await else {
+                    break;
+                };
+                self.handle(message).await;
+                pending.retain(|id| !self.is_synced(id));
+            }
+            while let Some(message) = self.next_within(Duration::from_millis(200)).await {
                 self.handle(message).await;
             }
         }
