@@ -50,6 +50,28 @@ pub struct Config {
     pub bootstrap: BootstrapConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The sync engine.
+    pub sync: SyncConfig,
+}
+
+/// The sync engine's limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Documents kept in memory; idle ones beyond this are evicted, so memory stays flat as the
+    /// number of documents grows.
+    pub cache_documents: usize,
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            cache_documents: 1000,
+            max_frame_bytes: 8 * 1024 * 1024,
+        }
+    }
 }
 
 /// HTTP listener and request limits.

@@ -92,7 +92,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
     .await
     .map_err(|e| StartError::Bootstrap(e.to_string()))?;
     let secret = bootstrap::signing_secret(&db, &config).await?;
-    let sync = sync_host::engine(&db).await?;
+    let sync = sync_host::engine(&db, &config.sync).await?;
     let state = AppState {
         sync,
         db,

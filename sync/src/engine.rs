@@ -193,6 +193,11 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         self.fail(connection, message)
     }
 
+    /// How many peers are connected.
+    pub fn connected_peers(&self) -> usize {
+        lock(&self.inner.peers).len()
+    }
+
     /// How many documents are in memory (for tests and metrics).
     pub fn cached_documents(&self) -> usize {
         lock(&self.inner.docs).len()

@@ -426,3 +426,64 @@ async fn the_manifest_lists_what_a_user_may_see_and_changes_with_edits_and_scope
         "tombstones leave the manifest"
     );
 }
+
+#[tokio::test]
+async fn memory_stays_bounded_and_compacted_documents_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let mut config = Config::for_database(&url);
+    config.sync.cache_documents = 3;
+    let server = TestServer::start_with(config.clone()).await;
+    let admin = server.admin_token().await;
+
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let created = server
+            .post(
+                "/api/v1/customers",
+                &admin,
+                json!({ "name": format!("Cached {i}") }),
+            )
+            .await;
+        ids.push(created.body["doc_id"].as_str().unwrap().to_string());
+    }
+    let stats = server.get("/api/v1/admin/sync", &admin).await;
+    assert_eq!(stats.status, StatusCode::OK);
+    assert!(
+        stats.body["cached_documents"].as_u64().unwrap() <= 3,
+        "{:?}",
+        stats.body
+    );
+
+    // Enough edits to one document to trigger compaction into a snapshot.
+    for i in 0..70 {
+        let patched = server
+            .patch(
+                &format!("/api/v1/customers/{}", ids[0]),
+                &admin,
+                json!({ "industry": format!("v{i}") }),
+            )
+            .await;
+        assert_eq!(patched.status, StatusCode::OK);
+    }
+    let password = server.admin_password.clone();
+    server.shutdown().await;
+
+    let server = TestServer::start_with(config).await;
+    let admin = server.login(&server.admin_login, &password).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut desk = SyncClient::connect(&server.base, &admin, "desk", None).await;
+    let id = DocumentId::parse(&ids[0]).unwrap();
+    desk.request(&id).await;
+    desk.settle().await;
+    let customer = read(&mut desk, &id);
+    assert_eq!(
+        customer.industry.as_deref(),
+        Some("v69"),
+        "the compacted document reloads with every edit"
+    );
+    assert_eq!(customer.name, "Cached 0");
+    server.shutdown().await;
+}

@@ -3,6 +3,7 @@
 pub mod gate;
 pub mod manifest;
 pub mod routes;
+pub mod stats;
 pub mod storage;
 
 use outpost_sync::{Engine, EngineConfig};
@@ -14,7 +15,7 @@ pub type SyncEngine = Engine<storage::SurrealSyncStorage, gate::ScopeGate>;
 
 /// Builds the engine over `db`, answering as the store's stable sync peer id (created on first
 /// use), so that phones' saved sync states stay valid across restarts.
-pub async fn engine(db: &Db) -> Result<SyncEngine, DbError> {
+pub async fn engine(db: &Db, config: &crate::config::SyncConfig) -> Result<SyncEngine, DbError> {
     let candidate = format!("outpost-{}", crate::platform::ids::new_key());
     let query = Query::new(
         "(UPSERT setting:sync_peer_id SET value = value ?? $candidate RETURN AFTER).value",
@@ -26,6 +27,9 @@ pub async fn engine(db: &Db) -> Result<SyncEngine, DbError> {
         storage::SurrealSyncStorage::new(db.clone()),
         gate::ScopeGate::new(db.clone()),
         peer_id,
-        EngineConfig::default(),
+        EngineConfig {
+            max_frame_bytes: config.max_frame_bytes,
+            cache_capacity: config.cache_documents.max(1),
+        },
     ))
 }

@@ -45,11 +45,13 @@ pub enum Permission {
     CustomerExport,
     /// Configure the public pool's rules.
     PoolConfigure,
+    /// See the server's operational state (sync engine statistics).
+    SystemRead,
 }
 
 impl Permission {
     /// Every permission, in catalogue order.
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::UserRead,
         Permission::UserManage,
         Permission::DepartmentManage,
@@ -60,6 +62,7 @@ impl Permission {
         Permission::CustomerWrite,
         Permission::CustomerExport,
         Permission::PoolConfigure,
+        Permission::SystemRead,
     ];
 
     /// The stable name used in roles and error messages.
@@ -75,6 +78,7 @@ impl Permission {
             Permission::CustomerWrite => "customer.write",
             Permission::CustomerExport => "customer.export",
             Permission::PoolConfigure => "pool.configure",
+            Permission::SystemRead => "system.read",
         }
     }
 

@@ -61,6 +61,7 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::platform::audit::routes())
         .merge(crate::sync_host::routes::routes())
         .merge(crate::sync_host::manifest::routes())
+        .merge(crate::sync_host::stats::routes())
         .merge(crate::crm::customers::routes())
         .merge(crate::crm::follow_ups::routes())
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))

@@ -1,0 +1,43 @@
+//! `GET /api/v1/admin/sync`: what the sync engine holds right now, for operators.
+
+use axum::extract::State;
+use outpost_mobile::api::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::crm::identity::access::{Actor, Permission};
+use crate::error::ApiError;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sync_stats))
+}
+
+/// The sync engine's state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SyncStats {
+    /// Documents held in memory (bounded by `sync.cache_documents`, plus those in use).
+    pub cached_documents: usize,
+    /// The configured bound.
+    pub cache_capacity: usize,
+    /// Connected peers.
+    pub connected_peers: usize,
+}
+
+/// Sync engine statistics. Needs `system.read`.
+#[utoipa::path(get, path = "/api/v1/admin/sync", tag = "sync",
+    responses((status = 200, body = SyncStats), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+async fn sync_stats(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> Result<axum::Json<SyncStats>, ApiError> {
+    actor.require(Permission::SystemRead)?;
+    Ok(axum::Json(SyncStats {
+        cached_documents: state.sync.cached_documents(),
+        cache_capacity: state.config.sync.cache_documents,
+        connected_peers: state.sync.connected_peers(),
+    }))
+}
