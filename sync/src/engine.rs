@@ -401,7 +401,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 if let Some(stored) = self.inner.storage.load(id).await? {
                     guard.doc = Some(
                         outpost_mobile::records::load_document(&stored.bytes).map_err(|e| {
-                            crate::storage::StorageError(format!(
+                            crate::storage::StorageError::Failed(format!(
                                 "stored document {id} is corrupt: {e}"
                             ))
                         })?,
@@ -600,33 +600,17 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             .iter()
             .map(|c| c.actor_id().to_hex_string())
             .collect();
+        let mut new_actors = Vec::new();
         for actor in &actors {
             if *actor == self.inner.server_actor.to_hex_string() {
                 return Admission::Refused("a change claims to be the server's".into());
             }
             match lock(&self.inner.actors).get(actor) {
-                Some(owner) if *owner == connection.identity => continue,
+                Some(owner) if *owner == connection.identity => {}
                 Some(_) => {
                     return Admission::Refused(format!("actor {actor} belongs to another device"));
                 }
-                None => {}
-            }
-            match self
-                .inner
-                .storage
-                .claim_actor(actor, &connection.identity)
-                .await
-            {
-                Ok(true) => {
-                    lock(&self.inner.actors).insert(actor.clone(), connection.identity.clone());
-                }
-                Ok(false) => {
-                    return Admission::Refused(format!("actor {actor} belongs to another device"));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot check an actor");
-                    return Admission::Failed;
-                }
+                None => new_actors.push(actor.clone()),
             }
         }
         let kind = if exists {
@@ -689,10 +673,22 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             channel: "sync",
             request_id: None,
             heads,
+            new_actors: new_actors.clone(),
         };
-        if let Err(e) = self.inner.storage.commit(commit).await {
-            tracing::error!(error = %e, document = %id, "cannot persist a change; the peer will resend it");
-            return Admission::Failed;
+        match self.inner.storage.commit(commit).await {
+            Ok(()) => {
+                let mut known = lock(&self.inner.actors);
+                for actor in new_actors {
+                    known.insert(actor, connection.identity.clone());
+                }
+            }
+            Err(crate::storage::StorageError::ActorTaken(actor)) => {
+                return Admission::Refused(format!("actor {actor} belongs to another device"));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, document = %id, "cannot persist a change; the peer will resend it");
+                return Admission::Failed;
+            }
         }
         Admission::Accepted {
             kind: kind.name().to_string(),
@@ -909,6 +905,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 channel: author.channel,
                 request_id: author.request_id.as_deref(),
                 heads,
+                new_actors: Vec::new(),
             })
             .await?;
         Ok(())

@@ -19,8 +19,14 @@ pub struct PeerIdentity {
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]
-#[error("storage failed: {0}")]
-pub struct StorageError(pub String);
+pub enum StorageError {
+    /// The store failed.
+    #[error("storage failed: {0}")]
+    Failed(String),
+    /// A change was written with an actor id that belongs to another user or device.
+    #[error("actor {0} belongs to another device")]
+    ActorTaken(String),
+}
 
 /// A document as stored: its type and its bytes (a snapshot followed by incremental chunks,
 /// which `AutoCommit::load` reads as one).
@@ -54,6 +60,9 @@ pub struct Commit<'a> {
     pub request_id: Option<&'a str>,
     /// The document's heads after the change, hex-encoded (for manifests).
     pub heads: Vec<String>,
+    /// Actor ids (hex) this change introduces for its author: bound to the author in the same
+    /// transaction, which fails with [`StorageError::ActorTaken`] if one belongs to someone else.
+    pub new_actors: Vec<String>,
 }
 
 /// Persistence of documents, projections and per-peer sync state.
@@ -81,14 +90,6 @@ pub trait SyncStorage: Send + Sync + 'static {
         id: &DocumentId,
         state: Vec<u8>,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
-
-    /// Binds an automerge actor id to the identity that first used it; answers whether
-    /// `identity` may write as that actor.
-    fn claim_actor(
-        &self,
-        actor: &str,
-        identity: &PeerIdentity,
-    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 }
 
 /// Who may see and change which documents.

@@ -240,6 +240,8 @@ async fn hostile_frames_end_that_connection_only() {
     let server = TestServer::start().await;
     let team = team(&server).await;
     let mut good = SyncClient::connect(&server.base, &team.rep_a, "good", None).await;
+    let good_first = good.insert(customer_doc("First")).to_string();
+    good.settle().await;
 
     let mut garbage = SyncClient::connect(&server.base, &team.rep_b, "garbage", None).await;
     garbage.send_raw(b"\xff\xfe not cbor at all".to_vec()).await;
@@ -277,6 +279,30 @@ async fn hostile_frames_end_that_connection_only() {
     assert_eq!(
         server
             .get(&format!("/api/v1/customers/{id}"), &team.rep_a)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A device cannot write as an actor another device already wrote as.
+    let stolen_actor = good
+        .doc(&DocumentId::parse(&good_first).unwrap())
+        .get_actor()
+        .clone();
+    let mut impostor = SyncClient::connect(&server.base, &team.rep_b, "impostor", None).await;
+    let mut forged = customer_doc("Forged").with_actor(stolen_actor);
+    let mut forged_customer: Customer = hydrate(&forged).unwrap();
+    forged_customer.industry = Some("Forgery".into());
+    reconcile(&mut forged, &forged_customer).unwrap();
+    let forged_id = impostor.insert(forged);
+    impostor.settle().await;
+    assert!(
+        impostor.unavailable.contains(&forged_id.to_string()),
+        "the impostor's document is quarantined"
+    );
+    assert_eq!(
+        server
+            .get(&format!("/api/v1/customers/{forged_id}"), &team.admin)
             .await
             .status,
         StatusCode::NOT_FOUND

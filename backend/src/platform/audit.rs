@@ -128,9 +128,20 @@ impl Tx {
 
     /// Binds a value and returns its `$name`.
     pub fn bind(&mut self, value: impl SurrealValue) -> String {
-        let name = format!("p{}", self.bindings.len());
+        // Names are unique across all transactions, so that several can be merged into one.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "p{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         self.bindings.push((name.clone(), value.into_value()));
         format!("${name}")
+    }
+
+    /// Appends another transaction's statements and bindings (group commit).
+    pub fn extend(&mut self, other: Tx) {
+        self.statements.extend(other.statements);
+        self.bindings.extend(other.bindings);
     }
 
     /// Adds a statement (without the trailing semicolon).

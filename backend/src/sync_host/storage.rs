@@ -5,9 +5,11 @@ use chrono::{DateTime, Utc};
 use outpost_mobile::records::customer::Customer;
 use outpost_mobile::records::follow_up::FollowUp;
 use outpost_mobile::records::{RecordType, ServerFields};
-use outpost_sync::{Commit, DocumentId, PeerIdentity, StorageError, StoredDocument, SyncStorage};
+use outpost_sync::{Commit, DocumentId, StorageError, StoredDocument, SyncStorage};
 use sha2::{Digest, Sha256};
 use surrealdb::types::{Bytes, SurrealValue};
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::platform::audit::{AuditContext, Tx};
 use crate::platform::db::{Db, DbError, Query};
@@ -20,17 +22,29 @@ const COMPACT_AFTER_CHUNKS: i64 = 64;
 #[derive(Clone)]
 pub struct SurrealSyncStorage {
     db: Db,
+    commits: mpsc::UnboundedSender<PendingCommit>,
 }
+
+/// One document's transaction waiting for the group commit.
+struct PendingCommit {
+    tx: Tx,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// Most transactions merged into one group commit.
+const MAX_GROUP: usize = 128;
 
 impl SurrealSyncStorage {
     /// Storage over `db`.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let (commits, queue) = mpsc::unbounded_channel();
+        tokio::spawn(group_commits(db.clone(), queue));
+        Self { db, commits }
     }
 }
 
 fn failed(e: DbError) -> StorageError {
-    StorageError(e.to_string())
+    StorageError::Failed(e.to_string())
 }
 
 #[derive(Debug, SurrealValue)]
@@ -160,15 +174,15 @@ impl SyncStorage for SurrealSyncStorage {
         let (row, server): (surrealdb::types::Value, ServerFields) = match commit.kind {
             Customer::KIND => {
                 let doc: Customer =
-                    hydrate(commit.document).map_err(|e| StorageError(e.to_string()))?;
+                    hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
                 (CustomerRow::from(&doc).into_value(), doc.server().clone())
             }
             FollowUp::KIND => {
                 let doc: FollowUp =
-                    hydrate(commit.document).map_err(|e| StorageError(e.to_string()))?;
+                    hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
                 (FollowUpRow::from(&doc).into_value(), doc.server().clone())
             }
-            other => return Err(StorageError(format!("no projection for {other}"))),
+            other => return Err(StorageError::Failed(format!("no projection for {other}"))),
         };
         let existing: Option<DocumentRow> =
             self.db.get("sync_document", &id).await.map_err(failed)?;
@@ -241,8 +255,23 @@ impl SyncStorage for SurrealSyncStorage {
                 serde_json::json!({ "corrections": commit.corrections.iter().map(|c| serde_json::json!({ "field": c.field, "reason": c.message })).collect::<Vec<_>>() }),
             );
         }
-        tx.run(&self.db).await.map_err(failed)?;
-        Ok(())
+        for actor in &commit.new_actors {
+            let record = tx.bind(ids::record("sync_actor", actor));
+            let user = tx.bind(commit.author.user_id.clone());
+            let device = tx.bind(commit.author.device_id.clone());
+            let taken = tx.bind(format!("actor-taken:{actor}"));
+            tx.push(format!(
+                "IF (SELECT * FROM ONLY {record}) AND ((SELECT VALUE user FROM ONLY {record}) != {user} OR (SELECT VALUE device FROM ONLY {record}) != {device}) {{ THROW {taken} }}"
+            ));
+            tx.push(format!("UPSERT {record} SET user = {user}, device = {device}, created_at = created_at ?? time::now()"));
+        }
+        let (done, result) = oneshot::channel();
+        self.commits
+            .send(PendingCommit { tx, done })
+            .map_err(|_| StorageError::Failed("the store is shutting down".into()))?;
+        result
+            .await
+            .map_err(|_| StorageError::Failed("the group commit was dropped".into()))?
     }
 
     async fn load_sync_state(
@@ -278,30 +307,43 @@ impl SyncStorage for SurrealSyncStorage {
             .map_err(failed)?;
         Ok(())
     }
+}
 
-    async fn claim_actor(
-        &self,
-        actor: &str,
-        identity: &PeerIdentity,
-    ) -> Result<bool, StorageError> {
-        #[derive(Debug, SurrealValue)]
-        struct Binding {
-            user: String,
-            device: Option<String>,
+/// Commits queued document transactions in groups: whatever has queued while the previous group
+/// was being written goes into the next single transaction, so many documents share one fsync.
+/// If a group fails, its members are retried one by one, so one bad document fails alone.
+async fn group_commits(db: Db, mut queue: mpsc::UnboundedReceiver<PendingCommit>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
         }
-        let record = ids::record("sync_actor", actor);
-        let query = Query::new(
-            "IF !(SELECT * FROM ONLY $actor) { CREATE $actor SET user = $user, device = $device, created_at = time::now() };
-             SELECT user, device FROM ONLY $actor;",
-        )
-        .bind("actor", record)
-        .bind("user", identity.user_id.clone())
-        .bind("device", identity.device_id.clone());
-        let binding: Option<Binding> = self
-            .db
-            .retry(|| query.take(&self.db, 1))
-            .await
-            .map_err(failed)?;
-        Ok(binding.is_some_and(|b| b.user == identity.user_id && b.device == identity.device_id))
+        if group.len() > 1 {
+            let mut merged = Tx::new();
+            for pending in &group {
+                merged.extend(pending.tx.clone());
+            }
+            if merged.run(&db).await.is_ok() {
+                for pending in group {
+                    let _ = pending.done.send(Ok(()));
+                }
+                continue;
+            }
+        }
+        for pending in group {
+            let result = pending.tx.run(&db).await.map(|_| ()).map_err(|e| {
+                match e
+                    .thrown_message()
+                    .and_then(|m| m.split_once("actor-taken:"))
+                {
+                    Some((_, actor)) => StorageError::ActorTaken(actor.to_string()),
+                    None => failed(e),
+                }
+            });
+            let _ = pending.done.send(result);
+        }
     }
 }
