@@ -109,6 +109,8 @@ struct Inner<S, G> {
     peers: StdMutex<HashMap<String, PeerHandle>>,
     clock: AtomicU64,
     closing: tokio::sync::watch::Sender<bool>,
+    /// The cache size at which the next eviction scan runs.
+    next_scan: std::sync::atomic::AtomicUsize,
     /// Actor ids already bound, so each is checked against storage once.
     actors: StdMutex<HashMap<String, PeerIdentity>>,
 }
@@ -155,6 +157,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 clock: AtomicU64::new(0),
                 closing: tokio::sync::watch::channel(false).0,
                 actors: StdMutex::new(HashMap::new()),
+                next_scan: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -417,23 +420,31 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
 
     /// Drops the least recently used idle documents beyond the cache capacity.
     fn evict(&self) {
+        let capacity = self.inner.config.cache_capacity;
         let mut docs = lock(&self.inner.docs);
-        while docs.len() > self.inner.config.cache_capacity {
-            let victim = docs
-                .iter()
-                .filter(|(_, slot)| {
-                    Arc::strong_count(&slot.entry) == 1
-                        && slot.entry.try_lock().is_ok_and(|e| e.states.is_empty())
-                })
-                .min_by_key(|(_, slot)| slot.last_used)
-                .map(|(id, _)| id.clone());
-            match victim {
-                Some(id) => {
-                    docs.remove(&id);
-                }
-                None => break,
-            }
+        // One scan evicts down to 90% of the capacity, and when documents are all in use, the
+        // next scan waits until the cache has grown by another 10%: amortized O(1) per access.
+        if docs.len() <= capacity || docs.len() < self.inner.next_scan.load(Ordering::Relaxed) {
+            return;
         }
+        let target = capacity - capacity / 10;
+        let mut idle: Vec<(u64, DocumentId)> = docs
+            .iter()
+            .filter(|(_, slot)| {
+                Arc::strong_count(&slot.entry) == 1
+                    && slot.entry.try_lock().is_ok_and(|e| e.states.is_empty())
+            })
+            .map(|(id, slot)| (slot.last_used, id.clone()))
+            .collect();
+        idle.sort_unstable_by_key(|(last_used, _)| *last_used);
+        let excess = docs.len().saturating_sub(target);
+        for (_, id) in idle.into_iter().take(excess) {
+            docs.remove(&id);
+        }
+        self.inner.next_scan.store(
+            docs.len().max(capacity) + capacity / 10 + 1,
+            Ordering::Relaxed,
+        );
     }
 
     async fn sync_state(&self, connection: &Connection, id: &DocumentId) -> sync::State {
