@@ -30,8 +30,11 @@ fn npm_packages() -> &'static PathBuf {
             .join("node_modules/@automerge/automerge-repo/package.json")
             .exists()
         {
+            // `npm install` rather than `npm ci`: npm 11 leaves the optional native packages of
+            // cbor-extract out of the lock file and then refuses `ci`; the lock file still pins
+            // every package that is installed.
             let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+                .args(["install", "--no-audit", "--no-fund", "--ignore-scripts"])
                 .current_dir(&dir)
                 .status()
                 .expect("npm is installed (the interop test needs Node.js 20+)");

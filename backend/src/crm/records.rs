@@ -55,3 +55,61 @@ where
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// A projection row of a synced record: it has an owner and a state, which decide visibility.
+pub trait Projection: surrealdb::types::SurrealValue {
+    /// The projection table (also the document kind).
+    const TABLE: &'static str;
+    /// The record's name in a 404.
+    const NAME: &'static str;
+    /// The owning user.
+    fn owner(&self) -> Option<&str>;
+    /// `owned`, `pool` or `deleted`.
+    fn state(&self) -> &str;
+}
+
+/// One record the actor may see (in scope, not deleted); otherwise the same 404 as missing.
+pub async fn visible<R: Projection, T: From<R>>(
+    state: &crate::app::AppState,
+    actor: &Actor,
+    id: &DocumentId,
+) -> Result<T, ApiError> {
+    let row: Option<R> = state.db.get(R::TABLE, id.as_str()).await?;
+    match row {
+        Some(row)
+            if row.owner().is_some_and(|o| actor.scope.contains(o)) && row.state() != "deleted" =>
+        {
+            Ok(row.into())
+        }
+        _ => Err(ApiError::NotFound(R::NAME)),
+    }
+}
+
+/// One page of the records the actor may see that also match `filter` (a condition and its
+/// bindings), oldest first.
+pub async fn list_visible<R: Projection, T: From<R>>(
+    state: &crate::app::AppState,
+    actor: &Actor,
+    filter: crate::platform::db::Query,
+    page: crate::platform::http::PageParams,
+    id_of: impl Fn(&T) -> String,
+) -> Result<outpost_mobile::api::Page<T>, ApiError> {
+    let page = page.validate_any()?;
+    let scope = actor.scope.filter("owner");
+    let query = crate::platform::db::Query::new(format!(
+        "{} AND state != 'deleted' AND ({})",
+        scope.condition,
+        filter.sql()
+    ))
+    .bind("scope_owners", scope.owners);
+    let query = filter.rebind(query);
+    Ok(crate::platform::http::fetch_page::<R, T>(
+        &state.db,
+        R::TABLE,
+        query,
+        &page,
+        crate::platform::http::Order::OldestFirst,
+        id_of,
+    )
+    .await?)
+}

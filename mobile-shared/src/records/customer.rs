@@ -306,10 +306,7 @@ impl RecordType for Customer {
             &previous.contacts,
             &mut corrections,
         );
-        if fixed.server != previous.server {
-            fixed.server = previous.server.clone();
-            corrections.push(Violation::new("server", "is written by the server only"));
-        }
+        super::keep_server_fields(&mut fixed.server, &previous.server, &mut corrections);
         (fixed, corrections)
     }
 }

@@ -228,10 +228,7 @@ impl RecordType for FollowUp {
                 "a follow-up cannot move to another customer",
             ));
         }
-        if fixed.server != previous.server {
-            fixed.server = previous.server.clone();
-            corrections.push(Violation::new("server", "is written by the server only"));
-        }
+        super::keep_server_fields(&mut fixed.server, &previous.server, &mut corrections);
         (fixed, corrections)
     }
 }

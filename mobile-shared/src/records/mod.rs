@@ -14,6 +14,19 @@ use autosurgeon::{Hydrate, Reconcile};
 
 pub use rules::{Limits, Violation};
 
+/// Puts the server-owned fields back as they were, recording the correction when a device
+/// changed them. Every record type's `correct` ends with this.
+pub fn keep_server_fields(
+    fixed: &mut ServerFields,
+    previous: &ServerFields,
+    corrections: &mut Vec<Violation>,
+) {
+    if fixed != previous {
+        *fixed = previous.clone();
+        corrections.push(Violation::new("server", "is written by the server only"));
+    }
+}
+
 /// A new, empty document set up the way the record types need: text positions counted in
 /// UTF-8 bytes, which is how autosurgeon's `Text` records its edits. (The encoding only changes
 /// how indexes are read through this handle, never what is stored, so JavaScript clients that

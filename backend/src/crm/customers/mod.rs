@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use outpost_mobile::api::{Page, Problem};
 use outpost_mobile::records::customer::{Contact, Customer as Document};
-use outpost_sync::DocumentId;
 use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
 use utoipa::{IntoParams, ToSchema};
@@ -17,10 +16,12 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
-use crate::crm::records::{author, change_error, now, parse_doc_id};
+use crate::crm::records::{
+    Projection, author, change_error, list_visible, now, parse_doc_id, visible,
+};
 use crate::error::ApiError;
 use crate::platform::db::Query;
-use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
+use crate::platform::http::{ApiJson, ApiQuery, PageParams};
 use crate::platform::ids;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -91,6 +92,17 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Projection for CustomerRow {
+    const TABLE: &'static str = "customer";
+    const NAME: &'static str = "customer";
+    fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+    fn state(&self) -> &str {
+        &self.state
+    }
+}
+
 impl From<CustomerRow> for Customer {
     fn from(row: CustomerRow) -> Self {
         Self {
@@ -138,26 +150,15 @@ async fn list_customers(
     ApiQuery(filter): ApiQuery<CustomerFilter>,
 ) -> Result<axum::Json<Page<Customer>>, ApiError> {
     actor.require(Permission::CustomerRead)?;
+    let filter_query =
+        Query::new("$owner = NONE OR owner = $owner").bind("owner", filter.owner_id.clone());
     let page = PageParams {
         limit: filter.limit,
         cursor: filter.cursor.clone(),
-    }
-    .validate_any()?;
-    let scope = actor.scope.filter("owner");
-    let query = Query::new(format!(
-        "{} AND state != 'deleted' AND ($owner = NONE OR owner = $owner)",
-        scope.condition
-    ))
-    .bind("scope_owners", scope.owners)
-    .bind("owner", filter.owner_id.clone());
-    let page = fetch_page::<CustomerRow, Customer>(
-        &state.db,
-        "customer",
-        query,
-        &page,
-        Order::OldestFirst,
-        |c| c.doc_id.clone(),
-    )
+    };
+    let page = list_visible::<CustomerRow, Customer>(&state, &actor, filter_query, page, |c| {
+        c.doc_id.clone()
+    })
     .await?;
     Ok(axum::Json(page))
 }
@@ -174,7 +175,9 @@ async fn get_customer(
 ) -> Result<axum::Json<Customer>, ApiError> {
     actor.require(Permission::CustomerRead)?;
     let id = parse_doc_id(&doc_id)?;
-    Ok(axum::Json(visible(&state, &actor, &id).await?))
+    Ok(axum::Json(
+        visible::<CustomerRow, Customer>(&state, &actor, &id).await?,
+    ))
 }
 
 /// A contact in a request body.
@@ -272,22 +275,6 @@ pub struct UpdateCustomer {
     pub contacts: Option<Vec<ContactInput>>,
 }
 
-async fn visible(state: &AppState, actor: &Actor, id: &DocumentId) -> Result<Customer, ApiError> {
-    let row: Option<CustomerRow> = state.db.get("customer", id.as_str()).await?;
-    match row {
-        Some(row)
-            if row
-                .owner
-                .as_deref()
-                .is_some_and(|o| actor.scope.contains(o))
-                && row.state != "deleted" =>
-        {
-            Ok(row.into())
-        }
-        _ => Err(ApiError::NotFound("customer")),
-    }
-}
-
 /// Create a customer owned by the caller.
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers", request_body = CreateCustomer,
     responses((status = 201, body = Customer), (status = 403, body = Problem), (status = 422, body = Problem)),
@@ -318,7 +305,7 @@ async fn create_customer(
         .map_err(|e| change_error("customer", e))?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(visible(&state, &actor, &id).await?),
+        axum::Json(visible::<CustomerRow, Customer>(&state, &actor, &id).await?),
     ))
 }
 
@@ -335,7 +322,7 @@ async fn update_customer(
 ) -> Result<axum::Json<Customer>, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible(&state, &actor, &id).await?;
+    visible::<CustomerRow, Customer>(&state, &actor, &id).await?;
     state
         .sync
         .update::<Document>(&author(&actor), &id, false, |c| {
@@ -375,7 +362,9 @@ async fn update_customer(
         })
         .await
         .map_err(|e| change_error("customer", e))?;
-    Ok(axum::Json(visible(&state, &actor, &id).await?))
+    Ok(axum::Json(
+        visible::<CustomerRow, Customer>(&state, &actor, &id).await?,
+    ))
 }
 
 /// Delete a customer: the document becomes a tombstone (state `deleted`) that every device
@@ -391,7 +380,7 @@ async fn delete_customer(
 ) -> Result<StatusCode, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible(&state, &actor, &id).await?;
+    visible::<CustomerRow, Customer>(&state, &actor, &id).await?;
     let user = actor.user_id.clone();
     state
         .sync

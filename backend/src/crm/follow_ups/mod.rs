@@ -16,10 +16,12 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
-use crate::crm::records::{author, change_error, double_option, now, parse_doc_id};
+use crate::crm::records::{
+    Projection, author, change_error, double_option, list_visible, now, parse_doc_id, visible,
+};
 use crate::error::ApiError;
 use crate::platform::db::Query;
-use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, fetch_page};
+use crate::platform::http::{ApiJson, ApiQuery, PageParams};
 use crate::platform::ids;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -68,6 +70,17 @@ pub struct FollowUp {
     pub created_at: DateTime<Utc>,
     /// Last changed on the server.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Projection for FollowUpRow {
+    const TABLE: &'static str = "follow_up";
+    const NAME: &'static str = "follow-up";
+    fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+    fn state(&self) -> &str {
+        &self.state
+    }
 }
 
 impl From<FollowUpRow> for FollowUp {
@@ -136,22 +149,6 @@ pub struct UpdateFollowUp {
     pub next_contact_at: Option<Option<String>>,
 }
 
-async fn visible(state: &AppState, actor: &Actor, id: &DocumentId) -> Result<FollowUp, ApiError> {
-    let row: Option<FollowUpRow> = state.db.get("follow_up", id.as_str()).await?;
-    match row {
-        Some(row)
-            if row
-                .owner
-                .as_deref()
-                .is_some_and(|o| actor.scope.contains(o))
-                && row.state != "deleted" =>
-        {
-            Ok(row.into())
-        }
-        _ => Err(ApiError::NotFound("follow-up")),
-    }
-}
-
 /// The follow-ups the caller may see, optionally of one customer.
 #[utoipa::path(get, path = "/api/v1/follow-ups", tag = "follow-ups", params(FollowUpFilter),
     responses((status = 200, body = Page<FollowUp>), (status = 401, body = Problem), (status = 403, body = Problem)),
@@ -162,26 +159,15 @@ async fn list_follow_ups(
     ApiQuery(filter): ApiQuery<FollowUpFilter>,
 ) -> Result<axum::Json<Page<FollowUp>>, ApiError> {
     actor.require(Permission::CustomerRead)?;
+    let filter_query = Query::new("$customer = NONE OR customer = $customer")
+        .bind("customer", filter.customer_doc_id.clone());
     let page = PageParams {
         limit: filter.limit,
         cursor: filter.cursor.clone(),
-    }
-    .validate_any()?;
-    let scope = actor.scope.filter("owner");
-    let query = Query::new(format!(
-        "{} AND state != 'deleted' AND ($customer = NONE OR customer = $customer)",
-        scope.condition
-    ))
-    .bind("scope_owners", scope.owners)
-    .bind("customer", filter.customer_doc_id.clone());
-    let page = fetch_page::<FollowUpRow, FollowUp>(
-        &state.db,
-        "follow_up",
-        query,
-        &page,
-        Order::OldestFirst,
-        |f| f.doc_id.clone(),
-    )
+    };
+    let page = list_visible::<FollowUpRow, FollowUp>(&state, &actor, filter_query, page, |f| {
+        f.doc_id.clone()
+    })
     .await?;
     Ok(axum::Json(page))
 }
@@ -198,7 +184,9 @@ async fn get_follow_up(
 ) -> Result<axum::Json<FollowUp>, ApiError> {
     actor.require(Permission::CustomerRead)?;
     let id = parse_doc_id(&doc_id)?;
-    Ok(axum::Json(visible(&state, &actor, &id).await?))
+    Ok(axum::Json(
+        visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?,
+    ))
 }
 
 /// Log a follow-up of a customer the caller may see.
@@ -213,20 +201,11 @@ async fn create_follow_up(
     actor.require(Permission::CustomerWrite)?;
     let customer = DocumentId::parse(&body.customer_doc_id)
         .ok_or_else(|| ApiError::invalid_field("customer_doc_id", "is not a document id"))?;
-    #[derive(Debug, SurrealValue)]
-    struct Owner {
-        owner: Option<String>,
-        state: String,
-    }
-    let owner: Option<Owner> = state.db.get("customer", customer.as_str()).await?;
-    if !owner.is_some_and(|o| {
-        o.state != "deleted" && o.owner.as_deref().is_some_and(|o| actor.scope.contains(o))
-    }) {
-        return Err(ApiError::invalid_field(
-            "customer_doc_id",
-            "no such customer",
-        ));
-    }
+    visible::<crate::crm::customers::CustomerRow, crate::crm::customers::Customer>(
+        &state, &actor, &customer,
+    )
+    .await
+    .map_err(|_| ApiError::invalid_field("customer_doc_id", "no such customer"))?;
     let mut record = Document::new(customer.to_string(), &body.method, body.at);
     record.content = Text::with_value(body.content);
     record.location = body.location;
@@ -238,7 +217,7 @@ async fn create_follow_up(
         .map_err(|e| change_error("follow-up", e))?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(visible(&state, &actor, &id).await?),
+        axum::Json(visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?),
     ))
 }
 
@@ -255,7 +234,7 @@ async fn update_follow_up(
 ) -> Result<axum::Json<FollowUp>, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible(&state, &actor, &id).await?;
+    visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?;
     state
         .sync
         .update::<Document>(&author(&actor), &id, false, |f| {
@@ -277,7 +256,9 @@ async fn update_follow_up(
         })
         .await
         .map_err(|e| change_error("follow-up", e))?;
-    Ok(axum::Json(visible(&state, &actor, &id).await?))
+    Ok(axum::Json(
+        visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?,
+    ))
 }
 
 /// Delete a follow-up (a tombstone every device syncs).
@@ -292,7 +273,7 @@ async fn delete_follow_up(
 ) -> Result<StatusCode, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible(&state, &actor, &id).await?;
+    visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?;
     let user = actor.user_id.clone();
     state
         .sync
