@@ -633,8 +633,21 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             return Admission::Refused("the document has no known type".into());
         };
         proposed.set_actor(self.inner.server_actor.clone());
+        let previous_state = if exists {
+            kind.server_fields(accepted).ok().map(|server| server.state)
+        } else {
+            None
+        };
         let corrections = if exists {
-            if self.inner.gate.may_write(&connection.identity, id).await {
+            let deleted = previous_state.as_deref() == Some("deleted");
+            if deleted {
+                kind.restore(accepted, proposed).map(|()| {
+                    vec![outpost_mobile::records::Violation::new(
+                        "*",
+                        "the record is deleted",
+                    )]
+                })
+            } else if self.inner.gate.may_write(&connection.identity, id).await {
                 kind.admit(Some(accepted), proposed, &ServerFields::default())
             } else {
                 kind.restore(accepted, proposed).map(|()| {
@@ -685,6 +698,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             request_id: None,
             heads,
             new_actors: new_actors.clone(),
+            previous_state,
         };
         match self.inner.storage.commit(commit).await {
             Ok(()) => {
@@ -834,7 +848,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             .map_err(|e| ChangeError::Malformed(e.to_string()))?;
         let entry = self.entry(&id).await?;
         let mut guard = entry.lock().await;
-        self.persist(author, &id, T::KIND, true, &mut doc, &[])
+        self.persist(author, &id, T::KIND, None, &mut doc, &[])
             .await?;
         guard.kind = T::KIND.to_string();
         guard.doc = Some(doc);
@@ -882,7 +896,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             author,
             id,
             T::KIND,
-            false,
+            Some(before.server().state.clone()),
             &mut proposed,
             &current.get_heads(),
         )
@@ -897,7 +911,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         author: &Author,
         id: &DocumentId,
         kind: &str,
-        created: bool,
+        previous_state: Option<String>,
         doc: &mut AutoCommit,
         since: &[automerge::ChangeHash],
     ) -> Result<(), ChangeError> {
@@ -908,7 +922,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             .commit(Commit {
                 document_id: id,
                 kind,
-                created,
+                created: previous_state.is_none(),
                 chunk,
                 document: doc,
                 author: &author.identity,
@@ -917,6 +931,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 request_id: author.request_id.as_deref(),
                 heads,
                 new_actors: Vec::new(),
+                previous_state,
             })
             .await?;
         Ok(())

@@ -60,6 +60,8 @@ pub struct Commit<'a> {
     pub request_id: Option<&'a str>,
     /// The document's heads after the change, hex-encoded (for manifests).
     pub heads: Vec<String>,
+    /// The record's state (`owned`, `pool`, `deleted`) before the change; `None` when created.
+    pub previous_state: Option<String>,
     /// Actor ids (hex) this change introduces for its author: bound to the author in the same
     /// transaction, which fails with [`StorageError::ActorTaken`] if one belongs to someone else.
     pub new_actors: Vec<String>,

@@ -165,8 +165,16 @@ async fn web_and_phone_edits_meet_in_one_document() {
         0
     );
     phone.listen().await;
-    let tombstone: Customer = hydrate(phone.doc(&id)).unwrap();
+    let mut tombstone: Customer = hydrate(phone.doc(&id)).unwrap();
     assert_eq!(tombstone.server.state, "deleted");
+
+    // A phone that edits the deleted record offline has the edit undone.
+    tombstone.name = "Edited after deletion".into();
+    reconcile(phone.doc(&id), &tombstone).unwrap();
+    phone.settle().await;
+    let after: Customer = hydrate(phone.doc(&id)).unwrap();
+    assert_eq!(after.name, "Web Co");
+    assert_eq!(after.server.state, "deleted");
 
     let audit = server
         .get(
@@ -180,7 +188,15 @@ async fn web_and_phone_edits_meet_in_one_document() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions.first(), Some(&"customer.delete"));
+    assert_eq!(
+        actions.first(),
+        Some(&"sync.corrected"),
+        "the edit after deletion was undone"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| **a == "customer.delete").count(),
+        1
+    );
     assert_eq!(actions.last(), Some(&"customer.create"));
     assert!(actions.contains(&"customer.update"));
 }

@@ -236,7 +236,7 @@ impl SyncStorage for SurrealSyncStorage {
         };
         let action = if commit.created {
             "create"
-        } else if server.state == "deleted" {
+        } else if server.state == "deleted" && commit.previous_state.as_deref() != Some("deleted") {
             "delete"
         } else {
             "update"
