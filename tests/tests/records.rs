@@ -148,8 +148,9 @@ fn offline_edits_to_different_fields_and_contacts_all_survive_a_merge() {
     );
 }
 
+/// A random offline edit to a customer.
 #[derive(Debug, Clone)]
-enum Edit {
+pub(crate) enum Edit {
     Name(String),
     Industry(Option<String>),
     AddTag(String),
@@ -159,7 +160,7 @@ enum Edit {
     Note(usize, String),
 }
 
-fn edit() -> impl Strategy<Value = Edit> {
+pub(crate) fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         "[a-z]{1,8}".prop_map(Edit::Name),
         proptest::option::of("[a-z]{1,8}").prop_map(Edit::Industry),
@@ -171,7 +172,7 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
-fn apply(doc: &mut AutoCommit, edit: &Edit) {
+pub(crate) fn apply(doc: &mut AutoCommit, edit: &Edit) {
     let mut c: Customer = hydrate(doc).unwrap();
     match edit {
         Edit::Name(n) => c.name = n.clone(),
