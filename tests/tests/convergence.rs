@@ -30,7 +30,7 @@ async fn converge(edits: Vec<Vec<Edit>>) -> Result<(), TestCaseError> {
         );
     }
     let mut doc = outpost_mobile::records::new_document();
-    reconcile(&mut doc, &Customer::new("Start")).unwrap();
+    reconcile(&mut doc, Customer::new("Start")).unwrap();
     let id = devices[0].insert(doc);
     devices[0].settle().await;
     for device in &mut devices[1..] {
