@@ -11,8 +11,9 @@ use crate::crm::identity::bootstrap;
 use crate::crm::identity::model::RoleRow;
 use crate::crm::identity::users::create_user_in;
 use crate::crm::identity::validate;
-use crate::platform::audit::{AuditContext, Tx};
+use crate::platform::audit::AuditContext;
 use crate::platform::auth::hash_password;
+use crate::platform::db::Tx;
 use crate::platform::ids;
 
 /// Outpost, an offline-first CRM backend.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
 use utoipa::ToSchema;
 
-use crate::platform::db::{Db, DbError, Query};
+use crate::platform::db::{Db, DbError, Tx};
 use crate::platform::ids;
 
 /// Who is acting and from where, as the audit log records it.
@@ -16,8 +16,8 @@ use crate::platform::ids;
 pub struct AuditContext {
     /// The acting user's key; `None` for the system or an anonymous caller.
     pub actor: Option<String>,
-    /// `api`, `cli`, `system`, and later `sync`, `dingtalk`, `wecom`.
-    pub channel: &'static str,
+    /// `api`, `cli`, `system`, `sync`, and later `dingtalk`, `wecom`.
+    pub channel: String,
     /// The device the request came from, when the session is bound to one.
     pub device: Option<String>,
     /// The request id, to join the entry with the logs.
@@ -28,9 +28,9 @@ pub struct AuditContext {
 
 impl AuditContext {
     /// Context for work done by the server itself or from the command line.
-    pub fn system(channel: &'static str) -> Self {
+    pub fn system(channel: &str) -> Self {
         Self {
-            channel,
+            channel: channel.to_string(),
             ..Self::default()
         }
     }
@@ -109,47 +109,7 @@ impl From<AuditRow> for AuditEntry {
     }
 }
 
-/// A transaction under construction: statements and their bindings, always checked, retried on
-/// conflicts, and carrying its audit entries.
-///
-/// Statements refer to bindings by `$name`; [`Tx::bind`] returns a fresh name so that pieces
-/// written by different functions never clash.
-#[derive(Clone, Default)]
-pub struct Tx {
-    statements: Vec<String>,
-    bindings: Vec<(String, surrealdb::types::Value)>,
-}
-
 impl Tx {
-    /// An empty transaction.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Binds a value and returns its `$name`.
-    pub fn bind(&mut self, value: impl SurrealValue) -> String {
-        // Names are unique across all transactions, so that several can be merged into one.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let name = format!(
-            "p{}",
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        self.bindings.push((name.clone(), value.into_value()));
-        format!("${name}")
-    }
-
-    /// Appends another transaction's statements and bindings (group commit).
-    pub fn extend(&mut self, other: Tx) {
-        self.statements.extend(other.statements);
-        self.bindings.extend(other.bindings);
-    }
-
-    /// Adds a statement (without the trailing semicolon).
-    pub fn push(&mut self, statement: impl Into<String>) -> &mut Self {
-        self.statements.push(statement.into());
-        self
-    }
-
     /// Adds the audit entry of this change.
     pub fn audit(
         &mut self,
@@ -166,7 +126,7 @@ impl Tx {
             action: action.to_string(),
             target_kind: target.map(|(kind, _)| kind.to_string()),
             target_id: target.map(|(_, key)| key.to_string()),
-            channel: ctx.channel.to_string(),
+            channel: ctx.channel.clone(),
             device: ctx.device.clone(),
             request_id: ctx.request_id.clone(),
             address: ctx.address.clone(),
@@ -178,22 +138,6 @@ impl Tx {
         }
         let content = self.bind(content);
         self.push(format!("CREATE {id} CONTENT {content}"))
-    }
-
-    /// Runs the statements as one transaction, retrying on conflicts; returns the response so
-    /// that callers can `take` results by statement index (index 0 is `BEGIN`'s first statement).
-    pub async fn run(&self, db: &Db) -> Result<surrealdb::IndexedResults, DbError> {
-        let sql = format!(
-            "BEGIN TRANSACTION;\n{};\nCOMMIT TRANSACTION;",
-            self.statements.join(";\n")
-        );
-        let query = self
-            .bindings
-            .iter()
-            .fold(Query::new(sql), |query, (name, value)| {
-                query.bind(name, value.clone())
-            });
-        db.retry(|| query.run(db)).await
     }
 }
 

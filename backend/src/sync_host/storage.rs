@@ -11,7 +11,8 @@ use surrealdb::types::{Bytes, SurrealValue};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::platform::audit::{AuditContext, Tx};
+use crate::platform::audit::AuditContext;
+use crate::platform::db::Tx;
 use crate::platform::db::{Db, DbError, Query};
 use crate::platform::ids;
 
@@ -225,11 +226,7 @@ impl SyncStorage for SurrealSyncStorage {
         ));
         let ctx = AuditContext {
             actor: Some(commit.author.user_id.clone()),
-            channel: if commit.channel == "sync" {
-                "sync"
-            } else {
-                "api"
-            },
+            channel: commit.channel.to_string(),
             device: commit.author.device_id.clone(),
             request_id: commit.request_id.map(str::to_string),
             address: None,

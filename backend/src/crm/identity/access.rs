@@ -269,7 +269,7 @@ impl Actor {
     pub fn audit(&self) -> AuditContext {
         AuditContext {
             actor: Some(self.user_id.clone()),
-            channel: "api",
+            channel: "api".into(),
             device: self.device_id.clone(),
             request_id: self.request_id.clone(),
             address: self.address.clone(),

@@ -20,8 +20,9 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::config::AuthConfig;
 use crate::error::ApiError;
-use crate::platform::audit::{self, AuditContext, Tx};
+use crate::platform::audit::{self, AuditContext};
 use crate::platform::auth::{AccessClaims, random_token, token_digest, verify_password};
+use crate::platform::db::Tx;
 use crate::platform::db::{DbError, Query};
 use crate::platform::http::{ApiJson, ClientAddress, RequestId};
 use crate::platform::ids;
@@ -152,7 +153,7 @@ async fn login(
     let account = body.login.trim().to_lowercase();
     let ctx = AuditContext {
         actor: None,
-        channel: "api",
+        channel: "api".into(),
         device: None,
         request_id,
         address: address.clone(),
@@ -345,7 +346,7 @@ async fn refresh(
     let session_id = ids::key_of(&session.id);
     let ctx = AuditContext {
         actor: Some(session.user.clone()),
-        channel: "api",
+        channel: "api".into(),
         device: session.device.clone(),
         request_id,
         address,
@@ -434,7 +435,7 @@ async fn logout(
     if session.revoked_at.is_none() {
         let ctx = AuditContext {
             actor: Some(session.user.clone()),
-            channel: "api",
+            channel: "api".into(),
             device: session.device.clone(),
             request_id,
             address,

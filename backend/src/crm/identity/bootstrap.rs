@@ -6,8 +6,9 @@ use surrealdb::types::SurrealValue;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::platform::audit::{AuditContext, Tx};
+use crate::platform::audit::AuditContext;
 use crate::platform::auth::{generate_password, hash_password, random_token};
+use crate::platform::db::Tx;
 use crate::platform::db::{Db, DbError};
 use crate::platform::ids;
 

@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::platform::audit::Tx;
 use crate::platform::db::Query;
+use crate::platform::db::Tx;
 use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;
 

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::platform::audit::Tx;
+use crate::platform::db::Tx;
 use crate::platform::db::{DbError, Query};
 use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;

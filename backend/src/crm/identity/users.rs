@@ -11,8 +11,9 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::platform::audit::{AuditContext, Tx};
+use crate::platform::audit::AuditContext;
 use crate::platform::auth::{generate_password, hash_password, verify_password};
+use crate::platform::db::Tx;
 use crate::platform::db::{DbError, Query};
 use crate::platform::http::{ApiJson, ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;

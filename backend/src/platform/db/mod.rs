@@ -6,6 +6,7 @@
 //! so a failed statement is never silently ignored.
 
 mod migrations;
+mod tx;
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use surrealdb::opt::auth::Root;
 use surrealdb::types::QueryError;
 
 pub use migrations::{MIGRATIONS, Migration, apply_migrations, migrations_current};
+pub use tx::Tx;
 
 use crate::config::DatabaseConfig;
 
