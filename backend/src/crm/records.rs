@@ -113,3 +113,50 @@ pub async fn list_visible<R: Projection, T: From<R>>(
     )
     .await?)
 }
+
+/// Creates a record through the sync engine and answers with its projection as the caller sees
+/// it.
+pub async fn create_visible<D, R, T>(
+    state: &crate::app::AppState,
+    actor: &Actor,
+    record: D,
+) -> Result<T, ApiError>
+where
+    D: outpost_mobile::records::RecordType,
+    R: Projection,
+    T: From<R>,
+{
+    let (id, _) = state
+        .sync
+        .create(&author(actor), record)
+        .await
+        .map_err(|e| change_error(R::NAME, e))?;
+    visible::<R, T>(state, actor, &id).await
+}
+
+/// Deletes a record the caller may see: its document becomes a tombstone (state `deleted`)
+/// that every device syncs.
+pub async fn tombstone<D, R, T>(
+    state: &crate::app::AppState,
+    actor: &Actor,
+    id: &DocumentId,
+) -> Result<(), ApiError>
+where
+    D: outpost_mobile::records::RecordType,
+    R: Projection,
+    T: From<R>,
+{
+    visible::<R, T>(state, actor, id).await?;
+    let user = actor.user_id.clone();
+    state
+        .sync
+        .update::<D>(&author(actor), id, true, |record| {
+            let server = record.server_mut();
+            server.state = "deleted".into();
+            server.updated_by = Some(user);
+            server.updated_at = Some(now());
+        })
+        .await
+        .map_err(|e| change_error(R::NAME, e))?;
+    Ok(())
+}

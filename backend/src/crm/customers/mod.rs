@@ -17,7 +17,8 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
 use crate::crm::records::{
-    Projection, author, change_error, list_visible, now, parse_doc_id, visible,
+    Projection, author, change_error, create_visible, list_visible, parse_doc_id, tombstone,
+    visible,
 };
 use crate::error::ApiError;
 use crate::platform::db::Query;
@@ -298,15 +299,8 @@ async fn create_customer(
     record.tags = body.tags;
     record.notes = Text::with_value(body.notes.unwrap_or_default());
     record.contacts = body.contacts.into_iter().map(Contact::from).collect();
-    let (id, _) = state
-        .sync
-        .create(&author(&actor), record)
-        .await
-        .map_err(|e| change_error("customer", e))?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(visible::<CustomerRow, Customer>(&state, &actor, &id).await?),
-    ))
+    let created = create_visible::<Document, CustomerRow, Customer>(&state, &actor, record).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 /// Change a customer the caller may see.
@@ -380,16 +374,6 @@ async fn delete_customer(
 ) -> Result<StatusCode, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible::<CustomerRow, Customer>(&state, &actor, &id).await?;
-    let user = actor.user_id.clone();
-    state
-        .sync
-        .update::<Document>(&author(&actor), &id, true, |c| {
-            c.server.state = "deleted".into();
-            c.server.updated_by = Some(user);
-            c.server.updated_at = Some(now());
-        })
-        .await
-        .map_err(|e| change_error("customer", e))?;
+    tombstone::<Document, CustomerRow, Customer>(&state, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,7 +17,8 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
 use crate::crm::records::{
-    Projection, author, change_error, double_option, list_visible, now, parse_doc_id, visible,
+    Projection, author, change_error, create_visible, double_option, list_visible, parse_doc_id,
+    tombstone, visible,
 };
 use crate::error::ApiError;
 use crate::platform::db::Query;
@@ -210,15 +211,8 @@ async fn create_follow_up(
     record.content = Text::with_value(body.content);
     record.location = body.location;
     record.next_contact_at = body.next_contact_at;
-    let (id, _) = state
-        .sync
-        .create(&author(&actor), record)
-        .await
-        .map_err(|e| change_error("follow-up", e))?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?),
-    ))
+    let created = create_visible::<Document, FollowUpRow, FollowUp>(&state, &actor, record).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 /// Change a follow-up.
@@ -273,16 +267,6 @@ async fn delete_follow_up(
 ) -> Result<StatusCode, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?;
-    let user = actor.user_id.clone();
-    state
-        .sync
-        .update::<Document>(&author(&actor), &id, true, |f| {
-            f.server.state = "deleted".into();
-            f.server.updated_by = Some(user);
-            f.server.updated_at = Some(now());
-        })
-        .await
-        .map_err(|e| change_error("follow-up", e))?;
+    tombstone::<Document, FollowUpRow, FollowUp>(&state, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
