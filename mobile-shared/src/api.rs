@@ -81,3 +81,38 @@ pub struct Page<T> {
     /// Pass as `?cursor=` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// One document in a sync manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ManifestEntry {
+    /// The automerge-repo document id.
+    pub doc_id: String,
+    /// The record type (`customer`, `follow_up`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// [`heads_digest`] of the server's copy: equal digests mean nothing changed.
+    pub heads_digest: String,
+}
+
+/// `GET /api/v1/sync/manifest`: the documents a user may see, so that a reconnecting phone learns
+/// in one round trip what changed and what it lost access to (anything it holds that the server
+/// knows and that is not listed, it drops).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Manifest {
+    /// The user the manifest is for.
+    pub user_id: String,
+    /// Every visible document, ordered by id.
+    pub documents: Vec<ManifestEntry>,
+}
+
+/// SHA-256 (hex) of a document's heads (hex change hashes), sorted: what the manifest shows, and
+/// what a device computes over its own copy to tell whether it is behind.
+pub fn heads_digest(heads: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    Sha256::digest(sorted.join(",").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

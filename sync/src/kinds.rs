@@ -140,12 +140,6 @@ impl Kinds {
 
     /// The type a document declares in its `type` field.
     pub fn of(&self, doc: &AutoCommit) -> Option<&dyn Kind> {
-        let name = outpost_mobile::records::text::string(
-            doc,
-            &automerge::ROOT,
-            autosurgeon::Prop::Key("type".into()),
-        )
-        .ok()?;
-        self.get(&name)
+        self.get(&outpost_mobile::records::kind_of(doc)?)
     }
 }

@@ -5,12 +5,13 @@
 //! scope, validates and merges incoming changes, and fans them out to connected peers, reaching
 //! storage through traits it defines. It knows no HTTP routes and no SQL.
 
-pub mod document_id;
 pub mod engine;
 pub mod kinds;
-pub mod protocol;
 pub mod storage;
 
-pub use document_id::DocumentId;
+/// The wire protocol and document ids live in `outpost-mobile`, which phones share.
+pub use outpost_mobile::{document_id, protocol};
+
 pub use engine::{Author, ChangeError, Connection, Engine, EngineConfig, Outgoing, ProtocolError};
+pub use outpost_mobile::DocumentId;
 pub use storage::{AccessGate, Commit, PeerIdentity, StorageError, StoredDocument, SyncStorage};

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod convergence;
 mod customers;
+mod device;
 mod follow_ups;
 mod identity;
 mod interop;

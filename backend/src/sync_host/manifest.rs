@@ -3,11 +3,8 @@
 //! it holds that is not listed, it drops).
 
 use axum::extract::State;
-use outpost_mobile::api::Problem;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use outpost_mobile::api::{Manifest, ManifestEntry, Problem, heads_digest};
 use surrealdb::types::SurrealValue;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -20,42 +17,11 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(manifest))
 }
 
-/// One document in a manifest.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ManifestEntry {
-    /// The automerge-repo document id.
-    pub doc_id: String,
-    /// The record type (`customer`, `follow_up`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// SHA-256 of the document's sorted heads: equal digests mean nothing changed.
-    pub heads_digest: String,
-}
-
-/// The documents a user may see.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Manifest {
-    /// The user the manifest is for.
-    pub user_id: String,
-    /// Every visible document, ordered by id.
-    pub documents: Vec<ManifestEntry>,
-}
-
 #[derive(Debug, SurrealValue)]
 struct Row {
     doc_id: String,
     kind: String,
     heads: Option<Vec<String>>,
-}
-
-/// Digest of a document's heads as the manifest shows it.
-pub fn heads_digest(heads: &[String]) -> String {
-    let mut sorted = heads.to_vec();
-    sorted.sort();
-    Sha256::digest(sorted.join(",").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The caller's sync manifest.

@@ -69,6 +69,13 @@ pub fn set_text(value: &mut autosurgeon::Text, target: &str) {
     value.splice(prefix, removed as isize, inserted);
 }
 
+/// The record type a document declares in its root `type` field (`None` when it has none).
+pub fn kind_of<D: autosurgeon::ReadDoc>(doc: &D) -> Option<String> {
+    text::string(doc, &automerge::ROOT, autosurgeon::Prop::Key("type".into()))
+        .ok()
+        .filter(|kind| !kind.is_empty())
+}
+
 /// Re-bases one text field: `value` keeps its content but becomes an edit of `base`.
 pub fn rebase(value: &mut autosurgeon::Text, base: &autosurgeon::Text) {
     let content = value.as_str().to_string();

@@ -119,9 +119,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 10,
+            max_attempts: 16,
             base_delay: Duration::from_millis(4),
-            max_delay: Duration::from_millis(400),
+            max_delay: Duration::from_millis(500),
         }
     }
 }
