@@ -101,6 +101,9 @@ pub struct ManifestEntry {
 pub struct Manifest {
     /// The user the manifest is for.
     pub user_id: String,
+    /// The id of the user's manifest document, which a connected client can keep open to have
+    /// the same content pushed as it changes.
+    pub doc_id: String,
     /// Every visible document, ordered by id.
     pub documents: Vec<ManifestEntry>,
 }

@@ -13,6 +13,14 @@ impl DocumentId {
         Self(bs58::encode(bytes).with_check().into_string())
     }
 
+    /// An id derived from `seed` (the first 16 bytes of its SHA-256), for documents that every
+    /// party must be able to name without asking, such as a user's manifest.
+    pub fn derived(seed: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(seed.as_bytes());
+        Self(bs58::encode(&digest[..16]).with_check().into_string())
+    }
+
     /// Parses an id; `None` unless it is base58check of exactly 16 bytes. Also accepts the
     /// `automerge:` URL form.
     pub fn parse(raw: &str) -> Option<Self> {

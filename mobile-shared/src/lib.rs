@@ -8,6 +8,7 @@
 pub mod api;
 pub mod device;
 pub mod document_id;
+pub mod manifest;
 pub mod protocol;
 pub mod records;
 

@@ -7,8 +7,10 @@
 //! quarantine the document for that connection. Accepted changes are pushed to every other
 //! connected peer that syncs the document.
 
+mod manifest;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use automerge::sync::{self, SyncDoc};
@@ -113,6 +115,12 @@ struct Inner<S, G> {
     next_scan: std::sync::atomic::AtomicUsize,
     /// Actor ids already bound, so each is checked against storage once.
     actors: StdMutex<HashMap<String, PeerIdentity>>,
+    /// Manifest documents some connected peer syncs (refreshes are skipped when none).
+    open_manifests: AtomicUsize,
+    /// Wakes the manifest refresher.
+    manifests_stale: Arc<tokio::sync::Notify>,
+    /// Whether the manifest refresher task runs.
+    refresher_started: AtomicBool,
 }
 
 /// The engine; cheap to clone.
@@ -158,6 +166,9 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 closing: tokio::sync::watch::channel(false).0,
                 actors: StdMutex::new(HashMap::new()),
                 next_scan: std::sync::atomic::AtomicUsize::new(0),
+                open_manifests: AtomicUsize::new(0),
+                manifests_stale: Arc::new(tokio::sync::Notify::new()),
+                refresher_started: AtomicBool::new(false),
             }),
         }
     }
@@ -170,6 +181,11 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
     /// The storage the engine writes to.
     pub fn storage(&self) -> &S {
         &self.inner.storage
+    }
+
+    /// The access gate the engine asks.
+    pub fn gate(&self) -> &G {
+        &self.inner.gate
     }
 
     /// Resolves when the server is shutting down; connection loops select on it.
@@ -243,7 +259,17 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             if let Some(entry) = entry {
                 // Sync states are saved when a peer leaves, not per message: losing one costs
                 // a slower resync, never data.
-                let state = entry.lock().await.states.remove(peer);
+                let state = {
+                    let mut guard = entry.lock().await;
+                    let state = guard.states.remove(peer);
+                    if state.is_some()
+                        && guard.states.is_empty()
+                        && guard.kind == outpost_mobile::manifest::KIND
+                    {
+                        self.manifest_closed();
+                    }
+                    state
+                };
                 if let Some(state) = state {
                     self.save_sync_state(connection, id, &state).await;
                 }
@@ -503,6 +529,9 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             self.quarantine(connection, peer_id, &id, "undecodable sync message");
             return Ok(());
         };
+        if self.is_own_manifest(connection, &id) {
+            return self.sync_manifest(connection, peer_id, &id, message).await;
+        }
         let entry = match self.entry(&id).await {
             Ok(entry) => entry,
             Err(e) => {
@@ -583,6 +612,9 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         guard.states.insert(peer_id.to_string(), state);
         let changed = guard.doc.as_mut().is_some_and(|d| d.get_heads() != before);
         self.push(&mut guard, &id, if changed { None } else { Some(peer_id) });
+        if changed {
+            self.manifests_stale();
+        }
         Ok(())
     }
 
@@ -852,6 +884,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             .await?;
         guard.kind = T::KIND.to_string();
         guard.doc = Some(doc);
+        self.manifests_stale();
         Ok((id, record))
     }
 
@@ -903,6 +936,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         .await?;
         guard.doc = Some(proposed);
         self.push(&mut guard, id, None);
+        self.manifests_stale();
         Ok(after)
     }
 

@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use automerge::AutoCommit;
+use outpost_mobile::api::ManifestEntry;
 use outpost_mobile::records::Violation;
 
 use crate::DocumentId;
@@ -67,7 +68,8 @@ pub struct Commit<'a> {
     pub new_actors: Vec<String>,
 }
 
-/// Persistence of documents, projections and per-peer sync state.
+/// Persistence of documents, projections and per-peer sync state. Manifest documents
+/// (`outpost_mobile::manifest::KIND`) are committed like any other but have no projection.
 pub trait SyncStorage: Send + Sync + 'static {
     /// Loads a document.
     fn load(
@@ -112,4 +114,11 @@ pub trait AccessGate: Send + Sync + 'static {
 
     /// Whether `identity` may create a document of `kind`.
     fn may_create(&self, identity: &PeerIdentity, kind: &str) -> impl Future<Output = bool> + Send;
+
+    /// Every document `identity` may see, with the digest of its heads: the content of the
+    /// user's manifest.
+    fn visible_documents(
+        &self,
+        identity: &PeerIdentity,
+    ) -> impl Future<Output = Result<Vec<ManifestEntry>, StorageError>> + Send;
 }

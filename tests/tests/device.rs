@@ -441,3 +441,105 @@ async fn a_phone_killed_at_any_point_loses_no_local_edit() {
         );
     }
 }
+
+/// The manifest as a document: served to its user only, read-only, and pushed to a connected
+/// peer when a record enters or leaves the user's scope.
+#[tokio::test]
+async fn the_manifest_document_is_pushed_when_the_scope_changes() {
+    use outpost_mobile::manifest::{ManifestDocument, manifest_document_id};
+    use outpost_tests::sync_client::SyncClient;
+
+    let Team {
+        server,
+        admin,
+        support,
+        colleague_id,
+        ..
+    } = team().await;
+    let head_token = server.token_of("head@x.cn").await;
+    let head_id = server.get("/api/v1/me", &head_token).await.body["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest_id = manifest_document_id(&head_id);
+    let rest = server.get("/api/v1/sync/manifest", &head_token).await;
+    assert_eq!(rest.body["doc_id"], manifest_id.as_str());
+
+    let mut head = SyncClient::connect(&server.base, &head_token, "head-phone", None).await;
+    head.request(&manifest_id).await;
+    head.listen().await;
+    let manifest: ManifestDocument = autosurgeon::hydrate(head.doc(&manifest_id)).unwrap();
+    assert_eq!(manifest.user_id, head_id);
+    assert!(manifest.documents.is_empty());
+
+    // A colleague creates a customer: it appears in the head's open manifest, unasked.
+    let colleague_token = server.token_of("colleague@x.cn").await;
+    let created = server
+        .post(
+            "/api/v1/customers",
+            &colleague_token,
+            json!({ "name": "Pushed Co" }),
+        )
+        .await;
+    let doc_id = created.body["doc_id"].as_str().unwrap().to_string();
+    head.listen().await;
+    let manifest: ManifestDocument = autosurgeon::hydrate(head.doc(&manifest_id)).unwrap();
+    assert_eq!(
+        manifest.documents.keys().collect::<Vec<_>>(),
+        vec![&doc_id],
+        "{manifest:?}"
+    );
+    assert_eq!(manifest.documents[&doc_id].kind, "customer");
+    let digest_before = manifest.documents[&doc_id].heads_digest.clone();
+
+    // An edit changes its digest.
+    server
+        .patch(
+            &format!("/api/v1/customers/{doc_id}"),
+            &colleague_token,
+            json!({ "level": "B" }),
+        )
+        .await;
+    head.listen().await;
+    let manifest: ManifestDocument = autosurgeon::hydrate(head.doc(&manifest_id)).unwrap();
+    assert_ne!(manifest.documents[&doc_id].heads_digest, digest_before);
+
+    // The colleague moves department: the entry leaves the manifest at once.
+    let moved = server
+        .patch(
+            &format!("/api/v1/users/{colleague_id}"),
+            &admin,
+            json!({ "department_id": support }),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK);
+    head.listen().await;
+    let manifest: ManifestDocument = autosurgeon::hydrate(head.doc(&manifest_id)).unwrap();
+    assert!(manifest.documents.is_empty(), "{manifest:?}");
+
+    // Nobody else may open it, and its own user may not write to it.
+    let mut colleague =
+        SyncClient::connect(&server.base, &colleague_token, "colleague-phone", None).await;
+    colleague.request(&manifest_id).await;
+    colleague.listen().await;
+    assert_eq!(colleague.unavailable, vec![manifest_id.to_string()]);
+
+    let forged = ManifestDocument::new(
+        &head_id,
+        vec![outpost_mobile::api::ManifestEntry {
+            doc_id: "forged".into(),
+            kind: "customer".into(),
+            heads_digest: "0".into(),
+        }],
+    );
+    autosurgeon::reconcile(head.doc(&manifest_id), &forged).unwrap();
+    head.push(&manifest_id).await;
+    head.listen().await;
+    assert_eq!(head.unavailable, vec![manifest_id.to_string()]);
+    let rest = server.get("/api/v1/sync/manifest", &head_token).await;
+    assert_eq!(
+        rest.body["documents"],
+        json!([]),
+        "the forged entry went nowhere"
+    );
+}

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outpost_sync::{AccessGate, DocumentId, PeerIdentity};
+use outpost_mobile::api::ManifestEntry;
+use outpost_sync::{AccessGate, DocumentId, PeerIdentity, StorageError};
 use surrealdb::types::SurrealValue;
 
 use crate::crm::identity::access::{Access, Permission};
@@ -59,6 +60,12 @@ impl ScopeGate {
         row.map(|r| r.owner)
     }
 
+    /// Forgets every cached access: roles, departments or managers changed, and open
+    /// connections must see the new scopes now rather than after the cache expires.
+    pub fn forget_access(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     async fn access(&self, identity: &PeerIdentity) -> Option<Access> {
         if let Some((at, access)) = self
             .cache
@@ -107,5 +114,19 @@ impl AccessGate for ScopeGate {
         self.access(identity)
             .await
             .is_some_and(|a| a.permissions.contains(&Permission::CustomerWrite))
+    }
+
+    async fn visible_documents(
+        &self,
+        identity: &PeerIdentity,
+    ) -> Result<Vec<ManifestEntry>, StorageError> {
+        match self.access(identity).await {
+            Some(access) if access.permissions.contains(&Permission::CustomerRead) => {
+                super::manifest::visible_documents(&self.db, &access.scope)
+                    .await
+                    .map_err(|e| StorageError::Failed(e.to_string()))
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 }

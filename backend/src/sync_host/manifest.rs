@@ -9,9 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::crm::identity::access::{Actor, Permission};
+use outpost_mobile::manifest::manifest_document_id;
+
+use crate::crm::identity::access::{Actor, Permission, Scope};
 use crate::error::ApiError;
-use crate::platform::db::Query;
+use crate::platform::db::{Db, DbError, Query};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(manifest))
@@ -24,16 +26,10 @@ struct Row {
     heads: Option<Vec<String>>,
 }
 
-/// The caller's sync manifest.
-#[utoipa::path(get, path = "/api/v1/sync/manifest", tag = "sync",
-    responses((status = 200, body = Manifest), (status = 401, body = Problem), (status = 403, body = Problem)),
-    security(("bearer" = [])))]
-async fn manifest(
-    State(state): State<AppState>,
-    actor: Actor,
-) -> Result<axum::Json<Manifest>, ApiError> {
-    actor.require(Permission::CustomerRead)?;
-    let scope = actor.scope.filter("owner");
+/// Every document visible through `scope`, with the digest of its heads, ordered by id: the
+/// content of the manifest, as a document and over REST. (Callers check `customer.read`.)
+pub async fn visible_documents(db: &Db, scope: &Scope) -> Result<Vec<ManifestEntry>, DbError> {
+    let scope = scope.filter("owner");
     let rows: Vec<Row> = Query::new(format!(
         "SELECT record::id(id) AS doc_id, 'customer' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
            FROM customer WHERE {cond} AND state != 'deleted';
@@ -43,7 +39,7 @@ async fn manifest(
         cond = scope.condition
     ))
     .bind("scope_owners", scope.owners)
-    .run(&state.db)
+    .run(db)
     .await
     .and_then(|mut r| {
         let mut customers: Vec<Row> = r.take(0)?;
@@ -60,8 +56,23 @@ async fn manifest(
         })
         .collect();
     documents.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+    Ok(documents)
+}
+
+/// The caller's sync manifest. The same content is the user's manifest document (its id is
+/// `doc_id`), which a connected client keeps open to have changes pushed.
+#[utoipa::path(get, path = "/api/v1/sync/manifest", tag = "sync",
+    responses((status = 200, body = Manifest), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = [])))]
+async fn manifest(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> Result<axum::Json<Manifest>, ApiError> {
+    actor.require(Permission::CustomerRead)?;
+    let documents = visible_documents(&state.db, &actor.scope).await?;
     Ok(axum::Json(Manifest {
         user_id: actor.user_id.clone(),
+        doc_id: manifest_document_id(&actor.user_id).to_string(),
         documents,
     }))
 }

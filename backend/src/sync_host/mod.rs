@@ -33,3 +33,11 @@ pub async fn engine(db: &Db, config: &crate::config::SyncConfig) -> Result<SyncE
         },
     ))
 }
+
+/// Who sees what changed outside any document (a user moved department, got another manager or
+/// role, was deactivated; a role's scope changed): open sync connections pick up the new scopes
+/// at once, and open manifest documents are refreshed.
+pub fn scopes_changed(state: &crate::app::AppState) {
+    state.sync.gate().forget_access();
+    state.sync.manifests_stale();
+}

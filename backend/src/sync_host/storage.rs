@@ -172,17 +172,19 @@ impl SyncStorage for SurrealSyncStorage {
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
         let id = commit.document_id.to_string();
-        let (row, server): (surrealdb::types::Value, ServerFields) = match commit.kind {
+        // A manifest is the server's own bookkeeping: stored, but neither projected nor audited.
+        let projected: Option<(surrealdb::types::Value, ServerFields)> = match commit.kind {
             Customer::KIND => {
                 let doc: Customer =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
-                (CustomerRow::from(&doc).into_value(), doc.server().clone())
+                Some((CustomerRow::from(&doc).into_value(), doc.server().clone()))
             }
             FollowUp::KIND => {
                 let doc: FollowUp =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
-                (FollowUpRow::from(&doc).into_value(), doc.server().clone())
+                Some((FollowUpRow::from(&doc).into_value(), doc.server().clone()))
             }
+            outpost_mobile::manifest::KIND => None,
             other => return Err(StorageError::Failed(format!("no projection for {other}"))),
         };
         let existing: Option<DocumentRow> =
@@ -218,39 +220,43 @@ impl SyncStorage for SurrealSyncStorage {
                 "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now()"
             ));
         }
-        let projection = tx.bind(ids::record(commit.kind, &id));
-        let row_b = tx.bind(row);
-        let created_at = tx.bind(parse_time(server.created_at.as_deref()));
-        tx.push(format!(
-            "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
-        ));
-        let ctx = AuditContext {
-            actor: Some(commit.author.user_id.clone()),
-            channel: commit.channel.to_string(),
-            device: commit.author.device_id.clone(),
-            request_id: commit.request_id.map(str::to_string),
-            address: None,
-        };
-        let action = if commit.created {
-            "create"
-        } else if server.state == "deleted" && commit.previous_state.as_deref() != Some("deleted") {
-            "delete"
-        } else {
-            "update"
-        };
-        tx.audit(
-            &ctx,
-            &format!("{}.{action}", commit.kind),
-            Some((commit.kind, &id)),
-            serde_json::json!({ "via": commit.channel, "heads": commit.heads }),
-        );
-        if !commit.corrections.is_empty() {
+        if let Some((row, server)) = projected {
+            let projection = tx.bind(ids::record(commit.kind, &id));
+            let row_b = tx.bind(row);
+            let created_at = tx.bind(parse_time(server.created_at.as_deref()));
+            tx.push(format!(
+                "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
+            ));
+            let ctx = AuditContext {
+                actor: Some(commit.author.user_id.clone()),
+                channel: commit.channel.to_string(),
+                device: commit.author.device_id.clone(),
+                request_id: commit.request_id.map(str::to_string),
+                address: None,
+            };
+            let action = if commit.created {
+                "create"
+            } else if server.state == "deleted"
+                && commit.previous_state.as_deref() != Some("deleted")
+            {
+                "delete"
+            } else {
+                "update"
+            };
             tx.audit(
                 &ctx,
-                "sync.corrected",
+                &format!("{}.{action}", commit.kind),
                 Some((commit.kind, &id)),
-                serde_json::json!({ "corrections": commit.corrections.iter().map(|c| serde_json::json!({ "field": c.field, "reason": c.message })).collect::<Vec<_>>() }),
+                serde_json::json!({ "via": commit.channel, "heads": commit.heads }),
             );
+            if !commit.corrections.is_empty() {
+                tx.audit(
+                    &ctx,
+                    "sync.corrected",
+                    Some((commit.kind, &id)),
+                    serde_json::json!({ "corrections": commit.corrections.iter().map(|c| serde_json::json!({ "field": c.field, "reason": c.message })).collect::<Vec<_>>() }),
+                );
+            }
         }
         for actor in &commit.new_actors {
             let record = tx.bind(ids::record("sync_actor", actor));

@@ -252,6 +252,7 @@ async fn update_department(
         other => other?,
     };
     let row = load(&state, &key).await?;
+    crate::sync_host::scopes_changed(&state);
     Ok(axum::Json(row.into()))
 }
 

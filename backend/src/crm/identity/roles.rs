@@ -188,6 +188,7 @@ async fn update_role(
         }),
     );
     tx.run(&state.db).await.map_err(duplicate_name)?;
+    crate::sync_host::scopes_changed(&state);
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
 

@@ -610,6 +610,7 @@ async fn update_user(
         changed_fields(&before, &after),
     );
     tx.run(&state.db).await.map_err(login_taken)?;
+    crate::sync_host::scopes_changed(&state);
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
 
@@ -664,6 +665,7 @@ async fn deactivate_user(
         serde_json::json!({ "sessions": "revoked", "devices": "revoked" }),
     );
     tx.run(&state.db).await?;
+    crate::sync_host::scopes_changed(&state);
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
 
@@ -691,6 +693,7 @@ async fn activate_user(
         serde_json::json!({}),
     );
     tx.run(&state.db).await?;
+    crate::sync_host::scopes_changed(&state);
     Ok(axum::Json(load(&state, &key).await?.into()))
 }
 
