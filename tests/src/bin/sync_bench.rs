@@ -3,7 +3,8 @@
 //!
 //! Prints accepted changes/s, documents/s, frames and bytes per reconnect, p50/p99 of one
 //! device's reconnect, the process's peak memory, and, for the same changes, raw automerge merge
-//! throughput in-process (the ceiling). Run it optimized:
+//! throughput in-process (the ceiling), and how long the phone's own `Device` client takes to
+//! sync `--solo-docs` documents changed offline. Run it optimized:
 //!
 //! ```sh
 //! cargo run --release -p outpost-tests --bin sync_bench -- --devices 200 --docs 100 --edits 10
@@ -16,11 +17,13 @@ use std::time::{Duration, Instant};
 use automerge::AutoCommit;
 use autosurgeon::{hydrate, reconcile};
 use outpost::config::Config;
+use outpost_mobile::device::Device;
 use outpost_mobile::records::customer::Customer;
-use outpost_tests::TestServer;
 use outpost_tests::sync_client::SyncClient;
+use outpost_tests::{PASSWORD, TestServer};
 
 struct Args {
+    solo_docs: usize,
     devices: usize,
     docs: usize,
     edits: usize,
@@ -29,6 +32,7 @@ struct Args {
 
 fn args() -> Args {
     let mut args = Args {
+        solo_docs: 200,
         devices: 20,
         docs: 20,
         edits: 10,
@@ -42,8 +46,9 @@ fn args() -> Args {
             "--docs" => args.docs = value.parse().expect("--docs M"),
             "--edits" => args.edits = value.parse().expect("--edits E"),
             "--db" => args.db = value,
+            "--solo-docs" => args.solo_docs = value.parse().expect("--solo-docs N"),
             other => panic!(
-                "unknown flag {other}; flags: --devices N --docs M --edits E --db surrealkv|mem"
+                "unknown flag {other}; flags: --devices N --docs M --edits E --solo-docs N --db surrealkv|mem"
             ),
         }
     }
@@ -173,6 +178,34 @@ async fn main() {
     let list = server.get("/api/v1/customers?limit=1", &admin).await;
     assert_eq!(list.status, reqwest::StatusCode::OK);
 
+    // The phone's own client (disk store, manifest round trip, fsync per saved file): one
+    // device with `--solo-docs` documents changed offline, after the storm.
+    server
+        .user(&admin, "solo@bench.cn", &root, None, &[&rep])
+        .await;
+    let solo_dir = tempfile::tempdir().unwrap();
+    let mut solo = Device::open(solo_dir.path(), &server.base).unwrap();
+    solo.login("solo@bench.cn", PASSWORD, "bench phone", "android")
+        .await
+        .unwrap();
+    for doc in 0..args.solo_docs {
+        let id = solo
+            .create(&Customer::new(format!("离线客户 {doc}")))
+            .unwrap();
+        for edit in 1..args.edits {
+            solo.update::<Customer>(&id, |c| c.tags.push(format!("t{edit}")))
+                .unwrap();
+        }
+    }
+    let solo_started = Instant::now();
+    let report = solo.sync().await.unwrap();
+    let solo_secs = solo_started.elapsed().as_secs_f64();
+    assert_eq!(
+        report.sent.len(),
+        args.solo_docs,
+        "every document reached the server"
+    );
+
     println!(
         "sync_bench: {} devices x {} docs x {} edits on {} ({} changes, {} documents)",
         args.devices,
@@ -209,6 +242,10 @@ async fn main() {
     println!(
         "| one device's reconnect p99 | {:.3} s |",
         percentile(&latencies, 0.99).as_secs_f64()
+    );
+    println!(
+        "| Device client: {} documents changed offline, one sync() | {solo_secs:.3} s |",
+        args.solo_docs
     );
     println!(
         "| peak RSS (server and clients, one process) | {:.0} MiB |",
