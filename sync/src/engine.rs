@@ -698,15 +698,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             {
                 return Admission::Refused(format!("may not create a {}", kind.name()));
             }
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let initial = ServerFields {
-                owner: Some(connection.identity.user_id.clone()),
-                state: "owned".into(),
-                created_by: Some(connection.identity.user_id.clone()),
-                updated_by: Some(connection.identity.user_id.clone()),
-                created_at: Some(now.clone()),
-                updated_at: Some(now),
-            };
+            let initial = ServerFields::created_by(&connection.identity.user_id);
             kind.admit(None, proposed, &initial)
         };
         let corrections = match corrections {
@@ -864,15 +856,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         if !violations.is_empty() {
             return Err(ChangeError::Invalid(violations));
         }
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        *record.server_mut() = ServerFields {
-            owner: Some(author.identity.user_id.clone()),
-            state: "owned".into(),
-            created_by: Some(author.identity.user_id.clone()),
-            updated_by: Some(author.identity.user_id.clone()),
-            created_at: Some(now.clone()),
-            updated_at: Some(now),
-        };
+        *record.server_mut() = ServerFields::created_by(&author.identity.user_id);
         let id = DocumentId::generate();
         let mut doc =
             outpost_mobile::records::new_document().with_actor(self.inner.server_actor.clone());

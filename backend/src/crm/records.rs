@@ -51,11 +51,6 @@ where
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
-/// The current time as the documents store it.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// A projection row of a synced record: it has an owner and a state, which decide visibility.
 pub trait Projection: surrealdb::types::SurrealValue {
     /// The projection table (also the document kind).
@@ -134,6 +129,28 @@ where
     visible::<R, T>(state, actor, &id).await
 }
 
+/// Changes a record the caller may see through the sync engine (server-owned fields stay as
+/// they are) and answers with its projection as the caller sees it.
+pub async fn update_visible<D, R, T>(
+    state: &crate::app::AppState,
+    actor: &Actor,
+    id: &DocumentId,
+    edit: impl FnOnce(&mut D),
+) -> Result<T, ApiError>
+where
+    D: outpost_mobile::records::RecordType,
+    R: Projection,
+    T: From<R>,
+{
+    visible::<R, T>(state, actor, id).await?;
+    state
+        .sync
+        .update::<D>(&author(actor), id, false, edit)
+        .await
+        .map_err(|e| change_error(R::NAME, e))?;
+    visible::<R, T>(state, actor, id).await
+}
+
 /// Deletes a record the caller may see: its document becomes a tombstone (state `deleted`)
 /// that every device syncs.
 pub async fn tombstone<D, R, T>(
@@ -154,7 +171,7 @@ where
             let server = record.server_mut();
             server.state = "deleted".into();
             server.updated_by = Some(user);
-            server.updated_at = Some(now());
+            server.updated_at = Some(outpost_mobile::records::timestamp_now());
         })
         .await
         .map_err(|e| change_error(R::NAME, e))?;

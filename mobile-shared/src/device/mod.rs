@@ -158,11 +158,14 @@ impl Local {
 
     /// Whether the server has acknowledged exactly this device's heads.
     fn acknowledged(&mut self) -> bool {
-        let mut ours = self.doc.get_heads();
-        ours.sort();
-        let mut shared = self.state.shared_heads.clone();
-        shared.sort();
-        !ours.is_empty() && ours == shared
+        let ours = self.doc.get_heads();
+        !ours.is_empty() && same_heads(&ours, &self.state.shared_heads)
+    }
+
+    /// Whether this round has brought the device level with what the server says it has.
+    fn level_with_server(&mut self) -> bool {
+        let theirs = self.state.their_heads.clone().unwrap_or_default();
+        same_heads(&self.doc.get_heads(), &theirs)
     }
 
     fn digest(&mut self) -> String {
@@ -744,12 +747,7 @@ impl Device {
                     if let Err(e) = link.sync(&id, reply, false).await {
                         break Err(e);
                     }
-                    let local = self.docs.get_mut(&id).expect("present above");
-                    let mut ours = local.doc.get_heads();
-                    ours.sort();
-                    let mut theirs = local.state.their_heads.clone().unwrap_or_default();
-                    theirs.sort();
-                    if ours == theirs {
+                    if self.docs.get_mut(&id).is_some_and(Local::level_with_server) {
                         pending.remove(&id);
                     }
                 }
@@ -797,11 +795,7 @@ impl Device {
             match before.get(id) {
                 Some(None) if !now.is_empty() => report.added.push(id.clone()),
                 Some(Some(earlier)) => {
-                    let mut earlier = earlier.clone();
-                    earlier.sort();
-                    let mut now_sorted = now.clone();
-                    now_sorted.sort();
-                    if earlier != now_sorted {
+                    if !same_heads(earlier, &now) {
                         report.changed.push(id.clone());
                     }
                     if had_local_changes.contains(id) && local.acknowledged() {
@@ -851,6 +845,15 @@ impl Device {
         }
         Ok(any_succeeded)
     }
+}
+
+/// Whether two sets of heads are the same, whatever their order.
+fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
 }
 
 fn parse_actor(hex: &str) -> Option<ActorId> {

@@ -219,93 +219,21 @@ impl RecordType for Customer {
     }
 
     fn correct(previous: &Self, proposed: &Self) -> (Self, Vec<Violation>) {
-        let violations = proposed.validate();
         let mut fixed = proposed.clone();
-        let mut corrections = Vec::new();
-        rules::restore(
-            &violations,
-            "type",
-            &mut fixed.record_type,
-            &previous.record_type,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "name",
-            &mut fixed.name,
-            &previous.name,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "kind",
-            &mut fixed.kind,
-            &previous.kind,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "level",
-            &mut fixed.level,
-            &previous.level,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "industry",
-            &mut fixed.industry,
-            &previous.industry,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "source",
-            &mut fixed.source,
-            &previous.source,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "phones",
-            &mut fixed.phones,
-            &previous.phones,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "emails",
-            &mut fixed.emails,
-            &previous.emails,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "address",
-            &mut fixed.address,
-            &previous.address,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "tags",
-            &mut fixed.tags,
-            &previous.tags,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "notes",
-            &mut fixed.notes,
-            &previous.notes,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "contacts",
-            &mut fixed.contacts,
-            &previous.contacts,
-            &mut corrections,
-        );
+        let mut c = rules::Corrector::new(proposed.validate());
+        c.restore("type", &mut fixed.record_type, &previous.record_type);
+        c.restore("name", &mut fixed.name, &previous.name);
+        c.restore("kind", &mut fixed.kind, &previous.kind);
+        c.restore("level", &mut fixed.level, &previous.level);
+        c.restore("industry", &mut fixed.industry, &previous.industry);
+        c.restore("source", &mut fixed.source, &previous.source);
+        c.restore("phones", &mut fixed.phones, &previous.phones);
+        c.restore("emails", &mut fixed.emails, &previous.emails);
+        c.restore("address", &mut fixed.address, &previous.address);
+        c.restore("tags", &mut fixed.tags, &previous.tags);
+        c.restore("notes", &mut fixed.notes, &previous.notes);
+        c.restore("contacts", &mut fixed.contacts, &previous.contacts);
+        let mut corrections = c.finish();
         super::keep_server_fields(&mut fixed.server, &previous.server, &mut corrections);
         (fixed, corrections)
     }

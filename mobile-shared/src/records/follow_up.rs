@@ -162,72 +162,28 @@ impl RecordType for FollowUp {
     }
 
     fn correct(previous: &Self, proposed: &Self) -> (Self, Vec<Violation>) {
-        let violations = proposed.validate();
         let mut fixed = proposed.clone();
-        let mut corrections = Vec::new();
-        rules::restore(
-            &violations,
-            "type",
-            &mut fixed.record_type,
-            &previous.record_type,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "customer",
-            &mut fixed.customer,
-            &previous.customer,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "method",
-            &mut fixed.method,
-            &previous.method,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "at",
-            &mut fixed.at,
-            &previous.at,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "content",
-            &mut fixed.content,
-            &previous.content,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
-            "location",
-            &mut fixed.location,
-            &previous.location,
-            &mut corrections,
-        );
-        rules::restore(
-            &violations,
+        let mut c = rules::Corrector::new(proposed.validate());
+        c.restore("type", &mut fixed.record_type, &previous.record_type);
+        c.restore("customer", &mut fixed.customer, &previous.customer);
+        c.restore("method", &mut fixed.method, &previous.method);
+        c.restore("at", &mut fixed.at, &previous.at);
+        c.restore("content", &mut fixed.content, &previous.content);
+        c.restore("location", &mut fixed.location, &previous.location);
+        c.restore(
             "next_contact_at",
             &mut fixed.next_contact_at,
             &previous.next_contact_at,
-            &mut corrections,
         );
-        rules::restore(
-            &violations,
-            "attachments",
-            &mut fixed.attachments,
-            &previous.attachments,
-            &mut corrections,
-        );
+        c.restore("attachments", &mut fixed.attachments, &previous.attachments);
         if !previous.customer.is_empty() && fixed.customer != previous.customer {
             fixed.customer = previous.customer.clone();
-            corrections.push(Violation::new(
+            c.push(Violation::new(
                 "customer",
                 "a follow-up cannot move to another customer",
             ));
         }
+        let mut corrections = c.finish();
         super::keep_server_fields(&mut fixed.server, &previous.server, &mut corrections);
         (fixed, corrections)
     }

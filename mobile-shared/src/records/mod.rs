@@ -163,6 +163,26 @@ impl Default for ServerFields {
     }
 }
 
+impl ServerFields {
+    /// The server fields of a record `user_id` creates now: owned by its creator.
+    pub fn created_by(user_id: &str) -> Self {
+        let now = timestamp_now();
+        Self {
+            owner: Some(user_id.to_string()),
+            state: default_state(),
+            created_by: Some(user_id.to_string()),
+            updated_by: Some(user_id.to_string()),
+            created_at: Some(now.clone()),
+            updated_at: Some(now),
+        }
+    }
+}
+
+/// The current time as documents store it: RFC 3339 in UTC, to the millisecond.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn default_state() -> String {
     "owned".into()
 }

@@ -121,22 +121,43 @@ pub fn touches(violations: &[Violation], field: &str) -> bool {
     })
 }
 
-/// Puts `fixed` back to `previous` when a violation concerns `field`, and records the
-/// corrections made.
-pub fn restore<T: Clone>(
-    violations: &[Violation],
-    field: &str,
-    fixed: &mut T,
-    previous: &T,
-    corrections: &mut Vec<Violation>,
-) {
-    let concerned: Vec<Violation> = violations
-        .iter()
-        .filter(|v| touches(std::slice::from_ref(*v), field))
-        .cloned()
-        .collect();
-    if !concerned.is_empty() {
-        *fixed = previous.clone();
-        corrections.extend(concerned);
+/// Builds a record type's `correct`: every field a violation concerns goes back to its previous
+/// value, and each correction is recorded with its reason.
+pub struct Corrector {
+    violations: Vec<Violation>,
+    corrections: Vec<Violation>,
+}
+
+impl Corrector {
+    /// A corrector for the violations of the proposed value.
+    pub fn new(violations: Vec<Violation>) -> Self {
+        Self {
+            violations,
+            corrections: Vec::new(),
+        }
+    }
+
+    /// Puts `fixed` back to `previous` when a violation concerns `field`.
+    pub fn restore<T: Clone>(&mut self, field: &str, fixed: &mut T, previous: &T) {
+        let concerned: Vec<Violation> = self
+            .violations
+            .iter()
+            .filter(|v| touches(std::slice::from_ref(*v), field))
+            .cloned()
+            .collect();
+        if !concerned.is_empty() {
+            *fixed = previous.clone();
+            self.corrections.extend(concerned);
+        }
+    }
+
+    /// Records a correction made by hand.
+    pub fn push(&mut self, correction: Violation) {
+        self.corrections.push(correction);
+    }
+
+    /// The corrections made.
+    pub fn finish(self) -> Vec<Violation> {
+        self.corrections
     }
 }

@@ -17,8 +17,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
 use crate::crm::records::{
-    Projection, author, change_error, create_visible, list_visible, parse_doc_id, tombstone,
-    visible,
+    Projection, create_visible, list_visible, parse_doc_id, tombstone, update_visible, visible,
 };
 use crate::error::ApiError;
 use crate::platform::db::Query;
@@ -316,49 +315,43 @@ async fn update_customer(
 ) -> Result<axum::Json<Customer>, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible::<CustomerRow, Customer>(&state, &actor, &id).await?;
-    state
-        .sync
-        .update::<Document>(&author(&actor), &id, false, |c| {
-            if let Some(v) = body.name {
-                c.name = v;
-            }
-            if let Some(v) = body.kind {
-                c.kind = v;
-            }
-            if let Some(v) = body.level {
-                c.level = v;
-            }
-            if let Some(v) = body.industry {
-                c.industry = v;
-            }
-            if let Some(v) = body.source {
-                c.source = v;
-            }
-            if let Some(v) = body.phones {
-                c.phones = v;
-            }
-            if let Some(v) = body.emails {
-                c.emails = v;
-            }
-            if let Some(v) = body.address {
-                c.address = v;
-            }
-            if let Some(v) = body.tags {
-                c.tags = v;
-            }
-            if let Some(v) = body.notes {
-                outpost_mobile::records::set_text(&mut c.notes, &v);
-            }
-            if let Some(v) = body.contacts {
-                c.contacts = v.into_iter().map(Contact::from).collect();
-            }
-        })
-        .await
-        .map_err(|e| change_error("customer", e))?;
-    Ok(axum::Json(
-        visible::<CustomerRow, Customer>(&state, &actor, &id).await?,
-    ))
+    let updated = update_visible::<Document, CustomerRow, Customer>(&state, &actor, &id, |c| {
+        if let Some(v) = body.name {
+            c.name = v;
+        }
+        if let Some(v) = body.kind {
+            c.kind = v;
+        }
+        if let Some(v) = body.level {
+            c.level = v;
+        }
+        if let Some(v) = body.industry {
+            c.industry = v;
+        }
+        if let Some(v) = body.source {
+            c.source = v;
+        }
+        if let Some(v) = body.phones {
+            c.phones = v;
+        }
+        if let Some(v) = body.emails {
+            c.emails = v;
+        }
+        if let Some(v) = body.address {
+            c.address = v;
+        }
+        if let Some(v) = body.tags {
+            c.tags = v;
+        }
+        if let Some(v) = body.notes {
+            outpost_mobile::records::set_text(&mut c.notes, &v);
+        }
+        if let Some(v) = body.contacts {
+            c.contacts = v.into_iter().map(Contact::from).collect();
+        }
+    })
+    .await?;
+    Ok(axum::Json(updated))
 }
 
 /// Delete a customer: the document becomes a tombstone (state `deleted`) that every device

@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
 use crate::crm::records::{
-    Projection, author, change_error, create_visible, double_option, list_visible, parse_doc_id,
-    tombstone, visible,
+    Projection, create_visible, double_option, list_visible, parse_doc_id, tombstone,
+    update_visible, visible,
 };
 use crate::error::ApiError;
 use crate::platform::db::Query;
@@ -228,31 +228,25 @@ async fn update_follow_up(
 ) -> Result<axum::Json<FollowUp>, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?;
-    state
-        .sync
-        .update::<Document>(&author(&actor), &id, false, |f| {
-            if let Some(v) = body.method {
-                f.method = v;
-            }
-            if let Some(v) = body.at {
-                f.at = v;
-            }
-            if let Some(v) = body.content {
-                outpost_mobile::records::set_text(&mut f.content, &v);
-            }
-            if let Some(v) = body.location {
-                f.location = v;
-            }
-            if let Some(v) = body.next_contact_at {
-                f.next_contact_at = v;
-            }
-        })
-        .await
-        .map_err(|e| change_error("follow-up", e))?;
-    Ok(axum::Json(
-        visible::<FollowUpRow, FollowUp>(&state, &actor, &id).await?,
-    ))
+    let updated = update_visible::<Document, FollowUpRow, FollowUp>(&state, &actor, &id, |f| {
+        if let Some(v) = body.method {
+            f.method = v;
+        }
+        if let Some(v) = body.at {
+            f.at = v;
+        }
+        if let Some(v) = body.content {
+            outpost_mobile::records::set_text(&mut f.content, &v);
+        }
+        if let Some(v) = body.location {
+            f.location = v;
+        }
+        if let Some(v) = body.next_contact_at {
+            f.next_contact_at = v;
+        }
+    })
+    .await?;
+    Ok(axum::Json(updated))
 }
 
 /// Delete a follow-up (a tombstone every device syncs).
