@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod crm;
 pub mod error;
+pub mod jobs;
 pub mod platform;
 pub mod sync_host;
 

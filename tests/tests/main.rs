@@ -13,6 +13,7 @@ mod device;
 mod follow_ups;
 mod identity;
 mod interop;
+mod jobs;
 mod openapi;
 mod protocol;
 mod records;

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_sync.surql",
         sql: include_str!("migrations/0002_sync.surql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_jobs.surql",
+        sql: include_str!("migrations/0003_jobs.surql"),
+    },
 ];
 
 #[derive(Debug, SurrealValue)]

@@ -1,0 +1,295 @@
+//! Jobs and workers in SurrealDB: apalis-core's [`Persistence`] over the `job` and
+//! `job_worker` tables, plus what admins do with jobs (list, retry, discard).
+
+use apalis_core::backend::persistence::{Persistence, TaskEvent};
+use apalis_core::task::Task;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::task_id::TaskId;
+use apalis_core::worker::context::WorkerContext;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use surrealdb::types::{Bytes, RecordId, SurrealValue};
+use utoipa::ToSchema;
+
+use super::{JobError, JobOptions, QueueConfig};
+use crate::platform::db::{Db, Query, Tx};
+use crate::platform::ids;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for its time or for a worker.
+    Pending,
+    /// Claimed by a worker.
+    Running,
+    /// Ran successfully.
+    Done,
+    /// Failed on its last allowed attempt; kept with its error.
+    Failed,
+    /// Dropped by an admin.
+    Discarded,
+}
+
+impl JobStatus {
+    /// The name stored in `job.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Discarded => "discarded",
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, SurrealValue)]
+pub struct JobRow {
+    /// `job:<key>`.
+    pub id: RecordId,
+    /// The queue.
+    pub queue: String,
+    /// JSON arguments.
+    pub args: Bytes,
+    /// `pending`, `running`, `done`, `failed` or `discarded`.
+    pub status: String,
+    /// Higher runs first.
+    pub priority: i64,
+    /// Due time.
+    pub run_at: DateTime<Utc>,
+    /// Runs started so far.
+    pub attempts: i64,
+    /// Runs allowed.
+    pub max_attempts: i64,
+    /// The worker running it.
+    pub lock_by: Option<String>,
+    /// The last run's error.
+    pub last_error: Option<String>,
+    /// Enqueued.
+    pub created_at: DateTime<Utc>,
+    /// Finished.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// Adds the `CREATE` of a job to `tx`; returns the job's key.
+pub(crate) fn create_job(tx: &mut Tx, queue: &str, args: Vec<u8>, options: &JobOptions) -> String {
+    let key = ids::new_key();
+    let record = tx.bind(ids::record("job", &key));
+    let queue = tx.bind(queue.to_string());
+    let args = tx.bind(Bytes::from(args));
+    let priority = tx.bind(options.priority);
+    let run_at = tx.bind(options.run_at.unwrap_or_else(Utc::now));
+    let max_attempts = tx.bind(i64::from(options.max_attempts.max(1)));
+    tx.push(format!(
+        "CREATE {record} SET queue = {queue}, args = {args}, status = 'pending', priority = {priority}, run_at = {run_at}, attempts = 0, max_attempts = {max_attempts}, created_at = time::now()"
+    ));
+    key
+}
+
+/// apalis-core persistence of one queue over SurrealDB.
+#[derive(Debug, Clone)]
+pub struct JobStore {
+    db: Db,
+    config: QueueConfig,
+}
+
+/// SurrealQL for "this long ago".
+fn ago(duration: std::time::Duration) -> String {
+    format!("time::now() - {}ms", duration.as_millis())
+}
+
+impl JobStore {
+    /// The store of the queue `config.queue`.
+    pub fn new(db: Db, config: QueueConfig) -> Self {
+        Self { db, config }
+    }
+
+    /// Returns every job held by a worker that has stopped heartbeating (or by `worker`, when
+    /// it starts again under the same name) to `pending`.
+    async fn release_orphans(&self, restarted: Option<&str>) -> Result<(), JobError> {
+        let query = Query::new(format!(
+            "LET $dead = (SELECT VALUE record::id(id) FROM job_worker WHERE queue = $queue AND last_seen < {ago});
+             UPDATE job SET status = 'pending', lock_by = NONE, lock_at = NONE
+               WHERE queue = $queue AND status = 'running' AND (lock_by IN $dead OR lock_by = $restarted);",
+            ago = ago(self.config.dead_after)
+        ))
+        .bind("queue", self.config.queue.clone())
+        .bind("restarted", restarted.map(str::to_string));
+        self.db.retry(|| query.run(&self.db)).await?;
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        results: Vec<apalis_core::backend::TaskResult<Vec<u8>>>,
+        worker: &str,
+    ) -> Result<(), JobError> {
+        #[derive(Debug, SurrealValue)]
+        struct Attempts {
+            key: String,
+            attempts: i64,
+            max_attempts: i64,
+        }
+        let keys: Vec<String> = results.iter().map(|r| r.task_id.to_string()).collect();
+        let records: Vec<RecordId> = keys.iter().map(|k| ids::record("job", k)).collect();
+        let attempts: Vec<Attempts> =
+            Query::new("SELECT record::id(id) AS key, attempts, max_attempts FROM $records")
+                .bind("records", records)
+                .take(&self.db, 0)
+                .await?;
+        let mut tx = Tx::new();
+        let worker_b = tx.bind(worker.to_string());
+        for result in results {
+            let key = result.task_id.to_string();
+            let record = tx.bind(ids::record("job", &key));
+            match result.result {
+                Ok(output) => {
+                    let output = tx.bind(Bytes::from(output));
+                    tx.push(format!(
+                        "UPDATE {record} SET status = 'done', result = {output}, done_at = time::now(), lock_by = NONE, lock_at = NONE, last_error = NONE WHERE status = 'running' AND lock_by = {worker_b}"
+                    ));
+                }
+                Err(error) => {
+                    let Some(row) = attempts.iter().find(|a| a.key == key) else {
+                        continue;
+                    };
+                    let error = tx.bind(error);
+                    if row.attempts >= row.max_attempts {
+                        tx.push(format!(
+                            "UPDATE {record} SET status = 'failed', last_error = {error}, done_at = time::now(), lock_by = NONE, lock_at = NONE WHERE status = 'running' AND lock_by = {worker_b}"
+                        ));
+                    } else {
+                        let delay = self
+                            .config
+                            .backoff_after(u32::try_from(row.attempts).unwrap_or(u32::MAX));
+                        let run_at = tx.bind(
+                            Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                        );
+                        tx.push(format!(
+                            "UPDATE {record} SET status = 'pending', run_at = {run_at}, last_error = {error}, lock_by = NONE, lock_at = NONE WHERE status = 'running' AND lock_by = {worker_b}"
+                        ));
+                    }
+                }
+            }
+        }
+        tx.run(&self.db).await?;
+        Ok(())
+    }
+}
+
+impl Persistence for JobStore {
+    type Compact = Vec<u8>;
+    type Response = Vec<u8>;
+    type Error = JobError;
+
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), JobError> {
+        let query = Query::new(
+            "UPSERT $worker SET queue = $queue, started_at = time::now(), last_seen = time::now()",
+        )
+        .bind("worker", ids::record("job_worker", worker.name()))
+        .bind("queue", self.config.queue.clone());
+        self.db.retry(|| query.run(&self.db)).await?;
+        self.release_orphans(Some(worker.name())).await
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), JobError> {
+        let query = Query::new("UPDATE $worker SET last_seen = time::now()")
+            .bind("worker", ids::record("job_worker", worker.name()));
+        self.db.retry(|| query.run(&self.db)).await?;
+        self.release_orphans(None).await
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, JobError> {
+        // One statement, so one transaction: a job claimed by a concurrent worker fails the
+        // `status = 'pending'` check or conflicts and is retried.
+        let query = Query::new(
+            "UPDATE (SELECT VALUE id FROM job WHERE queue = $queue AND status = 'pending' AND run_at <= time::now() ORDER BY priority DESC, run_at ASC LIMIT $batch)
+               SET status = 'running', lock_by = $worker, lock_at = time::now(), attempts += 1
+               WHERE status = 'pending' RETURN AFTER",
+        )
+        .bind("queue", self.config.queue.clone())
+        .bind("batch", self.config.batch as i64)
+        .bind("worker", worker.name().to_string());
+        let mut rows: Vec<JobRow> = self.db.retry(|| query.take(&self.db, 0)).await?;
+        rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                TaskBuilder::new(row.args.to_vec())
+                    .task_id(TaskId::from_string(ids::key_of(&row.id)))
+                    .attempt(usize::try_from(row.attempts).unwrap_or(0))
+                    .max_attempts(usize::try_from(row.max_attempts).unwrap_or(1))
+                    .lock_by(Some(worker.name().to_string()))
+                    .build()
+            })
+            .collect())
+    }
+
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<Vec<u8>>>,
+        worker: &WorkerContext,
+    ) -> Result<u64, JobError> {
+        let records: Vec<RecordId> = tasks
+            .iter()
+            .filter_map(|t| t.ctx().task_id())
+            .map(|id| ids::record("job", &id.to_string()))
+            .collect();
+        // Never started: the claim's attempt does not count.
+        let query = Query::new(
+            "UPDATE $records SET status = 'pending', lock_by = NONE, lock_at = NONE, attempts -= 1 WHERE status = 'running' AND lock_by = $worker RETURN VALUE id",
+        )
+        .bind("records", records)
+        .bind("worker", worker.name().to_string());
+        let returned: Vec<RecordId> = self.db.retry(|| query.take(&self.db, 0)).await?;
+        let returned = returned.len() as u64;
+        if returned as usize != tasks.len() {
+            return Err(JobError::ReturnMismatch {
+                asked: tasks.len(),
+                returned,
+            });
+        }
+        Ok(returned)
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Vec<u8>>>,
+        worker: &WorkerContext,
+    ) -> Result<(), JobError> {
+        let results: Vec<_> = events
+            .into_iter()
+            .filter_map(|event| match event {
+                TaskEvent::Complete(result) => Some(result),
+                _ => None,
+            })
+            .collect();
+        if results.is_empty() {
+            return Ok(());
+        }
+        self.complete(results, worker.name()).await
+    }
+
+    async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), JobError> {
+        let mut tx = Tx::new();
+        for task in tasks {
+            let run_at = task
+                .ctx()
+                .run_at()
+                .and_then(|secs| DateTime::<Utc>::from_timestamp(i64::try_from(secs).ok()?, 0));
+            let options = JobOptions {
+                run_at,
+                priority: task.ctx().priority().map_or(0, |p| p as i64),
+                max_attempts: task
+                    .ctx()
+                    .max_attempts()
+                    .map_or(JobOptions::default().max_attempts, |m| m as u32),
+            };
+            create_job(&mut tx, &self.config.queue, task.args, &options);
+        }
+        tx.run(&self.db).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,356 @@
+//! The job queue: apalis workers over jobs stored in SurrealDB. Claims are exactly-once, killed
+//! workers' jobs come back, failures back off and are kept, nothing queued is lost on restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, WorkerBuilder};
+use chrono::Utc;
+use outpost::config::Config;
+use outpost::jobs::{Job, JobOptions, JobRow, Queue, QueueConfig, enqueue, enqueue_in};
+use outpost::platform::db::{Db, MIGRATIONS, Query, Tx, apply_migrations, await_store_closed};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Count {
+    n: u32,
+}
+
+impl Job for Count {
+    const QUEUE: &'static str = "test.count";
+}
+
+async fn store(url: &str) -> (Db, Config) {
+    let config = Config::for_database(url);
+    let db = Db::connect(&config.database).await.unwrap();
+    apply_migrations(&db, MIGRATIONS).await.unwrap();
+    (db, config)
+}
+
+fn quick(queue: &str) -> QueueConfig {
+    QueueConfig {
+        heartbeat: Duration::from_millis(100),
+        dead_after: Duration::from_millis(800),
+        poll: Duration::from_millis(20),
+        backoff: Duration::from_millis(40),
+        ..QueueConfig::new(queue)
+    }
+}
+
+async fn jobs(db: &Db) -> Vec<JobRow> {
+    Query::new("SELECT * FROM job ORDER BY created_at")
+        .take(db, 0)
+        .await
+        .unwrap()
+}
+
+/// Waits (up to a minute) until `done` says so, waking on `notify`.
+async fn until(notify: &Notify, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !done() {
+            tokio::select! {
+                () = notify.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// A job's name and when its run started.
+type Run = (String, chrono::DateTime<Utc>);
+
+#[derive(Default)]
+struct Tracker {
+    running: Mutex<HashSet<u32>>,
+    runs: Mutex<HashMap<u32, u32>>,
+    overlaps: Mutex<Vec<u32>>,
+    notify: Notify,
+}
+
+impl Tracker {
+    fn total(&self) -> usize {
+        self.runs
+            .lock()
+            .unwrap()
+            .values()
+            .map(|n| *n as usize)
+            .sum()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_workers_run_a_thousand_jobs_each_exactly_once() {
+    let (db, _) = store("mem://").await;
+    for batch in 0..10 {
+        let mut tx = Tx::new();
+        for n in batch * 100..(batch + 1) * 100 {
+            enqueue_in(&mut tx, &Count { n }, &JobOptions::default()).unwrap();
+        }
+        tx.run(&db).await.unwrap();
+    }
+    let tracker = Arc::new(Tracker::default());
+    let mut stops = Vec::new();
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let tracker = tracker.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        let worker = WorkerBuilder::new(format!("count-{w}"))
+            .backend(Queue::<Count>::with_config(&db, quick(Count::QUEUE)).polled())
+            .build(move |job: Count| {
+                let tracker = tracker.clone();
+                async move {
+                    if !tracker.running.lock().unwrap().insert(job.n) {
+                        tracker.overlaps.lock().unwrap().push(job.n);
+                    }
+                    tokio::task::yield_now().await;
+                    tracker.running.lock().unwrap().remove(&job.n);
+                    *tracker.runs.lock().unwrap().entry(job.n).or_default() += 1;
+                    tracker.notify.notify_waiters();
+                    Ok::<_, BoxDynError>(())
+                }
+            });
+        workers.push(tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+            Ok::<(), std::io::Error>(())
+        })));
+    }
+    until(&tracker.notify, || tracker.total() >= 1000).await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for worker in workers {
+        worker.await.unwrap().unwrap();
+    }
+
+    let runs = tracker.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1000, "every job ran");
+    assert!(runs.values().all(|n| *n == 1), "none ran twice");
+    assert!(tracker.overlaps.lock().unwrap().is_empty());
+    let rows = jobs(&db).await;
+    assert!(
+        rows.iter().all(|j| j.status == "done" && j.attempts == 1),
+        "all done on their first attempt"
+    );
+    let claimed_by: HashSet<String> = Query::new("SELECT VALUE record::id(id) FROM job_worker")
+        .take::<Vec<String>>(&db, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(claimed_by.len(), 4, "four workers registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_job_runs_again_after_the_heartbeat_timeout() {
+    let (db, _) = store("mem://").await;
+    enqueue(&db, &Count { n: 7 }, &JobOptions::default())
+        .await
+        .unwrap();
+
+    // Worker A takes the job and hangs; its task is aborted, with no clean shutdown.
+    let started = Arc::new(Notify::new());
+    let started_a = started.clone();
+    let a = WorkerBuilder::new("hangs")
+        .backend(Queue::<Count>::with_config(&db, quick(Count::QUEUE)).polled())
+        .build(move |_job: Count| {
+            let started = started_a.clone();
+            async move {
+                started.notify_one();
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, BoxDynError>(())
+            }
+        });
+    let a = tokio::spawn(a.run());
+    tokio::time::timeout(Duration::from_secs(30), started.notified())
+        .await
+        .expect("A started the job");
+    a.abort();
+    let _ = a.await;
+    let row = &jobs(&db).await[0];
+    assert_eq!(row.status, "running");
+    assert_eq!(row.lock_by.as_deref(), Some("hangs"));
+
+    // Worker B finds A dead once A's heartbeat is older than `dead_after`, and runs the job.
+    let tracker = Arc::new(Tracker::default());
+    let tracker_b = tracker.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let b = WorkerBuilder::new("survivor")
+        .backend(Queue::<Count>::with_config(&db, quick(Count::QUEUE)).polled())
+        .build(move |job: Count| {
+            let tracker = tracker_b.clone();
+            async move {
+                *tracker.runs.lock().unwrap().entry(job.n).or_default() += 1;
+                tracker.notify.notify_waiters();
+                Ok::<_, BoxDynError>(())
+            }
+        });
+    let b = tokio::spawn(b.run_until(async move {
+        let _ = stopped.await;
+        Ok::<(), std::io::Error>(())
+    }));
+    until(&tracker.notify, || tracker.total() == 1).await;
+    let _ = stop.send(());
+    b.await.unwrap().unwrap();
+    let row = &jobs(&db).await[0];
+    assert_eq!(row.status, "done");
+    assert_eq!(row.attempts, 2, "the killed run counts as an attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_back_off_then_stay_failed_and_priorities_and_due_times_are_kept() {
+    let (db, _) = store("mem://").await;
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Step {
+        name: String,
+    }
+    impl Job for Step {
+        const QUEUE: &'static str = "test.step";
+    }
+    let later = Utc::now() + chrono::Duration::milliseconds(1500);
+    let mut tx = Tx::new();
+    enqueue_in(
+        &mut tx,
+        &Step { name: "low".into() },
+        &JobOptions::default(),
+    )
+    .unwrap();
+    enqueue_in(
+        &mut tx,
+        &Step {
+            name: "high".into(),
+        },
+        &JobOptions {
+            priority: 10,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    enqueue_in(
+        &mut tx,
+        &Step {
+            name: "later".into(),
+        },
+        &JobOptions::at(later),
+    )
+    .unwrap();
+    enqueue_in(
+        &mut tx,
+        &Step {
+            name: "broken".into(),
+        },
+        &JobOptions {
+            max_attempts: 3,
+            ..JobOptions::default()
+        },
+    )
+    .unwrap();
+    tx.run(&db).await.unwrap();
+
+    let seen: Arc<Mutex<Vec<Run>>> = Arc::default();
+    let notify = Arc::new(Notify::new());
+    let (seen_w, notify_w) = (seen.clone(), notify.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let config = QueueConfig {
+        batch: 1,
+        ..quick(Step::QUEUE)
+    };
+    let worker = WorkerBuilder::new("steps")
+        .backend(Queue::<Step>::with_config(&db, config).polled())
+        .build(move |step: Step| {
+            let (seen, notify) = (seen_w.clone(), notify_w.clone());
+            async move {
+                seen.lock().unwrap().push((step.name.clone(), Utc::now()));
+                notify.notify_waiters();
+                if step.name == "broken" {
+                    return Err::<(), BoxDynError>("the printer is on fire".into());
+                }
+                Ok(())
+            }
+        });
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+        Ok::<(), std::io::Error>(())
+    }));
+    until(&notify, || {
+        let seen = seen.lock().unwrap();
+        seen.iter().filter(|(n, _)| n == "broken").count() == 3
+            && seen.iter().any(|(n, _)| n == "later")
+    })
+    .await;
+    // The failure is recorded after the handler returns.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    let order: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    let high = order.iter().position(|n| *n == "high").unwrap();
+    let low = order.iter().position(|n| *n == "low").unwrap();
+    assert!(high < low, "higher priority first: {order:?}");
+    let later_ran = seen.iter().find(|(n, _)| n == "later").unwrap().1;
+    assert!(later_ran >= later, "not before its time");
+    let broken: Vec<_> = seen
+        .iter()
+        .filter(|(n, _)| n == "broken")
+        .map(|(_, at)| *at)
+        .collect();
+    assert!(
+        broken[2] - broken[1] >= broken[1] - broken[0],
+        "the delay between retries grows: {broken:?}"
+    );
+    assert!(broken[1] - broken[0] >= chrono::Duration::milliseconds(40));
+
+    let rows = jobs(&db).await;
+    let failed = rows
+        .iter()
+        .find(|j| j.status == "failed")
+        .expect("kept as failed");
+    assert_eq!(failed.attempts, 3);
+    assert_eq!(failed.last_error.as_deref(), Some("the printer is on fire"));
+    assert_eq!(rows.iter().filter(|j| j.status == "done").count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_survive_a_restart_on_surrealkv() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    {
+        let (db, config) = store(&url).await;
+        for n in 0..20 {
+            enqueue(&db, &Count { n }, &JobOptions::default())
+                .await
+                .unwrap();
+        }
+        drop(db);
+        await_store_closed(&config.database).await;
+    }
+    let (db, _) = store(&url).await;
+    assert_eq!(jobs(&db).await.len(), 20, "every queued job is still there");
+    let tracker = Arc::new(Tracker::default());
+    let tracker_w = tracker.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = WorkerBuilder::new("after-restart")
+        .backend(Queue::<Count>::with_config(&db, quick(Count::QUEUE)).polled())
+        .build(move |job: Count| {
+            let tracker = tracker_w.clone();
+            async move {
+                *tracker.runs.lock().unwrap().entry(job.n).or_default() += 1;
+                tracker.notify.notify_waiters();
+                Ok::<_, BoxDynError>(())
+            }
+        });
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+        Ok::<(), std::io::Error>(())
+    }));
+    until(&tracker.notify, || tracker.total() == 20).await;
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    assert_eq!(tracker.runs.lock().unwrap().len(), 20);
+}
