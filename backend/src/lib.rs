@@ -59,9 +59,16 @@ pub struct Server {
     pub generated_admin: Option<GeneratedAdmin>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), StartError>>,
+    db: Option<Db>,
 }
 
 impl Server {
+    /// The server's store handle, for embedding and tests (drop it before the server stops, or
+    /// an embedded store stays open).
+    pub fn db(&self) -> Option<Db> {
+        self.db.clone()
+    }
+
     /// Stops accepting connections, lets in-flight requests finish, closes the store.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
         if let Some(tx) = self.shutdown.take() {
@@ -71,7 +78,8 @@ impl Server {
     }
 
     /// Waits until the server stops.
-    pub async fn wait(self) -> Result<(), StartError> {
+    pub async fn wait(mut self) -> Result<(), StartError> {
+        self.db.take();
         match self.task.await {
             Ok(result) => result,
             Err(e) => Err(StartError::Io(std::io::Error::other(e))),
@@ -102,6 +110,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
         config: Arc::new(config),
     };
     let (router, _) = platform::http::router::build(state.clone());
+    let db_handle = state.db.clone();
     let database = state.config.database.clone();
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -132,6 +141,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
         generated_admin,
         shutdown: Some(shutdown_tx),
         task,
+        db: Some(db_handle),
     })
 }
 

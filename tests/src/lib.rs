@@ -74,6 +74,14 @@ impl TestServer {
         }
     }
 
+    /// The server's store (drop clones before [`TestServer::shutdown`] on `surrealkv://`).
+    pub fn db(&self) -> outpost::platform::db::Db {
+        self.server
+            .as_ref()
+            .and_then(Server::db)
+            .expect("a running server")
+    }
+
     /// Stops the server gracefully.
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {

@@ -12,6 +12,7 @@ use outpost::config::Config;
 use outpost::jobs::{Job, JobOptions, JobRow, Queue, QueueConfig, enqueue, enqueue_in};
 use outpost::platform::db::{Db, MIGRATIONS, Query, Tx, apply_migrations, await_store_closed};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,4 +354,169 @@ async fn queued_jobs_survive_a_restart_on_surrealkv() {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
     assert_eq!(tracker.runs.lock().unwrap().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_lists_failed_jobs_and_retries_or_discards_them() {
+    use outpost_tests::TestServer;
+    use reqwest::StatusCode;
+
+    let server = TestServer::start().await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep = server.role(&admin, "rep").await;
+    server.user(&admin, "rep@x.cn", &root, None, &[&rep]).await;
+    let rep_token = server.token_of("rep@x.cn").await;
+    let db = server.db();
+
+    let once = JobOptions {
+        max_attempts: 1,
+        ..JobOptions::default()
+    };
+    let first = enqueue(&db, &Count { n: 1 }, &once).await.unwrap();
+    let second = enqueue(&db, &Count { n: 2 }, &once).await.unwrap();
+
+    // A worker that fails everything until told otherwise.
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tracker = Arc::new(Tracker::default());
+    let (healthy_w, tracker_w) = (healthy.clone(), tracker.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = WorkerBuilder::new("flaky")
+        .backend(Queue::<Count>::with_config(&db, quick(Count::QUEUE)).polled())
+        .build(move |job: Count| {
+            let (healthy, tracker) = (healthy_w.clone(), tracker_w.clone());
+            async move {
+                *tracker.runs.lock().unwrap().entry(job.n).or_default() += 1;
+                tracker.notify.notify_waiters();
+                if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok::<_, BoxDynError>(())
+                } else {
+                    Err("the mail server said no".into())
+                }
+            }
+        });
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+        Ok::<(), std::io::Error>(())
+    }));
+    let failed_count = || async {
+        server
+            .get("/api/v1/admin/jobs?status=failed", &admin)
+            .await
+            .body["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while failed_count().await < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both jobs fail");
+
+    let list = server.get("/api/v1/admin/jobs?status=failed", &admin).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    let item = &list.body["items"][0];
+    assert_eq!(item["status"], "failed");
+    assert_eq!(item["last_error"], "the mail server said no");
+    assert_eq!(item["queue"], Count::QUEUE);
+    assert!(item["args"]["n"].is_number(), "{item:?}");
+    assert_eq!(
+        server
+            .get("/api/v1/admin/jobs?status=failed", &rep_token)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let bad = server.get("/api/v1/admin/jobs?status=melted", &admin).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Retry one once the cause is fixed; discard the other.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let retried = server
+        .post(
+            &format!("/api/v1/admin/jobs/{first}/retry"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{:?}", retried.body);
+    assert_eq!(retried.body["status"], "pending");
+    assert_eq!(retried.body["attempts"], 0);
+    let discarded = server
+        .post(
+            &format!("/api/v1/admin/jobs/{second}/discard"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(discarded.body["status"], "discarded");
+    until(&tracker.notify, || {
+        tracker.runs.lock().unwrap().get(&1) == Some(&2)
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let done = server.get("/api/v1/admin/jobs?status=done", &admin).await;
+            if done.body["items"].as_array().is_some_and(|i| i.len() == 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the retried job ran to completion");
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    assert_eq!(
+        tracker.runs.lock().unwrap().get(&2),
+        Some(&1),
+        "a discarded job does not run again"
+    );
+
+    // Only failed or discarded jobs can be retried; unknown ids are 404s; retrying needs
+    // `system.manage`.
+    let again = server
+        .post(
+            &format!("/api/v1/admin/jobs/{first}/retry"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+    let missing = server
+        .post(
+            &format!(
+                "/api/v1/admin/jobs/{}/retry",
+                outpost::platform::ids::new_key()
+            ),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let by_rep = server
+        .post(
+            &format!("/api/v1/admin/jobs/{second}/retry"),
+            &rep_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_rep.status, StatusCode::FORBIDDEN);
+    let audit = server
+        .get(
+            &format!("/api/v1/audit?target_kind=job&target_id={first}"),
+            &admin,
+        )
+        .await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["job.retry"], "{:?}", audit.body);
+    drop(db);
+    server.shutdown().await;
 }

@@ -11,6 +11,7 @@
 //!   [`QueueConfig::dead_after`] return to `pending` (a killed process, an aborted task).
 //! - A worker shutting down returns the jobs it had fetched but not started.
 
+pub mod routes;
 mod store;
 
 use std::marker::PhantomData;

@@ -45,13 +45,15 @@ pub enum Permission {
     CustomerExport,
     /// Configure the public pool's rules.
     PoolConfigure,
-    /// See the server's operational state (sync engine statistics).
+    /// See the server's operational state (sync engine statistics, the job queue).
     SystemRead,
+    /// Operate the server: retry and discard jobs.
+    SystemManage,
 }
 
 impl Permission {
     /// Every permission, in catalogue order.
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::UserRead,
         Permission::UserManage,
         Permission::DepartmentManage,
@@ -63,6 +65,7 @@ impl Permission {
         Permission::CustomerExport,
         Permission::PoolConfigure,
         Permission::SystemRead,
+        Permission::SystemManage,
     ];
 
     /// The stable name used in roles and error messages.
@@ -79,6 +82,7 @@ impl Permission {
             Permission::CustomerExport => "customer.export",
             Permission::PoolConfigure => "pool.configure",
             Permission::SystemRead => "system.read",
+            Permission::SystemManage => "system.manage",
         }
     }
 

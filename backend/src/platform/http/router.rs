@@ -62,6 +62,7 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::sync_host::routes::routes())
         .merge(crate::sync_host::manifest::routes())
         .merge(crate::sync_host::stats::routes())
+        .merge(crate::jobs::routes::routes())
         .merge(crate::crm::customers::routes())
         .merge(crate::crm::follow_ups::routes())
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
