@@ -45,6 +45,9 @@ pub enum Command {
         #[arg(long)]
         bind: Option<SocketAddr>,
     },
+    /// Run job workers without HTTP (for deployments that separate workers from API nodes;
+    /// set `jobs.workers = false` on those).
+    Worker,
     /// Administration that runs against the store directly (stop the server first when it uses
     /// the embedded store).
     Admin {

@@ -52,6 +52,30 @@ pub struct Config {
     pub log: LogConfig,
     /// The sync engine.
     pub sync: SyncConfig,
+    /// The job queue's workers.
+    pub jobs: JobsConfig,
+}
+
+/// The job queue's workers in this process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Whether `outpost serve` runs workers (turn off when `outpost worker` processes do).
+    pub workers: bool,
+    /// Seconds between a worker's heartbeats.
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a worker's jobs go back to the queue.
+    pub dead_after_secs: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: true,
+            heartbeat_secs: 5,
+            dead_after_secs: 30,
+        }
+    }
 }
 
 /// The sync engine's limits.

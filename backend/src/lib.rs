@@ -15,7 +15,6 @@ pub mod sync_host;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -87,7 +86,7 @@ impl Server {
     }
 }
 
-/// Starts the server on `listener`: store, migrations, first start, background upkeep, HTTP.
+/// Starts the server on `listener`: store, migrations, first start, job workers, HTTP.
 pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
     let db = open_store(&config).await?;
     let generated_admin = bootstrap::bootstrap(
@@ -114,7 +113,11 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
     let database = state.config.database.clone();
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let upkeep = tokio::spawn(upkeep(state.clone()));
+    let workers = state
+        .config
+        .jobs
+        .workers
+        .then(|| jobs::runtime::Runtime::start(&state.db, &state.config.jobs));
     let sync_for_shutdown = state.sync.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(
@@ -128,8 +131,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
             sync_for_shutdown.shutdown();
         })
         .await;
-        upkeep.abort();
-        let _ = upkeep.await;
+        if let Some(workers) = workers {
+            workers.shutdown().await;
+        }
         drop(state);
         platform::db::await_store_closed(&database).await;
         tracing::info!("server stopped; store closed");
@@ -169,13 +173,18 @@ pub fn print_generated_admin(admin: &GeneratedAdmin) {
     );
 }
 
-/// Periodic housekeeping that needs no job queue yet: expired idempotency keys.
-async fn upkeep(state: AppState) {
-    let mut interval = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        interval.tick().await;
-        if let Err(e) = platform::http::idempotency::purge_expired(&state).await {
-            tracing::warn!(error = %e, "cannot purge expired idempotency keys");
-        }
-    }
+/// Runs job workers without HTTP until `shutdown` resolves (`outpost worker`), for deployments
+/// that separate them from the API nodes.
+pub async fn run_workers(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let db = open_store(&config).await?;
+    let workers = jobs::runtime::Runtime::start(&db, &config.jobs);
+    shutdown.await;
+    tracing::info!("shutting down: letting workers finish or return their jobs");
+    workers.shutdown().await;
+    drop(db);
+    platform::db::await_store_closed(&config.database).await;
+    Ok(())
 }

@@ -28,6 +28,9 @@ async fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Serve { .. } => serve(config).await,
+        Command::Worker => outpost::run_workers(config, shutdown_signal())
+            .await
+            .map_err(outpost::cli::CliError::Start),
         Command::Admin { command } => {
             let stdin = std::io::stdin();
             outpost::cli::run_admin(&config, command, &mut stdin.lock(), &mut std::io::stdout())

@@ -520,3 +520,89 @@ async fn an_admin_lists_failed_jobs_and_retries_or_discards_them() {
     drop(db);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_tick_fires_once_across_two_worker_sets_on_one_store() {
+    use apalis_cron::Tick;
+    use outpost::jobs::runtime::spawn_cron;
+
+    let (db, _) = store("mem://").await;
+    let ticks: Arc<Mutex<HashMap<u64, Vec<String>>>> = Arc::default();
+    let notify = Arc::new(Notify::new());
+    let mut sets = Vec::new();
+    for set in ["node-a", "node-b"] {
+        let (ticks, notify) = (ticks.clone(), notify.clone());
+        let name = set.to_string();
+        sets.push(
+            spawn_cron(
+                &db,
+                quick("test.every-second"),
+                "* * * * * *",
+                format!("tick@{set}"),
+                move |tick: Tick| {
+                    let (ticks, notify, name) = (ticks.clone(), notify.clone(), name.clone());
+                    async move {
+                        ticks
+                            .lock()
+                            .unwrap()
+                            .entry(tick.get_timestamp())
+                            .or_default()
+                            .push(name);
+                        notify.notify_waiters();
+                        Ok(())
+                    }
+                },
+            )
+            .unwrap(),
+        );
+    }
+    until(&notify, || ticks.lock().unwrap().len() >= 3).await;
+    for set in sets {
+        set.stop().await;
+    }
+    let ticks = ticks.lock().unwrap().clone();
+    for (at, runs) in &ticks {
+        assert_eq!(runs.len(), 1, "tick {at} ran once: {runs:?}");
+    }
+    let rows: Vec<JobRow> = Query::new("SELECT * FROM job WHERE queue = 'test.every-second'")
+        .take(&db, 0)
+        .await
+        .unwrap();
+    let mut stored: Vec<String> = rows
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.args).to_string())
+        .collect();
+    let before = stored.len();
+    stored.sort();
+    stored.dedup();
+    assert_eq!(stored.len(), before, "one job per tick in the store");
+    assert!(before >= ticks.len());
+}
+
+#[tokio::test]
+async fn outpost_worker_runs_without_http_and_releases_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let config = Config::for_database(&url);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(outpost::run_workers(config.clone(), async move {
+        let _ = stopped.await;
+    }));
+    // Give the workers time to register themselves (they do so on their first poll).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!running.is_finished(), "it runs until told to stop");
+    let _ = stop.send(());
+    running.await.unwrap().expect("clean stop");
+    // The store is released: it opens again, and holds the worker's registration.
+    let (db, _) = store(&url).await;
+    let workers: Vec<String> = Query::new("SELECT VALUE record::id(id) FROM job_worker")
+        .take(&db, 0)
+        .await
+        .unwrap();
+    assert!(
+        workers
+            .iter()
+            .any(|w| w.starts_with("system.housekeeping@")),
+        "{workers:?}"
+    );
+}

@@ -12,6 +12,7 @@
 //! - A worker shutting down returns the jobs it had fetched but not started.
 
 pub mod routes;
+pub mod runtime;
 mod store;
 
 use std::marker::PhantomData;
@@ -73,6 +74,9 @@ pub struct QueueConfig {
     pub backoff: Duration,
     /// The longest delay between retries.
     pub backoff_max: Duration,
+    /// Jobs pushed through the apalis sink are keyed by their queue and arguments, so the same
+    /// job pushed twice (a cron tick from two processes) exists once.
+    pub unique: bool,
 }
 
 impl QueueConfig {
@@ -83,9 +87,10 @@ impl QueueConfig {
             batch: 10,
             heartbeat: Duration::from_secs(5),
             dead_after: Duration::from_secs(30),
-            poll: Duration::from_millis(100),
+            poll: Duration::from_millis(200),
             backoff: Duration::from_secs(2),
             backoff_max: Duration::from_secs(3600),
+            unique: false,
         }
     }
 
@@ -137,7 +142,7 @@ impl JobOptions {
 /// job's id.
 pub fn enqueue_in<J: Job>(tx: &mut Tx, job: &J, options: &JobOptions) -> Result<String, JobError> {
     let args = serde_json::to_vec(job)?;
-    Ok(store::create_job(tx, J::QUEUE, args, options))
+    Ok(store::create_job(tx, J::QUEUE, args, options, None))
 }
 
 /// Enqueues a job on its own.
@@ -171,7 +176,7 @@ pub struct Queue<J> {
     persisted: Persisted<JobStore>,
     config: QueueConfig,
     codec: JsonCodec,
-    _job: PhantomData<J>,
+    _job: PhantomData<fn() -> J>,
 }
 
 impl<J> Clone for Queue<J> {
@@ -194,6 +199,14 @@ impl<J: Job> Queue<J> {
     /// The queue of `J` with other settings (the queue name is always `J::QUEUE`).
     pub fn with_config(db: &Db, mut config: QueueConfig) -> Self {
         config.queue = J::QUEUE.to_string();
+        Self::on(db, config)
+    }
+}
+
+impl<J> Queue<J> {
+    /// A queue named by `config.queue` carrying `J`, for argument types that are not a [`Job`]
+    /// (such as apalis-cron's ticks).
+    pub fn on(db: &Db, config: QueueConfig) -> Self {
         Self {
             persisted: Persisted::new(JobStore::new(db.clone(), config.clone())),
             config,
@@ -212,6 +225,36 @@ impl<J: Job> Queue<J> {
         use apalis_core::backend::ext::BackendExt;
         let every = self.config.poll;
         self.poll_with_interval(every)
+    }
+}
+
+/// Tasks pushed into the queue (by `pipe_to`, e.g. from a cron schedule) are stored as jobs.
+impl<J> futures_util::Sink<Task<Vec<u8>>> for Queue<J> {
+    type Error = JobError;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), JobError>> {
+        std::pin::Pin::new(&mut self.get_mut().persisted).poll_ready(cx)
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, task: Task<Vec<u8>>) -> Result<(), JobError> {
+        std::pin::Pin::new(&mut self.get_mut().persisted).start_send(task)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), JobError>> {
+        std::pin::Pin::new(&mut self.get_mut().persisted).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), JobError>> {
+        std::pin::Pin::new(&mut self.get_mut().persisted).poll_close(cx)
     }
 }
 

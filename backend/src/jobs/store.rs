@@ -73,19 +73,50 @@ pub struct JobRow {
     pub done_at: Option<DateTime<Utc>>,
 }
 
-/// Adds the `CREATE` of a job to `tx`; returns the job's key.
-pub(crate) fn create_job(tx: &mut Tx, queue: &str, args: Vec<u8>, options: &JobOptions) -> String {
-    let key = ids::new_key();
+/// Adds the `CREATE` of a job to `tx`; returns the job's key. With a `key`, a job that already
+/// exists under it is left alone (the same job pushed twice exists once).
+pub(crate) fn create_job(
+    tx: &mut Tx,
+    queue: &str,
+    args: Vec<u8>,
+    options: &JobOptions,
+    key: Option<String>,
+) -> String {
+    let unique = key.is_some();
+    let key = key.unwrap_or_else(ids::new_key);
     let record = tx.bind(ids::record("job", &key));
     let queue = tx.bind(queue.to_string());
     let args = tx.bind(Bytes::from(args));
     let priority = tx.bind(options.priority);
     let run_at = tx.bind(options.run_at.unwrap_or_else(Utc::now));
     let max_attempts = tx.bind(i64::from(options.max_attempts.max(1)));
-    tx.push(format!(
+    let create = format!(
         "CREATE {record} SET queue = {queue}, args = {args}, status = 'pending', priority = {priority}, run_at = {run_at}, attempts = 0, max_attempts = {max_attempts}, created_at = time::now()"
-    ));
+    );
+    if unique {
+        tx.push(format!("IF !record::exists({record}) {{ {create} }}"));
+    } else {
+        tx.push(create);
+    }
     key
+}
+
+/// The key of a unique job: a UUID whose first 48 bits are its due time in milliseconds (so keys
+/// sort like other jobs' v7 keys) and whose rest is a digest of its queue and arguments.
+fn unique_key(queue: &str, args: &[u8], run_at: DateTime<Utc>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(queue.as_bytes())
+        .chain_update([0u8])
+        .chain_update(args)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    let millis = u64::try_from(run_at.timestamp_millis()).unwrap_or(0);
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&digest[..10]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(bytes).to_string()
 }
 
 /// apalis-core persistence of one queue over SurrealDB.
@@ -287,7 +318,14 @@ impl Persistence for JobStore {
                     .max_attempts()
                     .map_or(JobOptions::default().max_attempts, |m| m as u32),
             };
-            create_job(&mut tx, &self.config.queue, task.args, &options);
+            let key = self.config.unique.then(|| {
+                unique_key(
+                    &self.config.queue,
+                    &task.args,
+                    options.run_at.unwrap_or_default(),
+                )
+            });
+            create_job(&mut tx, &self.config.queue, task.args, &options, key);
         }
         tx.run(&self.db).await?;
         Ok(())

@@ -17,7 +17,7 @@ use surrealdb::types::SurrealValue;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::platform::db::{DbError, Query};
+use crate::platform::db::{Db, DbError, Query};
 use crate::platform::ids;
 
 /// The request header.
@@ -191,9 +191,9 @@ async fn store(
 }
 
 /// Deletes expired keys; run periodically.
-pub async fn purge_expired(state: &AppState) -> Result<(), DbError> {
+pub async fn purge_expired(db: &Db) -> Result<(), DbError> {
     Query::new("DELETE idempotency WHERE expires_at < time::now()")
-        .run(&state.db)
+        .run(db)
         .await?;
     Ok(())
 }

@@ -1,0 +1,135 @@
+//! The workers a process runs, and the cron schedules that feed the durable queue.
+//!
+//! A cron schedule does not run its handler directly: every process's scheduler pushes each tick
+//! into the queue as a job keyed by the tick ([`QueueConfig::unique`]), so several processes on
+//! one SurrealDB produce one job per tick, which exactly one worker claims.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, WorkerBuilder};
+use apalis_core::backend::ext::BackendExt;
+use apalis_cron::{CronScheduler, Tick};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{Queue, QueueConfig};
+use crate::config::JobsConfig;
+use crate::platform::db::Db;
+
+/// The hourly housekeeping tick's queue.
+pub const HOUSEKEEPING: &str = "system.housekeeping";
+/// Its schedule (seconds, minutes, hours, ...): at the top of every hour.
+const HOUSEKEEPING_SCHEDULE: &str = "0 0 * * * *";
+
+/// A running worker: stop it and wait for it to hand back what it holds.
+pub struct WorkerHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker: it finishes the job it is running and returns the ones it fetched but
+    /// has not started.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// A process-unique worker name: `queue@node`.
+pub fn worker_name(queue: &str, node: &str) -> String {
+    format!("{queue}@{node}")
+}
+
+/// A name for this process among the workers sharing the store.
+pub fn node_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "outpost".into());
+    let key = crate::platform::ids::new_key();
+    format!("{host}-{}-{}", std::process::id(), &key[key.len() - 8..])
+}
+
+/// Runs `handler` for every tick of `schedule` (a six-field cron expression, seconds first),
+/// through the durable queue `config.queue`.
+pub fn spawn_cron<F, Fut>(
+    db: &Db,
+    mut config: QueueConfig,
+    schedule: &str,
+    worker: String,
+    handler: F,
+) -> Result<WorkerHandle, cron::error::Error>
+where
+    F: Fn(Tick) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxDynError>> + Send + 'static,
+{
+    let schedule = cron::Schedule::from_str(schedule)?;
+    config.unique = true;
+    let queue = Queue::<Tick>::on(db, config).polled();
+    let backend = CronScheduler::new(schedule).pipe_to(queue);
+    let worker = WorkerBuilder::new(worker)
+        .backend(backend)
+        .build(move |tick: Tick| handler.clone()(tick));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stopped.await;
+            Ok::<(), std::io::Error>(())
+        };
+        if let Err(e) = worker.run_until(stopped).await {
+            tracing::error!(error = %e, "a cron worker stopped with an error");
+        }
+    });
+    Ok(WorkerHandle { stop, task })
+}
+
+/// The queue settings of this process.
+pub fn queue_config(queue: &str, jobs: &JobsConfig) -> QueueConfig {
+    QueueConfig {
+        heartbeat: Duration::from_secs(jobs.heartbeat_secs.max(1)),
+        dead_after: Duration::from_secs(jobs.dead_after_secs.max(2)),
+        ..QueueConfig::new(queue)
+    }
+}
+
+/// Every worker of this process.
+#[derive(Default)]
+pub struct Runtime {
+    workers: Vec<WorkerHandle>,
+}
+
+impl Runtime {
+    /// Starts the built-in workers: the hourly housekeeping (expired idempotency keys).
+    pub fn start(db: &Db, jobs: &JobsConfig) -> Self {
+        let node = node_name();
+        let mut runtime = Self::default();
+        let housekeeping_db = db.clone();
+        match spawn_cron(
+            db,
+            queue_config(HOUSEKEEPING, jobs),
+            HOUSEKEEPING_SCHEDULE,
+            worker_name(HOUSEKEEPING, &node),
+            move |_tick: Tick| {
+                let db = housekeeping_db.clone();
+                async move {
+                    crate::platform::http::idempotency::purge_expired(&db)
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    Ok(())
+                }
+            },
+        ) {
+            Ok(worker) => runtime.workers.push(worker),
+            Err(e) => tracing::error!(error = %e, "the housekeeping schedule does not parse"),
+        }
+        tracing::info!(%node, workers = runtime.workers.len(), "job workers started");
+        runtime
+    }
+
+    /// Stops every worker and waits for them.
+    pub async fn shutdown(self) {
+        for worker in self.workers {
+            worker.stop().await;
+        }
+    }
+}
