@@ -606,3 +606,79 @@ async fn outpost_worker_runs_without_http_and_releases_the_store() {
         "{workers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_fails_and_a_stopping_worker_finishes_its_job() {
+    use outpost::jobs::runtime::spawn_worker;
+
+    let (db, _) = store("mem://").await;
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Nap {
+        millis: u64,
+    }
+    impl Job for Nap {
+        const QUEUE: &'static str = "test.nap";
+    }
+    let endless = enqueue(
+        &db,
+        &Nap { millis: 3_600_000 },
+        &JobOptions {
+            max_attempts: 2,
+            ..JobOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let started = Arc::new(Notify::new());
+    let started_w = started.clone();
+    let config = QueueConfig {
+        timeout: Duration::from_millis(300),
+        ..quick(Nap::QUEUE)
+    };
+    let worker = spawn_worker(&db, config, "napper".into(), move |nap: Nap| {
+        let started = started_w.clone();
+        async move {
+            started.notify_one();
+            tokio::time::sleep(Duration::from_millis(nap.millis)).await;
+            Ok::<_, BoxDynError>(())
+        }
+    });
+    let status_of = |key: String| {
+        let db = db.clone();
+        async move {
+            let row: Option<JobRow> = db.get("job", &key).await.unwrap();
+            row.unwrap()
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while status_of(endless.clone()).await.status != "failed" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the endless job is cut off twice");
+    let row = status_of(endless.clone()).await;
+    assert_eq!(row.attempts, 2);
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{:?}",
+        row.last_error
+    );
+
+    // A worker told to stop in the middle of a job finishes it first.
+    let short = enqueue(&db, &Nap { millis: 250 }, &JobOptions::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while status_of(short.clone()).await.status != "running" {
+            started.notified().await;
+        }
+    })
+    .await
+    .expect("the short job starts");
+    worker.stop().await;
+    assert_eq!(status_of(short).await.status, "done");
+}

@@ -74,6 +74,9 @@ pub struct QueueConfig {
     pub backoff: Duration,
     /// The longest delay between retries.
     pub backoff_max: Duration,
+    /// The longest a run may take; a run cut off counts as a failed attempt. Applied by the
+    /// workers [`runtime`] starts.
+    pub timeout: Duration,
     /// Jobs pushed through the apalis sink are keyed by their queue and arguments, so the same
     /// job pushed twice (a cron tick from two processes) exists once.
     pub unique: bool,
@@ -90,6 +93,7 @@ impl QueueConfig {
             poll: Duration::from_millis(200),
             backoff: Duration::from_secs(2),
             backoff_max: Duration::from_secs(3600),
+            timeout: Duration::from_secs(300),
             unique: false,
         }
     }

@@ -8,13 +8,13 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use apalis::prelude::{BoxDynError, WorkerBuilder};
+use apalis::prelude::{BoxDynError, WorkerBuilder, WorkerBuilderExt};
 use apalis_core::backend::ext::BackendExt;
 use apalis_cron::{CronScheduler, Tick};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{Queue, QueueConfig};
+use super::{Job, Queue, QueueConfig};
 use crate::config::JobsConfig;
 use crate::platform::db::Db;
 
@@ -65,22 +65,56 @@ where
 {
     let schedule = cron::Schedule::from_str(schedule)?;
     config.unique = true;
+    let timeout = config.timeout;
     let queue = Queue::<Tick>::on(db, config).polled();
     let backend = CronScheduler::new(schedule).pipe_to(queue);
+    let (stop, stopped) = oneshot::channel::<()>();
     let worker = WorkerBuilder::new(worker)
         .backend(backend)
-        .build(move |tick: Tick| handler.clone()(tick));
+        .timeout(timeout)
+        .build(move |tick: Tick| handler.clone()(tick))
+        .run_until(stop_signal(stopped));
+    Ok(WorkerHandle {
+        stop,
+        task: tokio::spawn(report(worker)),
+    })
+}
+
+/// Runs `handler` for every job of `J`, each run cut off after `config.timeout`.
+pub fn spawn_worker<J, F, Fut, R>(
+    db: &Db,
+    config: QueueConfig,
+    worker: String,
+    handler: F,
+) -> WorkerHandle
+where
+    J: Job + Unpin,
+    F: Fn(J) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, BoxDynError>> + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let timeout = config.timeout;
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stopped.await;
-            Ok::<(), std::io::Error>(())
-        };
-        if let Err(e) = worker.run_until(stopped).await {
-            tracing::error!(error = %e, "a cron worker stopped with an error");
-        }
-    });
-    Ok(WorkerHandle { stop, task })
+    let worker = WorkerBuilder::new(worker)
+        .backend(Queue::<J>::with_config(db, config).polled())
+        .timeout(timeout)
+        .build(move |job: J| handler.clone()(job))
+        .run_until(stop_signal(stopped));
+    WorkerHandle {
+        stop,
+        task: tokio::spawn(report(worker)),
+    }
+}
+
+async fn stop_signal(stopped: oneshot::Receiver<()>) -> Result<(), std::io::Error> {
+    let _ = stopped.await;
+    Ok(())
+}
+
+async fn report(worker: impl Future<Output = Result<(), apalis::prelude::WorkerError>>) {
+    if let Err(e) = worker.await {
+        tracing::error!(error = %e, "a job worker stopped with an error");
+    }
 }
 
 /// The queue settings of this process.
