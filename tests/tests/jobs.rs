@@ -227,7 +227,7 @@ async fn failures_back_off_then_stay_failed_and_priorities_and_due_times_are_kep
             name: "high".into(),
         },
         &JobOptions {
-            priority: 10,
+            priority: outpost::jobs::Priority::High,
             ..JobOptions::default()
         },
     )

@@ -2,9 +2,11 @@
 //! no second database and a job can be enqueued in the same transaction as the write that
 //! causes it ([`enqueue_in`]).
 //!
-//! - A worker claims due jobs (highest priority first, then oldest due time) in one statement
-//!   that only succeeds for jobs still pending; concurrent claimers conflict and retry, so a job
-//!   is claimed by exactly one worker.
+//! - A worker claims due jobs (higher [`Priority`] first, then oldest due time) in one
+//!   transaction that only succeeds for jobs still pending; concurrent claimers conflict and
+//!   retry, so a job is claimed by exactly one worker. Each priority is read from its own range
+//!   of the `(queue, status, priority, run_at)` index in due order, so a claim costs the same
+//!   however long the backlog.
 //! - A failed run goes back to `pending` with an exponential backoff until its attempts are used
 //!   up; then it stays `failed` with its error, for an admin to retry or discard.
 //! - Workers heartbeat; the jobs of a worker whose heartbeat is older than
@@ -106,13 +108,36 @@ impl QueueConfig {
     }
 }
 
+/// How urgent a job is: three lanes, each claimed in due order before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Priority {
+    /// After everything else that is due.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Before everything else that is due.
+    High,
+}
+
+impl Priority {
+    /// The stored value (higher runs first).
+    pub fn level(self) -> i64 {
+        match self {
+            Self::Low => 0,
+            Self::Normal => 1,
+            Self::High => 2,
+        }
+    }
+}
+
 /// When and how a job runs.
 #[derive(Debug, Clone)]
 pub struct JobOptions {
     /// Not before this time; `None`: now.
     pub run_at: Option<DateTime<Utc>>,
-    /// Higher runs first among due jobs.
-    pub priority: i64,
+    /// Which lane.
+    pub priority: Priority,
     /// Runs in all, the first included, before the job is kept as failed.
     pub max_attempts: u32,
 }
@@ -121,7 +146,7 @@ impl Default for JobOptions {
     fn default() -> Self {
         Self {
             run_at: None,
-            priority: 0,
+            priority: Priority::Normal,
             max_attempts: 5,
         }
     }
@@ -180,6 +205,8 @@ pub struct Queue<J> {
     persisted: Persisted<JobStore>,
     config: QueueConfig,
     codec: JsonCodec,
+    /// The final commit of finished runs' outcomes, while the worker closes.
+    closing: Option<futures_util::future::BoxFuture<'static, Result<(), JobError>>>,
     _job: PhantomData<fn() -> J>,
 }
 
@@ -189,6 +216,7 @@ impl<J> Clone for Queue<J> {
             persisted: self.persisted.clone(),
             config: self.config.clone(),
             codec: self.codec,
+            closing: None,
             _job: PhantomData,
         }
     }
@@ -215,6 +243,7 @@ impl<J> Queue<J> {
             persisted: Persisted::new(JobStore::new(db.clone(), config.clone())),
             config,
             codec: JsonCodec,
+            closing: None,
             _job: PhantomData,
         }
     }
@@ -287,7 +316,23 @@ impl<J> Backend for Queue<J> {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Result<(), JobError>> {
-        self.persisted.poll_close(cx, worker)
+        if self.closing.is_none() {
+            match self.persisted.poll_close(cx, worker) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            let store = (*self.persisted).clone();
+            let name = worker.name().to_string();
+            self.closing = Some(Box::pin(async move { store.close(&name).await }));
+        }
+        match self.closing.as_mut().map(|f| f.as_mut().poll(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            Some(Poll::Ready(result)) => {
+                self.closing = None;
+                Poll::Ready(result)
+            }
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! Jobs and workers in SurrealDB: apalis-core's [`Persistence`] over the `job` and
 //! `job_worker` tables, plus what admins do with jobs (list, retry, discard).
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use apalis_core::backend::persistence::{Persistence, TaskEvent};
 use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
@@ -11,7 +14,7 @@ use serde::Serialize;
 use surrealdb::types::{Bytes, RecordId, SurrealValue};
 use utoipa::ToSchema;
 
-use super::{JobError, JobOptions, QueueConfig};
+use super::{JobError, JobOptions, Priority, QueueConfig};
 use crate::platform::db::{Db, Query, Tx};
 use crate::platform::ids;
 
@@ -55,7 +58,7 @@ pub struct JobRow {
     pub args: Bytes,
     /// `pending`, `running`, `done`, `failed` or `discarded`.
     pub status: String,
-    /// Higher runs first.
+    /// 2 high, 1 normal, 0 low.
     pub priority: i64,
     /// Due time.
     pub run_at: DateTime<Utc>,
@@ -87,7 +90,7 @@ pub(crate) fn create_job(
     let record = tx.bind(ids::record("job", &key));
     let queue = tx.bind(queue.to_string());
     let args = tx.bind(Bytes::from(args));
-    let priority = tx.bind(options.priority);
+    let priority = tx.bind(options.priority.level());
     let run_at = tx.bind(options.run_at.unwrap_or_else(Utc::now));
     let max_attempts = tx.bind(i64::from(options.max_attempts.max(1)));
     let create = format!(
@@ -120,11 +123,27 @@ fn unique_key(queue: &str, args: &[u8], run_at: DateTime<Utc>) -> String {
 }
 
 /// apalis-core persistence of one queue over SurrealDB.
+///
+/// Outcomes of finished runs are committed in groups: when the worker next claims jobs, on its
+/// heartbeat, when a group reaches the batch size, and when it stops. A process that dies in
+/// between runs those jobs again (at least once, as every handler must allow), in exchange for
+/// one commit per batch instead of one per job.
 #[derive(Debug, Clone)]
 pub struct JobStore {
     db: Db,
     config: QueueConfig,
+    /// Finished runs not yet committed: (sequence, worker that ran it, outcome). An entry
+    /// leaves only once committed, so a flush cut off halfway loses nothing.
+    outcomes: Arc<Mutex<Outcomes>>,
 }
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    next: u64,
+    pending: Vec<(u64, String, TaskResult<Vec<u8>>)>,
+}
+
+type TaskResult<T> = apalis_core::backend::TaskResult<T>;
 
 /// SurrealQL for "this long ago".
 fn ago(duration: std::time::Duration) -> String {
@@ -134,7 +153,53 @@ fn ago(duration: std::time::Duration) -> String {
 impl JobStore {
     /// The store of the queue `config.queue`.
     pub fn new(db: Db, config: QueueConfig) -> Self {
-        Self { db, config }
+        Self {
+            db,
+            config,
+            outcomes: Arc::default(),
+        }
+    }
+
+    /// Commits the outcomes gathered so far.
+    pub(crate) async fn flush(&self) -> Result<(), JobError> {
+        let snapshot = self
+            .outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .clone();
+        let Some(last) = snapshot.last().map(|(seq, _, _)| *seq) else {
+            return Ok(());
+        };
+        let mut by_worker: BTreeMap<String, Vec<TaskResult<Vec<u8>>>> = BTreeMap::new();
+        for (_, worker, outcome) in snapshot {
+            by_worker.entry(worker).or_default().push(outcome);
+        }
+        // Committing an outcome twice is harmless: each update requires the job to still be
+        // running under the same worker.
+        for (worker, outcomes) in by_worker {
+            self.complete(outcomes, &worker).await?;
+        }
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .retain(|(seq, _, _)| *seq > last);
+        Ok(())
+    }
+
+    /// At a worker's close: commits what it finished, and returns the jobs it claimed but never
+    /// started (a claim whose answer was dropped when the worker began to stop).
+    pub(crate) async fn close(&self, worker: &str) -> Result<(), JobError> {
+        self.flush().await?;
+        let query = Query::new(
+            "UPDATE job SET status = 'pending', lock_by = NONE, lock_at = NONE, attempts -= 1
+               WHERE queue = $queue AND status = 'running' AND lock_by = $worker",
+        )
+        .bind("queue", self.config.queue.clone())
+        .bind("worker", worker.to_string());
+        self.db.retry(|| query.run(&self.db)).await?;
+        Ok(())
     }
 
     /// Returns every job held by a worker that has stopped heartbeating (or by `worker`, when
@@ -154,7 +219,7 @@ impl JobStore {
 
     async fn complete(
         &self,
-        results: Vec<apalis_core::backend::TaskResult<Vec<u8>>>,
+        results: Vec<TaskResult<Vec<u8>>>,
         worker: &str,
     ) -> Result<(), JobError> {
         #[derive(Debug, SurrealValue)]
@@ -163,45 +228,55 @@ impl JobStore {
             attempts: i64,
             max_attempts: i64,
         }
-        let keys: Vec<String> = results.iter().map(|r| r.task_id.to_string()).collect();
-        let records: Vec<RecordId> = keys.iter().map(|k| ids::record("job", k)).collect();
-        let attempts: Vec<Attempts> =
-            Query::new("SELECT record::id(id) AS key, attempts, max_attempts FROM $records")
-                .bind("records", records)
-                .take(&self.db, 0)
-                .await?;
+        let (succeeded, failed): (Vec<_>, Vec<_>) =
+            results.into_iter().partition(|r| r.result.is_ok());
         let mut tx = Tx::new();
         let worker_b = tx.bind(worker.to_string());
-        for result in results {
-            let key = result.task_id.to_string();
-            let record = tx.bind(ids::record("job", &key));
-            match result.result {
-                Ok(output) => {
-                    let output = tx.bind(Bytes::from(output));
+        // Successes: one statement for the whole batch.
+        if !succeeded.is_empty() {
+            let mut records = Vec::with_capacity(succeeded.len());
+            let mut outputs = Vec::with_capacity(succeeded.len());
+            for result in succeeded {
+                records.push(ids::record("job", &result.task_id.to_string()));
+                outputs.push(Bytes::from(result.result.unwrap_or_default()));
+            }
+            let records = tx.bind(records);
+            let outputs = tx.bind(outputs);
+            tx.push(format!(
+                "FOR $i IN 0..array::len({records}) {{ UPDATE {records}[$i] SET status = 'done', result = {outputs}[$i], done_at = time::now(), lock_by = NONE, lock_at = NONE, last_error = NONE WHERE status = 'running' AND lock_by = {worker_b} }}"
+            ));
+        }
+        // Failures: back to the queue after a backoff, or kept as failed once out of attempts.
+        if !failed.is_empty() {
+            let records: Vec<RecordId> = failed
+                .iter()
+                .map(|r| ids::record("job", &r.task_id.to_string()))
+                .collect();
+            let attempts: Vec<Attempts> =
+                Query::new("SELECT record::id(id) AS key, attempts, max_attempts FROM $records")
+                    .bind("records", records)
+                    .take(&self.db, 0)
+                    .await?;
+            for result in failed {
+                let key = result.task_id.to_string();
+                let Some(row) = attempts.iter().find(|a| a.key == key) else {
+                    continue;
+                };
+                let record = tx.bind(ids::record("job", &key));
+                let error = tx.bind(result.result.err().unwrap_or_default());
+                if row.attempts >= row.max_attempts {
                     tx.push(format!(
-                        "UPDATE {record} SET status = 'done', result = {output}, done_at = time::now(), lock_by = NONE, lock_at = NONE, last_error = NONE WHERE status = 'running' AND lock_by = {worker_b}"
+                        "UPDATE {record} SET status = 'failed', last_error = {error}, done_at = time::now(), lock_by = NONE, lock_at = NONE WHERE status = 'running' AND lock_by = {worker_b}"
                     ));
-                }
-                Err(error) => {
-                    let Some(row) = attempts.iter().find(|a| a.key == key) else {
-                        continue;
-                    };
-                    let error = tx.bind(error);
-                    if row.attempts >= row.max_attempts {
-                        tx.push(format!(
-                            "UPDATE {record} SET status = 'failed', last_error = {error}, done_at = time::now(), lock_by = NONE, lock_at = NONE WHERE status = 'running' AND lock_by = {worker_b}"
-                        ));
-                    } else {
-                        let delay = self
-                            .config
-                            .backoff_after(u32::try_from(row.attempts).unwrap_or(u32::MAX));
-                        let run_at = tx.bind(
-                            Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-                        );
-                        tx.push(format!(
-                            "UPDATE {record} SET status = 'pending', run_at = {run_at}, last_error = {error}, lock_by = NONE, lock_at = NONE WHERE status = 'running' AND lock_by = {worker_b}"
-                        ));
-                    }
+                } else {
+                    let delay = self
+                        .config
+                        .backoff_after(u32::try_from(row.attempts).unwrap_or(u32::MAX));
+                    let run_at =
+                        tx.bind(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+                    tx.push(format!(
+                        "UPDATE {record} SET status = 'pending', run_at = {run_at}, last_error = {error}, lock_by = NONE, lock_at = NONE WHERE status = 'running' AND lock_by = {worker_b}"
+                    ));
                 }
             }
         }
@@ -226,6 +301,7 @@ impl Persistence for JobStore {
     }
 
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), JobError> {
+        self.flush().await?;
         let query = Query::new("UPDATE $worker SET last_seen = time::now()")
             .bind("worker", ids::record("job_worker", worker.name()));
         self.db.retry(|| query.run(&self.db)).await?;
@@ -233,17 +309,56 @@ impl Persistence for JobStore {
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, JobError> {
-        // One statement, so one transaction: a job claimed by a concurrent worker fails the
-        // `status = 'pending'` check or conflicts and is retried.
-        let query = Query::new(
-            "UPDATE (SELECT VALUE id FROM job WHERE queue = $queue AND status = 'pending' AND run_at <= time::now() ORDER BY priority DESC, run_at ASC LIMIT $batch)
-               SET status = 'running', lock_by = $worker, lock_at = time::now(), attempts += 1
-               WHERE status = 'pending' RETURN AFTER",
-        )
+        self.flush().await?;
+        // Candidates: the first due jobs of each lane, read in order from the index (no sort of
+        // the backlog). Workers that all took the very first ones would all conflict, so each
+        // takes a random subset of the candidates, higher lanes first.
+        let lane = |level: i64| {
+            format!(
+                "(SELECT id, priority FROM job WHERE queue = $queue AND status = 'pending' AND priority = {level} AND run_at <= time::now() ORDER BY run_at ASC LIMIT $candidates)"
+            )
+        };
+        let candidates = Query::new(format!(
+            "array::concat({high}, {normal}, {low})",
+            high = lane(Priority::High.level()),
+            normal = lane(Priority::Normal.level()),
+            low = lane(Priority::Low.level()),
+        ))
         .bind("queue", self.config.queue.clone())
-        .bind("batch", self.config.batch as i64)
-        .bind("worker", worker.name().to_string());
-        let mut rows: Vec<JobRow> = self.db.retry(|| query.take(&self.db, 0)).await?;
+        .bind("candidates", (self.config.batch * 4) as i64);
+        let worker_name = worker.name().to_string();
+        // One statement, so one transaction: a job claimed by a concurrent worker fails the
+        // `status = 'pending'` check or conflicts, and the whole claim is tried again.
+        let claim = || async {
+            #[derive(Debug, SurrealValue)]
+            struct Candidate {
+                id: RecordId,
+                priority: i64,
+            }
+            let mut found: Vec<Candidate> = candidates.take(&self.db, 0).await?;
+            {
+                use rand::seq::SliceRandom;
+                found.shuffle(&mut rand::rng());
+            }
+            found.sort_by_key(|c| std::cmp::Reverse(c.priority));
+            let chosen: Vec<RecordId> = found
+                .into_iter()
+                .take(self.config.batch)
+                .map(|c| c.id)
+                .collect();
+            if chosen.is_empty() {
+                return Ok(Vec::new());
+            }
+            Query::new(
+                "UPDATE $chosen SET status = 'running', lock_by = $worker, lock_at = time::now(), attempts += 1
+                   WHERE status = 'pending' RETURN AFTER",
+            )
+            .bind("chosen", chosen)
+            .bind("worker", worker_name.clone())
+            .take(&self.db, 0)
+            .await
+        };
+        let mut rows: Vec<JobRow> = self.db.retry(claim).await?;
         rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
         Ok(rows
             .into_iter()
@@ -263,6 +378,7 @@ impl Persistence for JobStore {
         tasks: Vec<Task<Vec<u8>>>,
         worker: &WorkerContext,
     ) -> Result<u64, JobError> {
+        self.flush().await?;
         let records: Vec<RecordId> = tasks
             .iter()
             .filter_map(|t| t.ctx().task_id())
@@ -297,10 +413,21 @@ impl Persistence for JobStore {
                 _ => None,
             })
             .collect();
-        if results.is_empty() {
-            return Ok(());
+        let gathered = {
+            let mut outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+            for result in results {
+                let seq = outcomes.next;
+                outcomes.next += 1;
+                outcomes
+                    .pending
+                    .push((seq, worker.name().to_string(), result));
+            }
+            outcomes.pending.len()
+        };
+        if gathered >= self.config.batch || worker.is_shutting_down() || !worker.is_running() {
+            self.flush().await?;
         }
-        self.complete(results, worker.name()).await
+        Ok(())
     }
 
     async fn push_tasks(&mut self, tasks: Vec<Task<Vec<u8>>>) -> Result<(), JobError> {
@@ -310,9 +437,14 @@ impl Persistence for JobStore {
                 .ctx()
                 .run_at()
                 .and_then(|secs| DateTime::<Utc>::from_timestamp(i64::try_from(secs).ok()?, 0));
+            let priority = match task.ctx().priority() {
+                Some(0) => Priority::Low,
+                Some(p) if p > 1 => Priority::High,
+                _ => Priority::Normal,
+            };
             let options = JobOptions {
                 run_at,
-                priority: task.ctx().priority().map_or(0, |p| p as i64),
+                priority,
                 max_attempts: task
                     .ctx()
                     .max_attempts()
