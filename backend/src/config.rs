@@ -66,6 +66,8 @@ pub struct JobsConfig {
     pub heartbeat_secs: u64,
     /// Seconds without a heartbeat after which a worker's jobs go back to the queue.
     pub dead_after_secs: u64,
+    /// When housekeeping runs (cron, six fields, seconds first; UTC).
+    pub housekeeping_schedule: String,
 }
 
 impl Default for JobsConfig {
@@ -74,6 +76,7 @@ impl Default for JobsConfig {
             workers: true,
             heartbeat_secs: 5,
             dead_after_secs: 30,
+            housekeeping_schedule: "0 0 * * * *".into(),
         }
     }
 }

@@ -20,8 +20,6 @@ use crate::platform::db::Db;
 
 /// The hourly housekeeping tick's queue.
 pub const HOUSEKEEPING: &str = "system.housekeeping";
-/// Its schedule (seconds, minutes, hours, ...): at the top of every hour.
-const HOUSEKEEPING_SCHEDULE: &str = "0 0 * * * *";
 
 /// A running worker: stop it and wait for it to hand back what it holds.
 pub struct WorkerHandle {
@@ -133,7 +131,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Starts the built-in workers: the hourly housekeeping (expired idempotency keys).
+    /// Starts the built-in workers: housekeeping (expired idempotency keys, finished jobs older
+    /// than a week), hourly by default.
     pub fn start(db: &Db, jobs: &JobsConfig) -> Self {
         let node = node_name();
         let mut runtime = Self::default();
@@ -141,12 +140,15 @@ impl Runtime {
         match spawn_cron(
             db,
             queue_config(HOUSEKEEPING, jobs),
-            HOUSEKEEPING_SCHEDULE,
+            &jobs.housekeeping_schedule,
             worker_name(HOUSEKEEPING, &node),
             move |_tick: Tick| {
                 let db = housekeeping_db.clone();
                 async move {
                     crate::platform::http::idempotency::purge_expired(&db)
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    super::store::purge_finished(&db, chrono::Duration::days(7))
                         .await
                         .map_err(|e| BoxDynError::from(e.to_string()))?;
                     Ok(())

@@ -122,6 +122,16 @@ fn unique_key(queue: &str, args: &[u8], run_at: DateTime<Utc>) -> String {
     uuid::Uuid::from_bytes(bytes).to_string()
 }
 
+/// Deletes jobs that finished (done or discarded) longer than `age` ago; failed jobs stay until
+/// an admin retries or discards them.
+pub(crate) async fn purge_finished(db: &Db, age: chrono::Duration) -> Result<(), JobError> {
+    Query::new("DELETE job WHERE status IN ['done', 'discarded'] AND done_at < $before")
+        .bind("before", Utc::now() - age)
+        .run(db)
+        .await?;
+    Ok(())
+}
+
 /// apalis-core persistence of one queue over SurrealDB.
 ///
 /// Outcomes of finished runs are committed in groups: when the worker next claims jobs, on its
