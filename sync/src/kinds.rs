@@ -8,6 +8,7 @@ use automerge::AutoCommit;
 use autosurgeon::{hydrate, reconcile};
 use outpost_mobile::records::customer::Customer;
 use outpost_mobile::records::follow_up::FollowUp;
+use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields, Violation};
 
 /// Why a document cannot be accepted at all.
@@ -123,6 +124,7 @@ impl Default for Kinds {
         let mut kinds = Kinds(HashMap::new());
         kinds.register::<Customer>();
         kinds.register::<FollowUp>();
+        kinds.register::<Task>();
         kinds
     }
 }

@@ -20,3 +20,4 @@ mod records;
 mod scope;
 mod storage;
 mod sync;
+mod tasks;

@@ -3,4 +3,6 @@
 pub mod customers;
 pub mod follow_ups;
 pub mod identity;
+pub mod notifications;
 pub mod records;
+pub mod tasks;

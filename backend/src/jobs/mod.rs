@@ -140,6 +140,8 @@ pub struct JobOptions {
     pub priority: Priority,
     /// Runs in all, the first included, before the job is kept as failed.
     pub max_attempts: u32,
+    /// The same job (queue, arguments and due time) enqueued again is not added twice.
+    pub unique: bool,
 }
 
 impl Default for JobOptions {
@@ -148,6 +150,7 @@ impl Default for JobOptions {
             run_at: None,
             priority: Priority::Normal,
             max_attempts: 5,
+            unique: false,
         }
     }
 }
@@ -171,7 +174,10 @@ impl JobOptions {
 /// job's id.
 pub fn enqueue_in<J: Job>(tx: &mut Tx, job: &J, options: &JobOptions) -> Result<String, JobError> {
     let args = serde_json::to_vec(job)?;
-    Ok(store::create_job(tx, J::QUEUE, args, options, None))
+    let key = options
+        .unique
+        .then(|| store::unique_key(J::QUEUE, &args, options.run_at.unwrap_or_default()));
+    Ok(store::create_job(tx, J::QUEUE, args, options, key))
 }
 
 /// Enqueues a job on its own.

@@ -132,7 +132,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts the built-in workers: housekeeping (expired idempotency keys, finished jobs older
-    /// than a week), hourly by default.
+    /// than a week; hourly by default) and task reminders.
     pub fn start(db: &Db, jobs: &JobsConfig) -> Self {
         let node = node_name();
         let mut runtime = Self::default();
@@ -158,6 +158,21 @@ impl Runtime {
             Ok(worker) => runtime.workers.push(worker),
             Err(e) => tracing::error!(error = %e, "the housekeeping schedule does not parse"),
         }
+        let reminder_db = db.clone();
+        runtime.workers.push(spawn_worker(
+            db,
+            queue_config(crate::crm::tasks::reminders::TaskReminder::QUEUE, jobs),
+            worker_name(crate::crm::tasks::reminders::TaskReminder::QUEUE, &node),
+            move |job: crate::crm::tasks::reminders::TaskReminder| {
+                let db = reminder_db.clone();
+                async move {
+                    crate::crm::tasks::reminders::remind(&db, &job)
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    Ok::<_, BoxDynError>(())
+                }
+            },
+        ));
         tracing::info!(%node, workers = runtime.workers.len(), "job workers started");
         runtime
     }

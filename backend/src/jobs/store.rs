@@ -106,7 +106,7 @@ pub(crate) fn create_job(
 
 /// The key of a unique job: a UUID whose first 48 bits are its due time in milliseconds (so keys
 /// sort like other jobs' v7 keys) and whose rest is a digest of its queue and arguments.
-fn unique_key(queue: &str, args: &[u8], run_at: DateTime<Utc>) -> String {
+pub(crate) fn unique_key(queue: &str, args: &[u8], run_at: DateTime<Utc>) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(queue.as_bytes())
@@ -454,6 +454,7 @@ impl Persistence for JobStore {
             };
             let options = JobOptions {
                 run_at,
+                unique: self.config.unique,
                 priority,
                 max_attempts: task
                     .ctx()

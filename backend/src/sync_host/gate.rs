@@ -53,7 +53,7 @@ impl ScopeGate {
             .await
             .ok()?;
         let kind = kind?;
-        if !["customer", "follow_up"].contains(&kind.as_str()) {
+        if !["customer", "follow_up", "task"].contains(&kind.as_str()) {
             return None;
         }
         let row: Option<Owner> = self.db.get(&kind, id.as_str()).await.ok()?;

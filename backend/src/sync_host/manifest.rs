@@ -35,6 +35,8 @@ pub async fn visible_documents(db: &Db, scope: &Scope) -> Result<Vec<ManifestEnt
            FROM customer WHERE {cond} AND state != 'deleted';
          SELECT record::id(id) AS doc_id, 'follow_up' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
            FROM follow_up WHERE {cond} AND state != 'deleted';
+         SELECT record::id(id) AS doc_id, 'task' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
+           FROM task WHERE {cond} AND state != 'deleted';
          ",
         cond = scope.condition
     ))
@@ -42,10 +44,12 @@ pub async fn visible_documents(db: &Db, scope: &Scope) -> Result<Vec<ManifestEnt
     .run(db)
     .await
     .and_then(|mut r| {
-        let mut customers: Vec<Row> = r.take(0)?;
-        let follow_ups: Vec<Row> = r.take(1)?;
-        customers.extend(follow_ups);
-        Ok(customers)
+        let mut rows: Vec<Row> = r.take(0)?;
+        for index in 1..3 {
+            let more: Vec<Row> = r.take(index)?;
+            rows.extend(more);
+        }
+        Ok(rows)
     })?;
     let mut documents: Vec<ManifestEntry> = rows
         .into_iter()

@@ -4,6 +4,7 @@ use autosurgeon::hydrate;
 use chrono::{DateTime, Utc};
 use outpost_mobile::records::customer::Customer;
 use outpost_mobile::records::follow_up::FollowUp;
+use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields};
 use outpost_sync::{Commit, DocumentId, StorageError, StoredDocument, SyncStorage};
 use sha2::{Digest, Sha256};
@@ -144,6 +145,39 @@ impl From<&FollowUp> for FollowUpRow {
     }
 }
 
+/// The projection row of a task document.
+#[derive(Debug, SurrealValue)]
+struct TaskRow {
+    title: String,
+    notes: String,
+    due_at: Option<String>,
+    customer: Option<String>,
+    assignee: Option<String>,
+    status: String,
+    reminders: Vec<i64>,
+    owner: Option<String>,
+    state: String,
+    created_by: Option<String>,
+}
+
+impl From<&Task> for TaskRow {
+    fn from(doc: &Task) -> Self {
+        let server = doc.server();
+        Self {
+            title: doc.title.clone(),
+            notes: doc.notes.as_str().to_string(),
+            due_at: doc.due_at.clone(),
+            customer: doc.customer.clone(),
+            assignee: doc.assignee.clone(),
+            status: doc.status.clone(),
+            reminders: doc.reminders.clone(),
+            owner: server.owner.clone(),
+            state: server.state.clone(),
+            created_by: server.created_by.clone(),
+        }
+    }
+}
+
 impl SyncStorage for SurrealSyncStorage {
     async fn load(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StorageError> {
         let document: Option<DocumentRow> = self
@@ -172,6 +206,7 @@ impl SyncStorage for SurrealSyncStorage {
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
         let id = commit.document_id.to_string();
+        let mut reminder_jobs = Tx::new();
         // A manifest is the server's own bookkeeping: stored, but neither projected nor audited.
         let projected: Option<(surrealdb::types::Value, ServerFields)> = match commit.kind {
             Customer::KIND => {
@@ -184,6 +219,14 @@ impl SyncStorage for SurrealSyncStorage {
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
                 Some((FollowUpRow::from(&doc).into_value(), doc.server().clone()))
             }
+            Task::KIND => {
+                let doc: Task =
+                    hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
+                // Reminders are planned in the same transaction as the change that sets them.
+                crate::crm::tasks::reminders::plan(&mut reminder_jobs, &id, &doc)
+                    .map_err(|e| StorageError::Failed(e.to_string()))?;
+                Some((TaskRow::from(&doc).into_value(), doc.server().clone()))
+            }
             outpost_mobile::manifest::KIND => None,
             other => return Err(StorageError::Failed(format!("no projection for {other}"))),
         };
@@ -194,6 +237,7 @@ impl SyncStorage for SurrealSyncStorage {
             .is_some_and(|d| d.chunks + 1 >= COMPACT_AFTER_CHUNKS);
 
         let mut tx = Tx::new();
+        tx.extend(reminder_jobs);
         let doc_record = tx.bind(ids::record("sync_document", &id));
         let kind = tx.bind(commit.kind.to_string());
         let id_b = tx.bind(id.clone());

@@ -8,6 +8,7 @@
 pub mod customer;
 pub mod follow_up;
 pub mod rules;
+pub mod task;
 pub mod text;
 
 use autosurgeon::{Hydrate, Reconcile};

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use outpost_mobile::api::{Page, Problem};
 use outpost_mobile::records::customer::{Contact, Customer as Document};
+use outpost_sync::DocumentId;
 use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
 use utoipa::{IntoParams, ToSchema};
@@ -369,4 +370,19 @@ async fn delete_customer(
     let id = parse_doc_id(&doc_id)?;
     tombstone::<Document, CustomerRow, Customer>(&state, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A `customer_doc_id` given in another record's body: a customer the actor may see, or a 422
+/// on `customer_doc_id` (the same answer whether it does not exist or is out of scope).
+pub async fn customer_reference(
+    state: &AppState,
+    actor: &Actor,
+    raw: &str,
+) -> Result<DocumentId, ApiError> {
+    let customer = DocumentId::parse(raw)
+        .ok_or_else(|| ApiError::invalid_field("customer_doc_id", "is not a document id"))?;
+    visible::<CustomerRow, Customer>(state, actor, &customer)
+        .await
+        .map_err(|_| ApiError::invalid_field("customer_doc_id", "no such customer"))?;
+    Ok(customer)
 }

@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use outpost_mobile::api::{Page, Problem};
 use outpost_mobile::records::follow_up::FollowUp as Document;
-use outpost_sync::DocumentId;
 use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
 use utoipa::{IntoParams, ToSchema};
@@ -200,13 +199,8 @@ async fn create_follow_up(
     ApiJson(body): ApiJson<CreateFollowUp>,
 ) -> Result<(StatusCode, axum::Json<FollowUp>), ApiError> {
     actor.require(Permission::CustomerWrite)?;
-    let customer = DocumentId::parse(&body.customer_doc_id)
-        .ok_or_else(|| ApiError::invalid_field("customer_doc_id", "is not a document id"))?;
-    visible::<crate::crm::customers::CustomerRow, crate::crm::customers::Customer>(
-        &state, &actor, &customer,
-    )
-    .await
-    .map_err(|_| ApiError::invalid_field("customer_doc_id", "no such customer"))?;
+    let customer =
+        crate::crm::customers::customer_reference(&state, &actor, &body.customer_doc_id).await?;
     let mut record = Document::new(customer.to_string(), &body.method, body.at);
     record.content = Text::with_value(body.content);
     record.location = body.location;

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_jobs.surql",
         sql: include_str!("migrations/0003_jobs.surql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_tasks.surql",
+        sql: include_str!("migrations/0004_tasks.surql"),
+    },
 ];
 
 #[derive(Debug, SurrealValue)]

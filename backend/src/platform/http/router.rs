@@ -65,6 +65,8 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::jobs::routes::routes())
         .merge(crate::crm::customers::routes())
         .merge(crate::crm::follow_ups::routes())
+        .merge(crate::crm::tasks::routes())
+        .merge(crate::crm::notifications::routes())
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

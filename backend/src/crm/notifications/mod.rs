@@ -1,0 +1,219 @@
+//! Notifications: what the server tells a user (a task is due, ...). Every notification lands in
+//! the user's in-app inbox (`GET /api/v1/notifications`); other channels (email, SMS, DingTalk,
+//! WeCom) implement [`Channel`] and deliver a copy.
+//!
+//! A notification's key is derived from what it is about ([`Notification::key`]), so a job that
+//! runs twice (as any job may) cannot notify twice.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use outpost_mobile::api::{Page, Problem};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use surrealdb::types::{RecordId, SurrealValue};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::crm::identity::access::Actor;
+use crate::error::ApiError;
+use crate::platform::db::{Db, DbError, Query};
+use crate::platform::http::{ApiQuery, Order, PageParams, PathKey, fetch_page};
+use crate::platform::ids;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_notifications))
+        .routes(routes!(mark_read))
+}
+
+/// A message for one user.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// The recipient (user id).
+    pub user: String,
+    /// What kind, e.g. `task.reminder`; users choose channels per kind.
+    pub kind: String,
+    /// One line.
+    pub title: String,
+    /// The details.
+    pub body: String,
+    /// What it is about: (record kind, record id).
+    pub subject: Option<(String, String)>,
+    /// What makes it unique besides kind, user and subject (e.g. the due time and the reminder
+    /// offset of a task reminder).
+    pub occasion: String,
+}
+
+impl Notification {
+    /// The key: a UUID-shaped digest of user, kind, subject and occasion.
+    pub fn key(&self) -> String {
+        let (subject_kind, subject_id) = self.subject.clone().unwrap_or_default();
+        let digest = Sha256::new()
+            .chain_update(self.user.as_bytes())
+            .chain_update([0])
+            .chain_update(self.kind.as_bytes())
+            .chain_update([0])
+            .chain_update(subject_kind.as_bytes())
+            .chain_update([0])
+            .chain_update(subject_id.as_bytes())
+            .chain_update([0])
+            .chain_update(self.occasion.as_bytes())
+            .finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        uuid::Uuid::from_bytes(bytes).to_string()
+    }
+}
+
+/// A way to reach a user besides the inbox. The SMS, email and chat-platform adapters implement
+/// it; delivery happens after the notification is stored, at most once per notification.
+pub trait Channel: Send + Sync {
+    /// The channel's name, e.g. `email`.
+    fn name(&self) -> &'static str;
+
+    /// Delivers one notification.
+    fn deliver(
+        &self,
+        notification: &Notification,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Stores `notification` in the recipient's inbox unless it is already there; returns whether it
+/// is new (only a new notification goes to other channels).
+pub async fn notify(db: &Db, notification: &Notification) -> Result<bool, DbError> {
+    let (subject_kind, subject_id) = notification.subject.clone().unzip();
+    let query = Query::new(
+        "IF record::exists($record) { RETURN false } ELSE {
+           CREATE $record SET user = $user, kind = $kind, title = $title, body = $body,
+             subject_kind = $subject_kind, subject_id = $subject_id, created_at = time::now(), read_at = NONE;
+           RETURN true
+         }",
+    )
+    .bind("record", ids::record("notification", &notification.key()))
+    .bind("user", notification.user.clone())
+    .bind("kind", notification.kind.clone())
+    .bind("title", notification.title.clone())
+    .bind("body", notification.body.clone())
+    .bind("subject_kind", subject_kind)
+    .bind("subject_id", subject_id);
+    let created: Option<bool> = db.retry(|| query.take(db, 0)).await?;
+    Ok(created.unwrap_or(false))
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, SurrealValue)]
+pub struct NotificationRow {
+    id: RecordId,
+    user: String,
+    kind: String,
+    title: String,
+    body: String,
+    subject_kind: Option<String>,
+    subject_id: Option<String>,
+    created_at: DateTime<Utc>,
+    read_at: Option<DateTime<Utc>>,
+}
+
+/// A notification in the inbox.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotificationView {
+    /// Id.
+    pub id: String,
+    /// What kind, e.g. `task.reminder`.
+    pub kind: String,
+    /// One line.
+    pub title: String,
+    /// The details.
+    pub body: String,
+    /// The kind of record it is about, e.g. `task`.
+    pub subject_kind: Option<String>,
+    /// The record it is about (a document id for synced records).
+    pub subject_id: Option<String>,
+    /// When it was sent.
+    pub created_at: DateTime<Utc>,
+    /// When the user read it.
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl From<NotificationRow> for NotificationView {
+    fn from(row: NotificationRow) -> Self {
+        Self {
+            id: ids::key_of(&row.id),
+            kind: row.kind,
+            title: row.title,
+            body: row.body,
+            subject_kind: row.subject_kind,
+            subject_id: row.subject_id,
+            created_at: row.created_at,
+            read_at: row.read_at,
+        }
+    }
+}
+
+/// Filters of the inbox.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationFilter {
+    /// Only unread ones.
+    pub unread: Option<bool>,
+    /// Items per page, 1 to 200.
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The caller's inbox, newest first.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications", params(NotificationFilter),
+    responses((status = 200, body = Page<NotificationView>), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn list_notifications(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiQuery(filter): ApiQuery<NotificationFilter>,
+) -> Result<axum::Json<Page<NotificationView>>, ApiError> {
+    let page = PageParams {
+        limit: filter.limit,
+        cursor: filter.cursor,
+    }
+    .validate()?;
+    let condition = Query::new("user = $me AND ($unread != true OR read_at = NONE)")
+        .bind("me", actor.user_id.clone())
+        .bind("unread", filter.unread.unwrap_or(false));
+    let page = fetch_page::<NotificationRow, NotificationView>(
+        &state.db,
+        "notification",
+        condition,
+        &page,
+        Order::NewestFirst,
+        |n| n.id.clone(),
+    )
+    .await?;
+    Ok(axum::Json(page))
+}
+
+/// Marks one of the caller's notifications read (again is fine).
+#[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "notifications",
+    params(("id" = String, Path, description = "The notification's id")),
+    responses((status = 200, body = NotificationView), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn mark_read(
+    State(state): State<AppState>,
+    actor: Actor,
+    PathKey(key): PathKey,
+) -> Result<axum::Json<NotificationView>, ApiError> {
+    let row: Option<NotificationRow> = Query::new(
+        "UPDATE ONLY $record SET read_at = read_at ?? time::now() WHERE user = $me RETURN AFTER",
+    )
+    .bind("record", ids::record("notification", &key))
+    .bind("me", actor.user_id.clone())
+    .take(&state.db, 0)
+    .await?;
+    // Someone else's notification is as missing as one that does not exist.
+    Ok(axum::Json(
+        row.ok_or(ApiError::NotFound("notification"))?.into(),
+    ))
+}

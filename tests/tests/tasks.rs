@@ -1,0 +1,262 @@
+//! Tasks (a synced record type) and their reminders: planned through the job queue in the same
+//! transaction as the change, re-planned, dropped, never sent twice, sent after a restart.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use outpost::config::Config;
+use outpost::crm::tasks::reminders::{TaskReminder, remind};
+use outpost_mobile::device::Device;
+use outpost_mobile::records::task::Task;
+use outpost_tests::{PASSWORD, Reply, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A due time `seconds` from now, RFC 3339.
+fn due_in(seconds: i64) -> String {
+    (Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339()
+}
+
+async fn rep(server: &TestServer) -> (String, String) {
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep = server.role(&admin, "rep").await;
+    let id = server.user(&admin, "rep@x.cn", &root, None, &[&rep]).await;
+    (id, server.token_of("rep@x.cn").await)
+}
+
+async fn inbox(server: &TestServer, token: &str) -> Vec<Value> {
+    let reply = server.get("/api/v1/notifications?limit=50", token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (up to a minute) for the inbox to hold `count` notifications.
+async fn inbox_of(server: &TestServer, token: &str, count: usize) -> Vec<Value> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let items = inbox(server, token).await;
+            if items.len() >= count {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the notifications arrive")
+}
+
+async fn reminder_jobs(server: &TestServer, status: &str) -> Vec<Value> {
+    let admin = server.admin_token().await;
+    let reply = server
+        .get(
+            &format!("/api/v1/admin/jobs?queue=task.reminder&status={status}&limit=50"),
+            &admin,
+        )
+        .await;
+    reply.body["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn create(server: &TestServer, token: &str, body: Value) -> Reply {
+    server.post("/api/v1/tasks", token, body).await
+}
+
+#[tokio::test]
+async fn a_task_reminder_reaches_the_inbox_once() {
+    let server = TestServer::start().await;
+    let (rep_id, token) = rep(&server).await;
+    // Due in 62 s with a reminder 1 min before: the reminder is due in 2 s.
+    let due = due_in(62);
+    let created = create(
+        &server,
+        &token,
+        json!({ "title": "回访田野农机", "due_at": due, "reminders": [1] }),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["assignee_id"], rep_id.as_str());
+    let doc_id = created.body["doc_id"].as_str().unwrap().to_string();
+
+    let items = inbox_of(&server, &token, 1).await;
+    assert_eq!(items.len(), 1);
+    let note = &items[0];
+    assert_eq!(note["kind"], "task.reminder");
+    assert_eq!(note["title"], "回访田野农机");
+    assert_eq!(note["subject_kind"], "task");
+    assert_eq!(note["subject_id"], doc_id.as_str());
+    assert!(note["read_at"].is_null());
+
+    // The same reminder run again (a job may run twice) notifies no one.
+    let again = remind(
+        &server.db(),
+        &TaskReminder {
+            task: doc_id.clone(),
+            due_at: due.clone(),
+            minutes: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!again, "already sent");
+    assert_eq!(inbox(&server, &token).await.len(), 1);
+
+    // Read it; someone else cannot.
+    let id = note["id"].as_str().unwrap();
+    let admin = server.admin_token().await;
+    let foreign = server
+        .post(
+            &format!("/api/v1/notifications/{id}/read"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    let read = server
+        .post(
+            &format!("/api/v1/notifications/{id}/read"),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    assert!(read.body["read_at"].is_string());
+    let unread = server
+        .get("/api/v1/notifications?unread=true", &token)
+        .await;
+    assert_eq!(unread.body["items"], json!([]));
+}
+
+#[tokio::test]
+async fn rescheduled_done_and_deleted_tasks_are_not_reminded_at_the_old_time() {
+    let server = TestServer::start().await;
+    let (_, token) = rep(&server).await;
+    let mut ids = Vec::new();
+    for title in ["moved", "finished", "dropped"] {
+        let created = create(
+            &server,
+            &token,
+            json!({ "title": title, "due_at": due_in(63), "reminders": [1] }),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        ids.push(created.body["doc_id"].as_str().unwrap().to_string());
+    }
+    let moved = server
+        .patch(
+            &format!("/api/v1/tasks/{}", ids[0]),
+            &token,
+            json!({ "due_at": due_in(3600) }),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{:?}", moved.body);
+    let finished = server
+        .patch(
+            &format!("/api/v1/tasks/{}", ids[1]),
+            &token,
+            json!({ "status": "done" }),
+        )
+        .await;
+    assert_eq!(finished.status, StatusCode::OK, "{:?}", finished.body);
+    let dropped = server
+        .delete(&format!("/api/v1/tasks/{}", ids[2]), &token)
+        .await;
+    assert!(dropped.status.is_success());
+
+    // The three reminders planned for the old times run, find nothing to remind about, and
+    // finish; the moved task has a new reminder, pending for its new time.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while reminder_jobs(&server, "done").await.len() < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the old reminders ran");
+    assert!(
+        inbox(&server, &token).await.is_empty(),
+        "nobody was reminded"
+    );
+    let pending = reminder_jobs(&server, "pending").await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["args"]["task"], ids[0].as_str());
+}
+
+#[tokio::test]
+async fn task_fields_are_checked() {
+    let server = TestServer::start().await;
+    let (_, token) = rep(&server).await;
+    let no_due = create(&server, &token, json!({ "title": "x", "reminders": [5] })).await;
+    assert_eq!(no_due.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(no_due.body["errors"][0]["field"], "due_at");
+    let too_early = create(
+        &server,
+        &token,
+        json!({ "title": "x", "due_at": due_in(3600), "reminders": [20000] }),
+    )
+    .await;
+    assert_eq!(too_early.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(too_early.body["errors"][0]["field"], "reminders[0]");
+    let stranger = create(
+        &server,
+        &token,
+        json!({ "title": "x", "assignee_id": outpost::platform::ids::new_key() }),
+    )
+    .await;
+    assert_eq!(stranger.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_status = create(&server, &token, json!({ "title": "x" })).await;
+    let doc_id = bad_status.body["doc_id"].as_str().unwrap();
+    let patched = server
+        .patch(
+            &format!("/api/v1/tasks/{doc_id}"),
+            &token,
+            json!({ "status": "sleeping" }),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let list = server.get("/api/v1/tasks?status=open", &token).await;
+    assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_task_made_offline_on_a_phone_is_reminded_too() {
+    let server = TestServer::start().await;
+    let (rep_id, token) = rep(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut phone = Device::open(dir.path(), &server.base).unwrap();
+    phone
+        .login("rep@x.cn", PASSWORD, "phone", "android")
+        .await
+        .unwrap();
+    let mut task = Task::new("带样品");
+    task.due_at = Some(due_in(62));
+    task.reminders = vec![1];
+    task.assignee = Some(rep_id);
+    let id = phone.create(&task).unwrap();
+    phone.sync().await.unwrap();
+    let items = inbox_of(&server, &token, 1).await;
+    assert_eq!(items[0]["subject_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_reminder_due_while_the_server_is_down_is_sent_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let (_, token) = rep(&server).await;
+    let created = create(
+        &server,
+        &token,
+        json!({ "title": "给王总回电话", "due_at": due_in(68), "reminders": [1] }),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert!(inbox(&server, &token).await.is_empty(), "not yet due");
+    server.shutdown().await;
+    // The reminder falls due while nothing runs.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let token = server.token_of("rep@x.cn").await;
+    let items = inbox_of(&server, &token, 1).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["title"], "给王总回电话");
+    server.shutdown().await;
+}
