@@ -117,7 +117,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
         .config
         .jobs
         .workers
-        .then(|| jobs::runtime::Runtime::start(&state.db, &state.config.jobs));
+        .then(|| jobs::runtime::Runtime::start(&state.db, &state.config.jobs, &state.sync));
     let sync_for_shutdown = state.sync.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(
@@ -180,10 +180,12 @@ pub async fn run_workers(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let db = open_store(&config).await?;
-    let workers = jobs::runtime::Runtime::start(&db, &config.jobs);
+    let engine = sync_host::engine(&db, &config.sync).await?;
+    let workers = jobs::runtime::Runtime::start(&db, &config.jobs, &engine);
     shutdown.await;
     tracing::info!("shutting down: letting workers finish or return their jobs");
     workers.shutdown().await;
+    drop(engine);
     drop(db);
     platform::db::await_store_closed(&config.database).await;
     Ok(())

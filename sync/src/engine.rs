@@ -850,26 +850,44 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
     pub async fn create<T: outpost_mobile::records::RecordType>(
         &self,
         author: &Author,
-        mut record: T,
+        record: T,
     ) -> Result<(DocumentId, T), ChangeError> {
+        let id = DocumentId::generate();
+        let created = self
+            .create_as(author, &id, record)
+            .await?
+            .ok_or_else(|| ChangeError::Malformed("a fresh document id was taken".into()))?;
+        Ok((id, created))
+    }
+
+    /// Creates a document under a chosen id (one derived from what causes it, so that a job
+    /// running twice creates it once); `None` when a document with that id exists already.
+    pub async fn create_as<T: outpost_mobile::records::RecordType>(
+        &self,
+        author: &Author,
+        id: &DocumentId,
+        mut record: T,
+    ) -> Result<Option<T>, ChangeError> {
         let violations = record.validate();
         if !violations.is_empty() {
             return Err(ChangeError::Invalid(violations));
         }
         *record.server_mut() = ServerFields::created_by(&author.identity.user_id);
-        let id = DocumentId::generate();
         let mut doc =
             outpost_mobile::records::new_document().with_actor(self.inner.server_actor.clone());
         autosurgeon::reconcile(&mut doc, &record)
             .map_err(|e| ChangeError::Malformed(e.to_string()))?;
-        let entry = self.entry(&id).await?;
+        let entry = self.entry(id).await?;
         let mut guard = entry.lock().await;
-        self.persist(author, &id, T::KIND, None, &mut doc, &[])
+        if guard.doc.is_some() {
+            return Ok(None);
+        }
+        self.persist(author, id, T::KIND, None, &mut doc, &[])
             .await?;
         guard.kind = T::KIND.to_string();
         guard.doc = Some(doc);
         self.manifests_stale();
-        Ok((id, record))
+        Ok(Some(record))
     }
 
     /// Changes a document on the server through the same validation, persistence, projection

@@ -57,6 +57,26 @@ async fn reminder_jobs(server: &TestServer, status: &str) -> Vec<Value> {
     reply.body["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// Waits (up to a minute) until the caller's task list passes `check`.
+async fn tasks_until(
+    server: &TestServer,
+    token: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let list = server.get("/api/v1/tasks?limit=50", token).await;
+            let items = list.body["items"].as_array().cloned().unwrap_or_default();
+            if check(&items) {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the tasks settle")
+}
+
 async fn create(server: &TestServer, token: &str, body: Value) -> Reply {
     server.post("/api/v1/tasks", token, body).await
 }
@@ -259,4 +279,96 @@ async fn a_reminder_due_while_the_server_is_down_is_sent_after_the_restart() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["title"], "给王总回电话");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_follow_up_s_next_contact_time_becomes_one_task_for_its_owner() {
+    let server = TestServer::start().await;
+    let (rep_id, token) = rep(&server).await;
+    let customer = server
+        .post("/api/v1/customers", &token, json!({ "name": "Acme 机械" }))
+        .await;
+    let customer_id = customer.body["doc_id"].as_str().unwrap().to_string();
+    let first = due_in(7200);
+    let follow_up = server
+        .post(
+            "/api/v1/follow-ups",
+            &token,
+            json!({ "customer_doc_id": customer_id, "method": "visit", "at": Utc::now().to_rfc3339(), "next_contact_at": first }),
+        )
+        .await;
+    assert_eq!(
+        follow_up.status,
+        StatusCode::CREATED,
+        "{:?}",
+        follow_up.body
+    );
+    let follow_up_id = follow_up.body["doc_id"].as_str().unwrap().to_string();
+
+    let tasks = tasks_until(&server, &token, |items| {
+        items.len() == 1 && items[0]["due_at"] == first.as_str()
+    })
+    .await;
+    let task = &tasks[0];
+    assert_eq!(task["title"], "Contact Acme 机械");
+    assert_eq!(task["customer_doc_id"], customer_id.as_str());
+    assert_eq!(task["assignee_id"], rep_id.as_str());
+    assert_eq!(task["owner_id"], rep_id.as_str());
+    let task_id = task["doc_id"].as_str().unwrap().to_string();
+
+    // A new next contact time moves the same task.
+    let later = due_in(10800);
+    server
+        .patch(
+            &format!("/api/v1/follow-ups/{follow_up_id}"),
+            &token,
+            json!({ "next_contact_at": later }),
+        )
+        .await;
+    let tasks = tasks_until(&server, &token, |items| {
+        items.len() == 1 && items[0]["due_at"] == later.as_str()
+    })
+    .await;
+    assert_eq!(tasks[0]["doc_id"], task_id.as_str(), "the same task moved");
+
+    // Once the task is done, the follow-up no longer moves it.
+    let done = server
+        .patch(
+            &format!("/api/v1/tasks/{task_id}"),
+            &token,
+            json!({ "status": "done" }),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+    server
+        .patch(
+            &format!("/api/v1/follow-ups/{follow_up_id}"),
+            &token,
+            json!({ "next_contact_at": due_in(14400) }),
+        )
+        .await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let admin = server.admin_token().await;
+            let done = server
+                .get(
+                    "/api/v1/admin/jobs?queue=follow_up.next_contact&status=done",
+                    &admin,
+                )
+                .await;
+            if done.body["items"].as_array().map(Vec::len) == Some(3) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the third job ran");
+    let task = server
+        .get(&format!("/api/v1/tasks/{task_id}"), &token)
+        .await;
+    assert_eq!(task.body["status"], "done");
+    assert_eq!(task.body["due_at"], later.as_str());
+    let all = server.get("/api/v1/tasks?limit=50", &token).await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(1));
 }

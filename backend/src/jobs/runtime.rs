@@ -132,8 +132,9 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts the built-in workers: housekeeping (expired idempotency keys, finished jobs older
-    /// than a week; hourly by default) and task reminders.
-    pub fn start(db: &Db, jobs: &JobsConfig) -> Self {
+    /// than a week; hourly by default), task reminders, and the tasks that follow-ups' next
+    /// contact times become.
+    pub fn start(db: &Db, jobs: &JobsConfig, engine: &crate::sync_host::SyncEngine) -> Self {
         let node = node_name();
         let mut runtime = Self::default();
         let housekeeping_db = db.clone();
@@ -169,6 +170,25 @@ impl Runtime {
                     crate::crm::tasks::reminders::remind(&db, &job)
                         .await
                         .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    Ok::<_, BoxDynError>(())
+                }
+            },
+        ));
+        let (next_db, next_engine) = (db.clone(), engine.clone());
+        runtime.workers.push(spawn_worker(
+            db,
+            queue_config(
+                crate::crm::follow_ups::next_contact::NextContact::QUEUE,
+                jobs,
+            ),
+            worker_name(
+                crate::crm::follow_ups::next_contact::NextContact::QUEUE,
+                &node,
+            ),
+            move |job: crate::crm::follow_ups::next_contact::NextContact| {
+                let (db, engine) = (next_db.clone(), next_engine.clone());
+                async move {
+                    crate::crm::follow_ups::next_contact::schedule(&engine, &db, &job).await?;
                     Ok::<_, BoxDynError>(())
                 }
             },

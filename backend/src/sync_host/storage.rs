@@ -206,7 +206,7 @@ impl SyncStorage for SurrealSyncStorage {
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
         let id = commit.document_id.to_string();
-        let mut reminder_jobs = Tx::new();
+        let mut follow_on_jobs = Tx::new();
         // A manifest is the server's own bookkeeping: stored, but neither projected nor audited.
         let projected: Option<(surrealdb::types::Value, ServerFields)> = match commit.kind {
             Customer::KIND => {
@@ -217,13 +217,15 @@ impl SyncStorage for SurrealSyncStorage {
             FollowUp::KIND => {
                 let doc: FollowUp =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
+                crate::crm::follow_ups::next_contact::plan(&mut follow_on_jobs, &id, &doc)
+                    .map_err(|e| StorageError::Failed(e.to_string()))?;
                 Some((FollowUpRow::from(&doc).into_value(), doc.server().clone()))
             }
             Task::KIND => {
                 let doc: Task =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
                 // Reminders are planned in the same transaction as the change that sets them.
-                crate::crm::tasks::reminders::plan(&mut reminder_jobs, &id, &doc)
+                crate::crm::tasks::reminders::plan(&mut follow_on_jobs, &id, &doc)
                     .map_err(|e| StorageError::Failed(e.to_string()))?;
                 Some((TaskRow::from(&doc).into_value(), doc.server().clone()))
             }
@@ -237,7 +239,7 @@ impl SyncStorage for SurrealSyncStorage {
             .is_some_and(|d| d.chunks + 1 >= COMPACT_AFTER_CHUNKS);
 
         let mut tx = Tx::new();
-        tx.extend(reminder_jobs);
+        tx.extend(follow_on_jobs);
         let doc_record = tx.bind(ids::record("sync_document", &id));
         let kind = tx.bind(commit.kind.to_string());
         let id_b = tx.bind(id.clone());

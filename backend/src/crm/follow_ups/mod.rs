@@ -1,6 +1,8 @@
 //! Follow-up records (联系记录): visits, calls, messages and meetings, each a synced document.
 //! Reads come from the projection, filtered by scope; writes go through the sync engine.
 
+pub mod next_contact;
+
 use autosurgeon::Text;
 use axum::extract::State;
 use axum::http::StatusCode;
