@@ -372,3 +372,110 @@ async fn a_follow_up_s_next_contact_time_becomes_one_task_for_its_owner() {
     let all = server.get("/api/v1/tasks?limit=50", &token).await;
     assert_eq!(all.body["items"].as_array().map(Vec::len), Some(1));
 }
+
+/// A UTC instant for a local wall-clock time in `tz`.
+fn local(tz: chrono_tz::Tz, y: i32, m: u32, d: u32, h: u32, min: u32) -> chrono::DateTime<Utc> {
+    use chrono::TimeZone;
+    tz.with_ymd_and_hms(y, m, d, h, min, 0)
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn the_morning_digest_goes_out_once_per_user_and_local_day_even_across_a_restart() {
+    use chrono_tz::America::New_York;
+    use chrono_tz::Asia::Shanghai;
+    use outpost::crm::digest::sweep;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep = server.role(&admin, "rep").await;
+    server.user(&admin, "rep@x.cn", &root, None, &[&rep]).await;
+    let created = server
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({ "email": "ny@x.cn", "name": "NY", "department_id": root, "role_ids": [rep],
+                    "password": PASSWORD, "time_zone": "America/New_York" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let shanghai = server.token_of("rep@x.cn").await;
+    let new_york = server.token_of("ny@x.cn").await;
+
+    // Far-future days, so the queue's own sweep (which uses the real clock) never sends these.
+    let day = (2031, 3, 4);
+    for (token, tz, title, hour) in [
+        (&shanghai, Shanghai, "拜访客户", 10),
+        (&new_york, New_York, "Call the distributor", 11),
+    ] {
+        let due = local(tz, day.0, day.1, day.2, hour, 30).to_rfc3339();
+        let reply = create(&server, token, json!({ "title": title, "due_at": due })).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+    let overdue = local(Shanghai, day.0, day.1, day.2 - 1, 17, 0).to_rfc3339();
+    create(
+        &server,
+        &shanghai,
+        json!({ "title": "报价单", "due_at": overdue }),
+    )
+    .await;
+
+    let db = server.db();
+    // 07:59 in Shanghai: nobody yet.
+    let sent = sweep(&db, local(Shanghai, day.0, day.1, day.2, 7, 59))
+        .await
+        .unwrap();
+    assert_eq!(sent, 0);
+    // 08:00 in Shanghai (19:00 the day before in New York): the Shanghai rep only.
+    let sent = sweep(&db, local(Shanghai, day.0, day.1, day.2, 8, 0))
+        .await
+        .unwrap();
+    assert_eq!(sent, 1);
+    let digest = inbox(&server, &shanghai).await;
+    assert_eq!(digest.len(), 1);
+    assert_eq!(digest[0]["kind"], "digest");
+    assert_eq!(digest[0]["title"], "2031-03-04: 1 due today, 1 overdue");
+    let body = digest[0]["body"].as_str().unwrap();
+    assert!(
+        body.contains("10:30 拜访客户") && body.contains("报价单"),
+        "{body}"
+    );
+    assert!(inbox(&server, &new_york).await.is_empty());
+    // Later sweeps the same morning send nothing more.
+    let sent = sweep(&db, local(Shanghai, day.0, day.1, day.2, 9, 15))
+        .await
+        .unwrap();
+    assert_eq!(sent, 0);
+
+    // Across a restart: still once; New York's morning comes; the next day is a new digest.
+    drop(db);
+    server.shutdown().await;
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let db = server.db();
+    let shanghai = server.token_of("rep@x.cn").await;
+    let new_york = server.token_of("ny@x.cn").await;
+    let sent = sweep(&db, local(Shanghai, day.0, day.1, day.2, 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(sent, 0, "already sent before the restart");
+    let sent = sweep(&db, local(New_York, day.0, day.1, day.2, 8, 15))
+        .await
+        .unwrap();
+    assert_eq!(sent, 1, "New York's 08:00");
+    assert_eq!(inbox(&server, &new_york).await.len(), 1);
+    let sent = sweep(&db, local(Shanghai, day.0, day.1, day.2 + 1, 8, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent, 1,
+        "the next day's digest: the overdue items are still there"
+    );
+    assert_eq!(inbox(&server, &shanghai).await.len(), 2);
+    drop(db);
+    server.shutdown().await;
+}

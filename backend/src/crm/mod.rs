@@ -1,6 +1,7 @@
 //! The domain areas, one folder each, holding model, service functions and routes.
 
 pub mod customers;
+pub mod digest;
 pub mod follow_ups;
 pub mod identity;
 pub mod notifications;

@@ -132,8 +132,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts the built-in workers: housekeeping (expired idempotency keys, finished jobs older
-    /// than a week; hourly by default), task reminders, and the tasks that follow-ups' next
-    /// contact times become.
+    /// than a week; hourly by default), the morning digest's quarter-hourly sweep, task
+    /// reminders, and the tasks that follow-ups' next contact times become.
     pub fn start(db: &Db, jobs: &JobsConfig, engine: &crate::sync_host::SyncEngine) -> Self {
         let node = node_name();
         let mut runtime = Self::default();
@@ -174,6 +174,25 @@ impl Runtime {
                 }
             },
         ));
+        let digest_db = db.clone();
+        match spawn_cron(
+            db,
+            queue_config(crate::crm::digest::QUEUE, jobs),
+            crate::crm::digest::SCHEDULE,
+            worker_name(crate::crm::digest::QUEUE, &node),
+            move |_tick: Tick| {
+                let db = digest_db.clone();
+                async move {
+                    crate::crm::digest::sweep(&db, chrono::Utc::now())
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    Ok(())
+                }
+            },
+        ) {
+            Ok(worker) => runtime.workers.push(worker),
+            Err(e) => tracing::error!(error = %e, "the digest schedule does not parse"),
+        }
         let (next_db, next_engine) = (db.clone(), engine.clone());
         runtime.workers.push(spawn_worker(
             db,
