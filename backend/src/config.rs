@@ -54,6 +54,36 @@ pub struct Config {
     pub sync: SyncConfig,
     /// The job queue's workers.
     pub jobs: JobsConfig,
+    /// Outgoing email (the notification email channel).
+    pub email: EmailConfig,
+}
+
+/// Outgoing email over SMTP. With no `smtp_host` the email channel is off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server; empty turns email off.
+    pub smtp_host: String,
+    /// Its port.
+    pub smtp_port: u16,
+    /// The sender, e.g. `Outpost <crm@example.cn>`.
+    pub from: String,
+    /// SMTP login, if the server wants one.
+    pub username: Option<String>,
+    /// SMTP password.
+    pub password: Option<Secret>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: String::new(),
+            smtp_port: 25,
+            from: "Outpost <outpost@localhost>".into(),
+            username: None,
+            password: None,
+        }
+    }
 }
 
 /// The job queue's workers in this process.

@@ -117,7 +117,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
         .config
         .jobs
         .workers
-        .then(|| jobs::runtime::Runtime::start(&state.db, &state.config.jobs, &state.sync));
+        .then(|| jobs::runtime::Runtime::start(&state.db, &state.config, &state.sync));
     let sync_for_shutdown = state.sync.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(
@@ -181,7 +181,7 @@ pub async fn run_workers(
 ) -> Result<(), StartError> {
     let db = open_store(&config).await?;
     let engine = sync_host::engine(&db, &config.sync).await?;
-    let workers = jobs::runtime::Runtime::start(&db, &config.jobs, &engine);
+    let workers = jobs::runtime::Runtime::start(&db, &config, &engine);
     shutdown.await;
     tracing::info!("shutting down: letting workers finish or return their jobs");
     workers.shutdown().await;

@@ -14,6 +14,7 @@ mod follow_ups;
 mod identity;
 mod interop;
 mod jobs;
+mod notifications;
 mod openapi;
 mod protocol;
 mod records;

@@ -132,6 +132,7 @@ async fn send(db: &Db, user: &str, tz: Tz, day: NaiveDate) -> Result<bool, DbErr
             body,
             subject: None,
             occasion: day.to_string(),
+            urgent: false,
         },
     )
     .await

@@ -133,8 +133,14 @@ pub struct Runtime {
 impl Runtime {
     /// Starts the built-in workers: housekeeping (expired idempotency keys, finished jobs older
     /// than a week; hourly by default), the morning digest's quarter-hourly sweep, task
-    /// reminders, and the tasks that follow-ups' next contact times become.
-    pub fn start(db: &Db, jobs: &JobsConfig, engine: &crate::sync_host::SyncEngine) -> Self {
+    /// reminders, notification delivery, and the tasks that follow-ups' next contact times
+    /// become.
+    pub fn start(
+        db: &Db,
+        config: &crate::config::Config,
+        engine: &crate::sync_host::SyncEngine,
+    ) -> Self {
+        let jobs = &config.jobs;
         let node = node_name();
         let mut runtime = Self::default();
         let housekeeping_db = db.clone();
@@ -193,6 +199,22 @@ impl Runtime {
             Ok(worker) => runtime.workers.push(worker),
             Err(e) => tracing::error!(error = %e, "the digest schedule does not parse"),
         }
+        let (deliver_db, channels) = (
+            db.clone(),
+            crate::crm::notifications::delivery::Channels::from_config(config),
+        );
+        runtime.workers.push(spawn_worker(
+            db,
+            queue_config(crate::crm::notifications::delivery::Deliver::QUEUE, jobs),
+            worker_name(crate::crm::notifications::delivery::Deliver::QUEUE, &node),
+            move |job: crate::crm::notifications::delivery::Deliver| {
+                let (db, channels) = (deliver_db.clone(), channels.clone());
+                async move {
+                    crate::crm::notifications::delivery::deliver(&db, &channels, &job).await?;
+                    Ok::<_, BoxDynError>(())
+                }
+            },
+        ));
         let (next_db, next_engine) = (db.clone(), engine.clone());
         runtime.workers.push(spawn_worker(
             db,

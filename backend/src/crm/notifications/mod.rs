@@ -1,9 +1,11 @@
 //! Notifications: what the server tells a user (a task is due, ...). Every notification lands in
 //! the user's in-app inbox (`GET /api/v1/notifications`); other channels (email, SMS, DingTalk,
-//! WeCom) implement [`Channel`] and deliver a copy.
+//! WeCom) implement [`delivery::Channel`] and deliver a copy, as each user chooses per kind.
 //!
 //! A notification's key is derived from what it is about ([`Notification::key`]), so a job that
 //! runs twice (as any job may) cannot notify twice.
+
+pub mod delivery;
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -26,6 +28,117 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_notifications))
         .routes(routes!(mark_read))
+        .routes(routes!(get_settings, put_settings))
+}
+
+/// The kinds of notification there are, with what they are for.
+pub const KINDS: [(&str, &str); 2] = [
+    ("task.reminder", "a task is due soon"),
+    ("digest", "the morning digest"),
+];
+
+/// `GET` and `PUT /api/v1/me/notification-settings`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    /// Channels per kind (`inbox`, `email`); kinds left out go to every channel. The inbox
+    /// always keeps a copy.
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<String, Vec<String>>,
+    /// Quiet hours start, local `HH:MM`: non-urgent messages wait until `quiet_end`.
+    pub quiet_start: Option<String>,
+    /// Quiet hours end, local `HH:MM`.
+    pub quiet_end: Option<String>,
+}
+
+/// The caller's notification settings.
+#[utoipa::path(get, path = "/api/v1/me/notification-settings", tag = "notifications",
+    responses((status = 200, body = SettingsBody), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
+async fn get_settings(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> Result<axum::Json<SettingsBody>, ApiError> {
+    let settings = delivery::settings_of(&state.db, &actor.user_id).await?;
+    Ok(axum::Json(SettingsBody {
+        channels: KINDS
+            .iter()
+            .map(|(kind, _)| (kind.to_string(), settings.channels_for(kind)))
+            .collect(),
+        quiet_start: settings.quiet_start,
+        quiet_end: settings.quiet_end,
+    }))
+}
+
+/// Replaces the caller's notification settings.
+#[utoipa::path(put, path = "/api/v1/me/notification-settings", tag = "notifications", request_body = SettingsBody,
+    responses((status = 200, body = SettingsBody), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn put_settings(
+    State(state): State<AppState>,
+    actor: Actor,
+    crate::platform::http::ApiJson(body): crate::platform::http::ApiJson<SettingsBody>,
+) -> Result<axum::Json<SettingsBody>, ApiError> {
+    let mut errors = Vec::new();
+    for (kind, channels) in &body.channels {
+        if !KINDS.iter().any(|(k, _)| k == kind) {
+            errors.push(outpost_mobile::api::FieldError {
+                field: format!("channels.{kind}"),
+                message: "is not a kind of notification".into(),
+            });
+        }
+        for channel in channels {
+            if !delivery::CHANNELS.contains(&channel.as_str()) {
+                errors.push(outpost_mobile::api::FieldError {
+                    field: format!("channels.{kind}"),
+                    message: format!("`{channel}` is not a channel (inbox, email)"),
+                });
+            }
+        }
+    }
+    for (field, value) in [
+        ("quiet_start", &body.quiet_start),
+        ("quiet_end", &body.quiet_end),
+    ] {
+        if let Some(value) = value
+            && chrono::NaiveTime::parse_from_str(value, "%H:%M").is_err()
+        {
+            errors.push(outpost_mobile::api::FieldError {
+                field: field.into(),
+                message: "must be a local time HH:MM".into(),
+            });
+        }
+    }
+    if body.quiet_start.is_some() != body.quiet_end.is_some() {
+        errors.push(outpost_mobile::api::FieldError {
+            field: "quiet_end".into(),
+            message: "quiet hours need both a start and an end".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let settings = delivery::Settings {
+        channels: body.channels,
+        quiet_start: body.quiet_start,
+        quiet_end: body.quiet_end,
+    };
+    let mut tx = crate::platform::db::Tx::new();
+    let record = tx.bind(ids::record("notification_setting", &actor.user_id));
+    let channels = tx.bind(settings.channels.clone());
+    let quiet_start = tx.bind(settings.quiet_start.clone());
+    let quiet_end = tx.bind(settings.quiet_end.clone());
+    tx.push(format!(
+        "UPSERT {record} SET channels = {channels}, quiet_start = {quiet_start}, quiet_end = {quiet_end}, updated_at = time::now()"
+    ));
+    tx.audit(
+        &actor.audit(),
+        "notification.settings",
+        Some(("user", &actor.user_id)),
+        serde_json::json!({ "quiet_start": settings.quiet_start, "quiet_end": settings.quiet_end }),
+    );
+    tx.run(&state.db).await?;
+    get_settings(State(state), actor).await
 }
 
 /// A message for one user.
@@ -44,6 +157,8 @@ pub struct Notification {
     /// What makes it unique besides kind, user and subject (e.g. the due time and the reminder
     /// offset of a task reminder).
     pub occasion: String,
+    /// Urgent messages ignore the user's quiet hours.
+    pub urgent: bool,
 }
 
 impl Notification {
@@ -69,21 +184,9 @@ impl Notification {
     }
 }
 
-/// A way to reach a user besides the inbox. The SMS, email and chat-platform adapters implement
-/// it; delivery happens after the notification is stored, at most once per notification.
-pub trait Channel: Send + Sync {
-    /// The channel's name, e.g. `email`.
-    fn name(&self) -> &'static str;
-
-    /// Delivers one notification.
-    fn deliver(
-        &self,
-        notification: &Notification,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// Stores `notification` in the recipient's inbox unless it is already there; returns whether it
-/// is new (only a new notification goes to other channels).
+/// Stores `notification` in the recipient's inbox unless it is already there, and plans its
+/// delivery through the user's other channels; returns whether it is new (a notification seen
+/// before goes nowhere again).
 pub async fn notify(db: &Db, notification: &Notification) -> Result<bool, DbError> {
     let (subject_kind, subject_id) = notification.subject.clone().unzip();
     let query = Query::new(
@@ -101,7 +204,11 @@ pub async fn notify(db: &Db, notification: &Notification) -> Result<bool, DbErro
     .bind("subject_kind", subject_kind)
     .bind("subject_id", subject_id);
     let created: Option<bool> = db.retry(|| query.take(db, 0)).await?;
-    Ok(created.unwrap_or(false))
+    let created = created.unwrap_or(false);
+    if created {
+        delivery::plan(db, notification, &notification.key()).await?;
+    }
+    Ok(created)
 }
 
 /// A stored notification.

@@ -105,6 +105,8 @@ pub async fn remind(db: &Db, job: &TaskReminder) -> Result<bool, DbError> {
             body,
             subject: Some(("task".into(), job.task.clone())),
             occasion: format!("{}@{}", job.due_at, job.minutes),
+            // A reminder within the hour cannot wait for the end of the quiet hours.
+            urgent: job.minutes <= 60,
         },
     )
     .await
