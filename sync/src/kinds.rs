@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use automerge::AutoCommit;
 use autosurgeon::{hydrate, reconcile};
 use outpost_mobile::records::customer::Customer;
+use outpost_mobile::records::event::Event;
 use outpost_mobile::records::follow_up::FollowUp;
 use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields, Violation};
@@ -125,6 +126,7 @@ impl Default for Kinds {
         kinds.register::<Customer>();
         kinds.register::<FollowUp>();
         kinds.register::<Task>();
+        kinds.register::<Event>();
         kinds
     }
 }

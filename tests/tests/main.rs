@@ -10,6 +10,7 @@ mod config;
 mod convergence;
 mod customers;
 mod device;
+mod events;
 mod follow_ups;
 mod identity;
 mod interop;

@@ -2,6 +2,7 @@
 
 pub mod customers;
 pub mod digest;
+pub mod events;
 pub mod follow_ups;
 pub mod identity;
 pub mod notifications;

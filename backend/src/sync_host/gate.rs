@@ -14,6 +14,13 @@ use surrealdb::types::SurrealValue;
 use crate::crm::identity::access::{Access, Permission};
 use crate::platform::db::{Db, Query};
 
+/// Who holds a document: its owner, and for an event its attendees.
+struct Holders {
+    is_event: bool,
+    owner: Option<String>,
+    attendees: Vec<String>,
+}
+
 /// [`AccessGate`] backed by the identity module.
 #[derive(Clone)]
 pub struct ScopeGate {
@@ -38,12 +45,9 @@ impl ScopeGate {
         }
     }
 
-    /// The owner of a document (from its projection), if the document exists.
-    async fn owner(&self, id: &DocumentId) -> Option<Option<String>> {
-        #[derive(Debug, SurrealValue)]
-        struct Owner {
-            owner: Option<String>,
-        }
+    /// Who a document belongs to and who is invited to it (from its projection), if the
+    /// document exists.
+    async fn holders(&self, id: &DocumentId) -> Option<Holders> {
         let kind: Option<String> = Query::new("(SELECT VALUE kind FROM ONLY $doc)")
             .bind(
                 "doc",
@@ -53,11 +57,48 @@ impl ScopeGate {
             .await
             .ok()?;
         let kind = kind?;
-        if !["customer", "follow_up", "task"].contains(&kind.as_str()) {
-            return None;
+        match kind.as_str() {
+            "customer" | "follow_up" | "task" => {
+                #[derive(Debug, SurrealValue)]
+                struct Owner {
+                    owner: Option<String>,
+                }
+                let row: Option<Owner> = self.db.get(&kind, id.as_str()).await.ok()?;
+                row.map(|r| Holders {
+                    is_event: false,
+                    owner: r.owner,
+                    attendees: Vec::new(),
+                })
+            }
+            "event" => {
+                #[derive(Debug, SurrealValue)]
+                struct EventHolders {
+                    owner: Option<String>,
+                    attendee_ids: Vec<String>,
+                }
+                let row: Option<EventHolders> = self.db.get("event", id.as_str()).await.ok()?;
+                row.map(|r| Holders {
+                    is_event: true,
+                    owner: r.owner,
+                    attendees: r.attendee_ids,
+                })
+            }
+            _ => None,
         }
-        let row: Option<Owner> = self.db.get(&kind, id.as_str()).await.ok()?;
-        row.map(|r| r.owner)
+    }
+
+    /// Whether `owner` shares their calendar with `user`.
+    async fn shares_calendar(&self, owner: &str, user: &str) -> bool {
+        let share: Option<String> = Query::new("(SELECT VALUE owner FROM ONLY $share)")
+            .bind(
+                "share",
+                crate::platform::ids::record("calendar_share", &format!("{owner}:{user}")),
+            )
+            .take(&self.db, 0)
+            .await
+            .ok()
+            .flatten();
+        share.is_some()
     }
 
     /// Forgets every cached access: roles, departments or managers changed, and open
@@ -94,20 +135,32 @@ impl ScopeGate {
 
 impl AccessGate for ScopeGate {
     async fn may_read(&self, identity: &PeerIdentity, id: &DocumentId) -> bool {
-        let (Some(access), Some(owner)) = (self.access(identity).await, self.owner(id).await)
+        let (Some(access), Some(holders)) = (self.access(identity).await, self.holders(id).await)
+        else {
+            return false;
+        };
+        if !access.permissions.contains(&Permission::CustomerRead) {
+            return false;
+        }
+        let Some(owner) = holders.owner else {
+            return false;
+        };
+        access.scope.contains(&owner)
+            || holders.attendees.contains(&identity.user_id)
+            || holders.is_event && self.shares_calendar(&owner, &identity.user_id).await
+    }
+
+    async fn may_write(&self, identity: &PeerIdentity, id: &DocumentId) -> bool {
+        // Only the owner's scope writes: attendees and colleagues a calendar is shared with read.
+        let (Some(access), Some(holders)) = (self.access(identity).await, self.holders(id).await)
         else {
             return false;
         };
         access.permissions.contains(&Permission::CustomerRead)
-            && owner.is_some_and(|owner| access.scope.contains(&owner))
-    }
-
-    async fn may_write(&self, identity: &PeerIdentity, id: &DocumentId) -> bool {
-        self.may_read(identity, id).await
-            && self
-                .access(identity)
-                .await
-                .is_some_and(|a| a.permissions.contains(&Permission::CustomerWrite))
+            && access.permissions.contains(&Permission::CustomerWrite)
+            && holders
+                .owner
+                .is_some_and(|owner| access.scope.contains(&owner))
     }
 
     async fn may_create(&self, identity: &PeerIdentity, _kind: &str) -> bool {
@@ -122,7 +175,7 @@ impl AccessGate for ScopeGate {
     ) -> Result<Vec<ManifestEntry>, StorageError> {
         match self.access(identity).await {
             Some(access) if access.permissions.contains(&Permission::CustomerRead) => {
-                super::manifest::visible_documents(&self.db, &access.scope)
+                super::manifest::visible_documents(&self.db, &identity.user_id, &access.scope)
                     .await
                     .map_err(|e| StorageError::Failed(e.to_string()))
             }

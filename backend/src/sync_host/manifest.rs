@@ -28,7 +28,11 @@ struct Row {
 
 /// Every document visible through `scope`, with the digest of its heads, ordered by id: the
 /// content of the manifest, as a document and over REST. (Callers check `customer.read`.)
-pub async fn visible_documents(db: &Db, scope: &Scope) -> Result<Vec<ManifestEntry>, DbError> {
+pub async fn visible_documents(
+    db: &Db,
+    user_id: &str,
+    scope: &Scope,
+) -> Result<Vec<ManifestEntry>, DbError> {
     let scope = scope.filter("owner");
     let rows: Vec<Row> = Query::new(format!(
         "SELECT record::id(id) AS doc_id, 'customer' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
@@ -37,15 +41,18 @@ pub async fn visible_documents(db: &Db, scope: &Scope) -> Result<Vec<ManifestEnt
            FROM follow_up WHERE {cond} AND state != 'deleted';
          SELECT record::id(id) AS doc_id, 'task' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
            FROM task WHERE {cond} AND state != 'deleted';
+         SELECT record::id(id) AS doc_id, 'event' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
+           FROM event WHERE ({cond} OR $me IN attendee_ids OR owner IN (SELECT VALUE owner FROM calendar_share WHERE with = $me)) AND state != 'deleted';
          ",
         cond = scope.condition
     ))
     .bind("scope_owners", scope.owners)
+    .bind("me", user_id.to_string())
     .run(db)
     .await
     .and_then(|mut r| {
         let mut rows: Vec<Row> = r.take(0)?;
-        for index in 1..3 {
+        for index in 1..4 {
             let more: Vec<Row> = r.take(index)?;
             rows.extend(more);
         }
@@ -73,7 +80,7 @@ async fn manifest(
     actor: Actor,
 ) -> Result<axum::Json<Manifest>, ApiError> {
     actor.require(Permission::CustomerRead)?;
-    let documents = visible_documents(&state.db, &actor.scope).await?;
+    let documents = visible_documents(&state.db, &actor.user_id, &actor.scope).await?;
     Ok(axum::Json(Manifest {
         user_id: actor.user_id.clone(),
         doc_id: manifest_document_id(&actor.user_id).to_string(),

@@ -3,6 +3,7 @@
 use autosurgeon::hydrate;
 use chrono::{DateTime, Utc};
 use outpost_mobile::records::customer::Customer;
+use outpost_mobile::records::event::Event;
 use outpost_mobile::records::follow_up::FollowUp;
 use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields};
@@ -178,6 +179,70 @@ impl From<&Task> for TaskRow {
     }
 }
 
+/// An attendee as the projection keeps it.
+#[derive(Debug, SurrealValue)]
+struct AttendeeRow {
+    user: String,
+    response: String,
+}
+
+/// The projection row of an event document.
+#[derive(Debug, SurrealValue)]
+struct EventRow {
+    title: String,
+    notes: String,
+    starts_at: String,
+    ends_at: String,
+    starts: Option<DateTime<Utc>>,
+    ends: Option<DateTime<Utc>>,
+    all_day: bool,
+    location: Option<String>,
+    customer: Option<String>,
+    attendees: Vec<AttendeeRow>,
+    attendee_ids: Vec<String>,
+    visibility: String,
+    reminders: Vec<i64>,
+    owner: Option<String>,
+    state: String,
+    created_by: Option<String>,
+}
+
+impl From<&Event> for EventRow {
+    fn from(doc: &Event) -> Self {
+        let server = doc.server();
+        let time = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        Self {
+            title: doc.title.clone(),
+            notes: doc.notes.as_str().to_string(),
+            starts_at: doc.starts_at.clone(),
+            ends_at: doc.ends_at.clone(),
+            starts: time(&doc.starts_at),
+            ends: time(&doc.ends_at),
+            all_day: doc.all_day,
+            location: doc.location.clone(),
+            customer: doc.customer.clone(),
+            attendees: doc
+                .attendees
+                .iter()
+                .map(|a| AttendeeRow {
+                    user: a.user.clone(),
+                    response: a.response.clone(),
+                })
+                .collect(),
+            attendee_ids: doc.attendees.iter().map(|a| a.user.clone()).collect(),
+            visibility: doc.visibility.clone(),
+            reminders: doc.reminders.clone(),
+            owner: server.owner.clone(),
+            state: server.state.clone(),
+            created_by: server.created_by.clone(),
+        }
+    }
+}
+
 impl SyncStorage for SurrealSyncStorage {
     async fn load(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StorageError> {
         let document: Option<DocumentRow> = self
@@ -228,6 +293,11 @@ impl SyncStorage for SurrealSyncStorage {
                 crate::crm::tasks::reminders::plan(&mut follow_on_jobs, &id, &doc)
                     .map_err(|e| StorageError::Failed(e.to_string()))?;
                 Some((TaskRow::from(&doc).into_value(), doc.server().clone()))
+            }
+            Event::KIND => {
+                let doc: Event =
+                    hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
+                Some((EventRow::from(&doc).into_value(), doc.server().clone()))
             }
             outpost_mobile::manifest::KIND => None,
             other => return Err(StorageError::Failed(format!("no projection for {other}"))),

@@ -6,6 +6,7 @@
 //! server, its projection. Nothing else in the sync engine is type-specific.
 
 pub mod customer;
+pub mod event;
 pub mod follow_up;
 pub mod rules;
 pub mod task;

@@ -145,6 +145,17 @@ pub struct Me {
     pub device_id: Option<String>,
 }
 
+/// Whether `key` is an active user (for references to colleagues: assignees, invitees).
+pub async fn is_active(state: &AppState, key: &str) -> Result<bool, ApiError> {
+    use surrealdb::types::SurrealValue;
+    #[derive(Debug, SurrealValue)]
+    struct Active {
+        active: bool,
+    }
+    let row: Option<Active> = state.db.get("user", key).await?;
+    Ok(row.is_some_and(|u| u.active))
+}
+
 /// Loads a user or answers 404.
 pub async fn load(state: &AppState, key: &str) -> Result<UserRow, ApiError> {
     state

@@ -161,12 +161,7 @@ pub struct UpdateTask {
 
 /// An assignee must be an active user the caller can see.
 async fn check_assignee(state: &AppState, actor: &Actor, id: &str) -> Result<(), ApiError> {
-    #[derive(Debug, SurrealValue)]
-    struct Active {
-        active: bool,
-    }
-    let user: Option<Active> = state.db.get("user", id).await?;
-    if user.is_some_and(|u| u.active) && actor.scope.contains(id) {
+    if crate::crm::identity::users::is_active(state, id).await? && actor.scope.contains(id) {
         Ok(())
     } else {
         Err(ApiError::invalid_field(

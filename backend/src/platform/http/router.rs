@@ -66,6 +66,7 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::crm::customers::routes())
         .merge(crate::crm::follow_ups::routes())
         .merge(crate::crm::tasks::routes())
+        .merge(crate::crm::events::routes())
         .merge(crate::crm::notifications::routes())
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .routes(routes!(healthz))
