@@ -188,3 +188,64 @@ async fn an_invitee_s_phone_syncs_the_event_but_cannot_change_it() {
     let on_server = server.get(&format!("/api/v1/events/{doc_id}"), &host).await;
     assert_eq!(on_server.body["title"], "Trade fair");
 }
+
+#[tokio::test]
+async fn an_event_reminder_reaches_the_organizer_and_every_attendee_who_has_not_declined() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep = server.role(&admin, "rep").await;
+    server.user(&admin, "host@x.cn", &root, None, &[&rep]).await;
+    let yes_id = server.user(&admin, "yes@x.cn", &root, None, &[&rep]).await;
+    let no_id = server.user(&admin, "no@x.cn", &root, None, &[&rep]).await;
+    let [host, yes, no] = [
+        server.token_of("host@x.cn").await,
+        server.token_of("yes@x.cn").await,
+        server.token_of("no@x.cn").await,
+    ];
+    // Starts in 66 s, reminder 1 min before: the reminder is due in about 6 s.
+    let starts = (Utc::now() + chrono::Duration::seconds(66)).to_rfc3339();
+    let ends = (Utc::now() + chrono::Duration::seconds(3666)).to_rfc3339();
+    let created = server
+        .post(
+            "/api/v1/events",
+            &host,
+            json!({ "title": "Kick-off", "starts_at": starts, "ends_at": ends,
+                    "attendee_ids": [yes_id, no_id], "reminders": [1] }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let doc_id = created.body["doc_id"].as_str().unwrap();
+    server
+        .post(&format!("/api/v1/events/{doc_id}/accept"), &yes, json!({}))
+        .await;
+    server
+        .post(&format!("/api/v1/events/{doc_id}/decline"), &no, json!({}))
+        .await;
+
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let done = server
+                .get(
+                    "/api/v1/admin/jobs?queue=event.reminder&status=done",
+                    &admin,
+                )
+                .await;
+            if done.body["items"].as_array().map(Vec::len) == Some(1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the reminder ran");
+    for (token, expected) in [(&host, 1), (&yes, 1), (&no, 0)] {
+        let inbox = server.get("/api/v1/notifications", token).await;
+        let items = inbox.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), expected, "{:?}", inbox.body);
+        if expected == 1 {
+            assert_eq!(items[0]["kind"], "event.reminder");
+            assert_eq!(items[0]["title"], "Kick-off");
+        }
+    }
+}

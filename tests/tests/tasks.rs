@@ -424,6 +424,16 @@ async fn the_morning_digest_goes_out_once_per_user_and_local_day_even_across_a_r
         json!({ "title": "报价单", "due_at": overdue }),
     )
     .await;
+    let event = server
+        .post(
+            "/api/v1/events",
+            &shanghai,
+            json!({ "title": "展会", "location": "深圳",
+                    "starts_at": local(Shanghai, day.0, day.1, day.2, 14, 0).to_rfc3339(),
+                    "ends_at": local(Shanghai, day.0, day.1, day.2, 17, 0).to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(event.status, StatusCode::CREATED, "{:?}", event.body);
 
     let db = server.db();
     // 07:59 in Shanghai: nobody yet.
@@ -439,10 +449,15 @@ async fn the_morning_digest_goes_out_once_per_user_and_local_day_even_across_a_r
     let digest = inbox(&server, &shanghai).await;
     assert_eq!(digest.len(), 1);
     assert_eq!(digest[0]["kind"], "digest");
-    assert_eq!(digest[0]["title"], "2031-03-04: 1 due today, 1 overdue");
+    assert_eq!(
+        digest[0]["title"],
+        "2031-03-04: 1 events, 1 tasks due, 1 overdue"
+    );
     let body = digest[0]["body"].as_str().unwrap();
     assert!(
-        body.contains("10:30 拜访客户") && body.contains("报价单"),
+        body.contains("14:00 展会 (深圳)")
+            && body.contains("10:30 拜访客户")
+            && body.contains("报价单"),
         "{body}"
     );
     assert!(inbox(&server, &new_york).await.is_empty());

@@ -1,5 +1,5 @@
-//! The morning digest: at 08:00 in each user's time zone, one message with the tasks due that
-//! day and the overdue ones.
+//! The morning digest: at 08:00 in each user's time zone, one message with the day's events,
+//! the tasks due that day and the overdue ones.
 //!
 //! A sweep runs every quarter of an hour through the job queue and sends the digest to every
 //! active user whose local time is past 08:00 and who has not had today's. "Today's" is part of
@@ -28,6 +28,21 @@ fn digest_time() -> NaiveTime {
 struct Recipient {
     id: String,
     time_zone: String,
+}
+
+#[derive(Debug, SurrealValue)]
+struct AttendeeNow {
+    user: String,
+    response: String,
+}
+
+#[derive(Debug, SurrealValue)]
+struct DayEvent {
+    title: String,
+    starts: Option<DateTime<Utc>>,
+    location: Option<String>,
+    owner: Option<String>,
+    attendees: Vec<AttendeeNow>,
 }
 
 #[derive(Debug, SurrealValue)]
@@ -78,6 +93,38 @@ async fn send(db: &Db, user: &str, tz: Tz, day: NaiveDate) -> Result<bool, DbErr
     let (Some(start), Some(end)) = (start, end) else {
         return Ok(false);
     };
+    let day_events: Vec<DayEvent> = Query::new(
+        "SELECT title, starts, location, owner, attendees FROM event
+           WHERE state != 'deleted' AND starts >= $start AND starts < $end
+             AND (owner = $user OR $user IN attendee_ids)",
+    )
+    .bind("user", user.to_string())
+    .bind("start", start)
+    .bind("end", end)
+    .take(db, 0)
+    .await?;
+    let mut events: Vec<(DateTime<Utc>, String)> = day_events
+        .into_iter()
+        .filter(|e| {
+            e.owner.as_deref() == Some(user)
+                || e.attendees
+                    .iter()
+                    .any(|a| a.user == user && a.response != "declined")
+        })
+        .filter_map(|e| {
+            let starts = e.starts?;
+            let place = e.location.map(|l| format!(" ({l})")).unwrap_or_default();
+            Some((
+                starts,
+                format!(
+                    "- {} {}{place}",
+                    starts.with_timezone(&tz).format("%H:%M"),
+                    e.title
+                ),
+            ))
+        })
+        .collect();
+    events.sort();
     let mut today = Vec::new();
     let mut overdue = Vec::new();
     for task in tasks {
@@ -100,13 +147,20 @@ async fn send(db: &Db, user: &str, tz: Tz, day: NaiveDate) -> Result<bool, DbErr
             today.push((due, format!("- {local} {}", task.title)));
         }
     }
-    if today.is_empty() && overdue.is_empty() {
+    if events.is_empty() && today.is_empty() && overdue.is_empty() {
         return Ok(false);
     }
     today.sort();
     let mut body = String::new();
+    if !events.is_empty() {
+        body.push_str("Events:\n");
+        for (_, line) in &events {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
     if !today.is_empty() {
-        body.push_str("Today:\n");
+        body.push_str("Tasks due today:\n");
         for (_, line) in &today {
             body.push_str(line);
             body.push('\n');
@@ -125,7 +179,8 @@ async fn send(db: &Db, user: &str, tz: Tz, day: NaiveDate) -> Result<bool, DbErr
             user: user.to_string(),
             kind: "digest".into(),
             title: format!(
-                "{day}: {} due today, {} overdue",
+                "{day}: {} events, {} tasks due, {} overdue",
+                events.len(),
                 today.len(),
                 overdue.len()
             ),

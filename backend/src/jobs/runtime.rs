@@ -133,7 +133,7 @@ pub struct Runtime {
 impl Runtime {
     /// Starts the built-in workers: housekeeping (expired idempotency keys, finished jobs older
     /// than a week; hourly by default), the morning digest's quarter-hourly sweep, task
-    /// reminders, notification delivery, and the tasks that follow-ups' next contact times
+    /// and event reminders, notification delivery, and the tasks that follow-ups' next contact times
     /// become.
     pub fn start(
         db: &Db,
@@ -199,6 +199,21 @@ impl Runtime {
             Ok(worker) => runtime.workers.push(worker),
             Err(e) => tracing::error!(error = %e, "the digest schedule does not parse"),
         }
+        let event_db = db.clone();
+        runtime.workers.push(spawn_worker(
+            db,
+            queue_config(crate::crm::events::reminders::EventReminder::QUEUE, jobs),
+            worker_name(crate::crm::events::reminders::EventReminder::QUEUE, &node),
+            move |job: crate::crm::events::reminders::EventReminder| {
+                let db = event_db.clone();
+                async move {
+                    crate::crm::events::reminders::remind(&db, &job)
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    Ok::<_, BoxDynError>(())
+                }
+            },
+        ));
         let (deliver_db, channels) = (
             db.clone(),
             crate::crm::notifications::delivery::Channels::from_config(config),

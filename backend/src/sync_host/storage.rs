@@ -297,6 +297,8 @@ impl SyncStorage for SurrealSyncStorage {
             Event::KIND => {
                 let doc: Event =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
+                crate::crm::events::reminders::plan(&mut follow_on_jobs, &id, &doc)
+                    .map_err(|e| StorageError::Failed(e.to_string()))?;
                 Some((EventRow::from(&doc).into_value(), doc.server().clone()))
             }
             outpost_mobile::manifest::KIND => None,

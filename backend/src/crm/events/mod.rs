@@ -6,6 +6,8 @@
 //! `POST .../accept` or `.../decline`. A `private` event shows as busy time to everyone but the
 //! organizer and the attendees.
 
+pub mod reminders;
+
 use autosurgeon::Text;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -32,8 +32,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The kinds of notification there are, with what they are for.
-pub const KINDS: [(&str, &str); 2] = [
+pub const KINDS: [(&str, &str); 3] = [
     ("task.reminder", "a task is due soon"),
+    ("event.reminder", "an event starts soon"),
     ("digest", "the morning digest"),
 ];
 

@@ -29,8 +29,34 @@ impl Job for TaskReminder {
     const QUEUE: &'static str = "task.reminder";
 }
 
-/// Adds the reminder jobs of `task` (document `id`) to `tx`. Reminders whose time has passed
-/// while the task is not yet due run at once; a task already due gets none.
+/// When each reminder of something due at `due_at` goes out: `minutes` before it, or at once
+/// when that time has passed but `due_at` has not. Something already due gets none.
+pub fn reminder_times(due_at: &str, minutes: &[i64]) -> Vec<(i64, DateTime<Utc>)> {
+    let Ok(due) = DateTime::parse_from_rfc3339(due_at).map(|d| d.with_timezone(&Utc)) else {
+        return Vec::new();
+    };
+    let now = Utc::now();
+    if due <= now {
+        return Vec::new();
+    }
+    minutes
+        .iter()
+        .map(|m| (*m, (due - chrono::Duration::minutes(*m)).max(now)))
+        .collect()
+}
+
+/// The options of a reminder job due at `at`: urgent lane, and unique, so that planning the same
+/// reminder again (any later edit of the record) adds nothing.
+pub fn reminder_options(at: DateTime<Utc>) -> JobOptions {
+    JobOptions {
+        run_at: Some(at),
+        priority: Priority::High,
+        unique: true,
+        ..JobOptions::default()
+    }
+}
+
+/// Adds the reminder jobs of `task` (document `id`) to `tx`.
 pub fn plan(tx: &mut Tx, id: &str, task: &Task) -> Result<(), JobError> {
     if task.status != "open" || task.server.state == "deleted" {
         return Ok(());
@@ -38,30 +64,13 @@ pub fn plan(tx: &mut Tx, id: &str, task: &Task) -> Result<(), JobError> {
     let Some(due_at) = task.due_at.as_deref() else {
         return Ok(());
     };
-    let Ok(due) = DateTime::parse_from_rfc3339(due_at).map(|d| d.with_timezone(&Utc)) else {
-        return Ok(());
-    };
-    let now = Utc::now();
-    if due <= now {
-        return Ok(());
-    }
-    for minutes in &task.reminders {
-        let at = (due - chrono::Duration::minutes(*minutes)).max(now);
+    for (minutes, at) in reminder_times(due_at, &task.reminders) {
         let job = TaskReminder {
             task: id.to_string(),
             due_at: due_at.to_string(),
-            minutes: *minutes,
+            minutes,
         };
-        enqueue_in(
-            tx,
-            &job,
-            &JobOptions {
-                run_at: Some(at),
-                priority: Priority::High,
-                unique: true,
-                ..JobOptions::default()
-            },
-        )?;
+        enqueue_in(tx, &job, &reminder_options(at))?;
     }
     Ok(())
 }
