@@ -20,4 +20,6 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     /// The sync engine.
     pub sync: crate::sync_host::SyncEngine,
+    /// The time jobs and digests go by.
+    pub clock: crate::platform::clock::Clock,
 }

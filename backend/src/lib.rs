@@ -88,6 +88,15 @@ impl Server {
 
 /// Starts the server on `listener`: store, migrations, first start, job workers, HTTP.
 pub async fn start(config: Config, listener: TcpListener) -> Result<Server, StartError> {
+    start_with_clock(config, listener, platform::clock::Clock::system()).await
+}
+
+/// [`start`] with the clock jobs and digests go by (tests move it forward instead of waiting).
+pub async fn start_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: platform::clock::Clock,
+) -> Result<Server, StartError> {
     let db = open_store(&config).await?;
     let generated_admin = bootstrap::bootstrap(
         &db,
@@ -107,17 +116,16 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Star
         keys: TokenKeys::from_secret(secret.as_bytes()),
         login_limiter: Arc::new(LoginLimiter::new(&config.auth)),
         config: Arc::new(config),
+        clock,
     };
     let (router, _) = platform::http::router::build(state.clone());
     let db_handle = state.db.clone();
     let database = state.config.database.clone();
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let workers = state
-        .config
-        .jobs
-        .workers
-        .then(|| jobs::runtime::Runtime::start(&state.db, &state.config, &state.sync));
+    let workers = state.config.jobs.workers.then(|| {
+        jobs::runtime::Runtime::start(&state.db, &state.config, &state.sync, &state.clock)
+    });
     let sync_for_shutdown = state.sync.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(
@@ -181,7 +189,8 @@ pub async fn run_workers(
 ) -> Result<(), StartError> {
     let db = open_store(&config).await?;
     let engine = sync_host::engine(&db, &config.sync).await?;
-    let workers = jobs::runtime::Runtime::start(&db, &config, &engine);
+    let workers =
+        jobs::runtime::Runtime::start(&db, &config, &engine, &platform::clock::Clock::system());
     shutdown.await;
     tracing::info!("shutting down: letting workers finish or return their jobs");
     workers.shutdown().await;

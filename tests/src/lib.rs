@@ -52,12 +52,17 @@ impl TestServer {
 
     /// A server with the given configuration (its bind address is ignored: always port 0).
     pub async fn start_with(config: Config) -> Self {
+        Self::start_with_clock(config, outpost::platform::clock::Clock::system()).await
+    }
+
+    /// A server whose jobs and digests go by `clock`, which the test moves forward.
+    pub async fn start_with_clock(config: Config, clock: outpost::platform::clock::Clock) -> Self {
         init_logging();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let admin_login = config.bootstrap.admin_email.clone();
-        let server = outpost::start(config, listener)
+        let server = outpost::start_with_clock(config, listener, clock)
             .await
             .expect("server starts");
         let admin_password = server

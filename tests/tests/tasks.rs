@@ -494,3 +494,78 @@ async fn the_morning_digest_goes_out_once_per_user_and_local_day_even_across_a_r
     drop(db);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn reminders_follow_the_clock_when_rescheduled_and_completed() {
+    use outpost::platform::clock::Clock;
+
+    let clock = Clock::system();
+    let server = TestServer::start_with_clock(Config::for_database("mem://"), clock.clone()).await;
+    let (_, token) = rep(&server).await;
+    let due = Utc::now() + chrono::Duration::hours(2);
+    let created = create(
+        &server,
+        &token,
+        json!({ "title": "月底对账", "due_at": due.to_rfc3339(), "reminders": [60] }),
+    )
+    .await;
+    let doc_id = created.body["doc_id"].as_str().unwrap().to_string();
+
+    // Planned for an hour before the due time, to the second.
+    let pending = reminder_jobs(&server, "pending").await;
+    assert_eq!(pending.len(), 1);
+    let run_at: chrono::DateTime<Utc> = pending[0]["run_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(run_at, due - chrono::Duration::hours(1));
+
+    // Rescheduled by an hour: a second reminder is planned; the first is now stale.
+    let later = due + chrono::Duration::hours(1);
+    server
+        .patch(
+            &format!("/api/v1/tasks/{doc_id}"),
+            &token,
+            json!({ "due_at": later.to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(reminder_jobs(&server, "pending").await.len(), 2);
+
+    // 61 minutes later the stale reminder runs and says nothing.
+    clock.advance(Duration::from_secs(61 * 60));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while reminder_jobs(&server, "done").await.len() < 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stale reminder ran");
+    assert!(inbox(&server, &token).await.is_empty());
+
+    // Another hour: the reminder for the new time arrives.
+    clock.advance(Duration::from_secs(60 * 60));
+    let items = inbox_of(&server, &token, 1).await;
+    assert_eq!(items[0]["title"], "月底对账");
+
+    // A task completed before its reminder is not reminded.
+    let second = create(
+        &server,
+        &token,
+        json!({ "title": "寄合同", "due_at": (Utc::now() + chrono::Duration::hours(5)).to_rfc3339(), "reminders": [30] }),
+    )
+    .await;
+    let second_id = second.body["doc_id"].as_str().unwrap();
+    server
+        .patch(
+            &format!("/api/v1/tasks/{second_id}"),
+            &token,
+            json!({ "status": "done" }),
+        )
+        .await;
+    clock.advance(Duration::from_secs(3 * 60 * 60));
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while reminder_jobs(&server, "done").await.len() < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the completed task's reminder ran");
+    assert_eq!(inbox(&server, &token).await.len(), 1, "still only the one");
+}

@@ -79,6 +79,8 @@ pub struct QueueConfig {
     /// The longest a run may take; a run cut off counts as a failed attempt. Applied by the
     /// workers [`runtime`] starts.
     pub timeout: Duration,
+    /// What "now" is when deciding which jobs are due.
+    pub clock: crate::platform::clock::Clock,
     /// Jobs pushed through the apalis sink are keyed by their queue and arguments, so the same
     /// job pushed twice (a cron tick from two processes) exists once.
     pub unique: bool,
@@ -96,6 +98,7 @@ impl QueueConfig {
             backoff: Duration::from_secs(2),
             backoff_max: Duration::from_secs(3600),
             timeout: Duration::from_secs(300),
+            clock: crate::platform::clock::Clock::system(),
             unique: false,
         }
     }

@@ -139,14 +139,19 @@ impl Runtime {
         db: &Db,
         config: &crate::config::Config,
         engine: &crate::sync_host::SyncEngine,
+        clock: &crate::platform::clock::Clock,
     ) -> Self {
         let jobs = &config.jobs;
+        let queue_config = |queue: &str| QueueConfig {
+            clock: clock.clone(),
+            ..self::queue_config(queue, jobs)
+        };
         let node = node_name();
         let mut runtime = Self::default();
         let housekeeping_db = db.clone();
         match spawn_cron(
             db,
-            queue_config(HOUSEKEEPING, jobs),
+            queue_config(HOUSEKEEPING),
             &jobs.housekeeping_schedule,
             worker_name(HOUSEKEEPING, &node),
             move |_tick: Tick| {
@@ -168,7 +173,7 @@ impl Runtime {
         let reminder_db = db.clone();
         runtime.workers.push(spawn_worker(
             db,
-            queue_config(crate::crm::tasks::reminders::TaskReminder::QUEUE, jobs),
+            queue_config(crate::crm::tasks::reminders::TaskReminder::QUEUE),
             worker_name(crate::crm::tasks::reminders::TaskReminder::QUEUE, &node),
             move |job: crate::crm::tasks::reminders::TaskReminder| {
                 let db = reminder_db.clone();
@@ -180,16 +185,16 @@ impl Runtime {
                 }
             },
         ));
-        let digest_db = db.clone();
+        let (digest_db, digest_clock) = (db.clone(), clock.clone());
         match spawn_cron(
             db,
-            queue_config(crate::crm::digest::QUEUE, jobs),
+            queue_config(crate::crm::digest::QUEUE),
             crate::crm::digest::SCHEDULE,
             worker_name(crate::crm::digest::QUEUE, &node),
             move |_tick: Tick| {
-                let db = digest_db.clone();
+                let (db, clock) = (digest_db.clone(), digest_clock.clone());
                 async move {
-                    crate::crm::digest::sweep(&db, chrono::Utc::now())
+                    crate::crm::digest::sweep(&db, clock.now())
                         .await
                         .map_err(|e| BoxDynError::from(e.to_string()))?;
                     Ok(())
@@ -202,7 +207,7 @@ impl Runtime {
         let event_db = db.clone();
         runtime.workers.push(spawn_worker(
             db,
-            queue_config(crate::crm::events::reminders::EventReminder::QUEUE, jobs),
+            queue_config(crate::crm::events::reminders::EventReminder::QUEUE),
             worker_name(crate::crm::events::reminders::EventReminder::QUEUE, &node),
             move |job: crate::crm::events::reminders::EventReminder| {
                 let db = event_db.clone();
@@ -220,7 +225,7 @@ impl Runtime {
         );
         runtime.workers.push(spawn_worker(
             db,
-            queue_config(crate::crm::notifications::delivery::Deliver::QUEUE, jobs),
+            queue_config(crate::crm::notifications::delivery::Deliver::QUEUE),
             worker_name(crate::crm::notifications::delivery::Deliver::QUEUE, &node),
             move |job: crate::crm::notifications::delivery::Deliver| {
                 let (db, channels) = (deliver_db.clone(), channels.clone());
@@ -233,10 +238,7 @@ impl Runtime {
         let (next_db, next_engine) = (db.clone(), engine.clone());
         runtime.workers.push(spawn_worker(
             db,
-            queue_config(
-                crate::crm::follow_ups::next_contact::NextContact::QUEUE,
-                jobs,
-            ),
+            queue_config(crate::crm::follow_ups::next_contact::NextContact::QUEUE),
             worker_name(
                 crate::crm::follow_ups::next_contact::NextContact::QUEUE,
                 &node,

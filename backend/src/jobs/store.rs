@@ -282,8 +282,10 @@ impl JobStore {
                     let delay = self
                         .config
                         .backoff_after(u32::try_from(row.attempts).unwrap_or(u32::MAX));
-                    let run_at =
-                        tx.bind(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+                    let run_at = tx.bind(
+                        self.config.clock.now()
+                            + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    );
                     tx.push(format!(
                         "UPDATE {record} SET status = 'pending', run_at = {run_at}, last_error = {error}, lock_by = NONE, lock_at = NONE WHERE status = 'running' AND lock_by = {worker_b}"
                     ));
@@ -325,7 +327,7 @@ impl Persistence for JobStore {
         // takes a random subset of the candidates, higher lanes first.
         let lane = |level: i64| {
             format!(
-                "(SELECT id, priority FROM job WHERE queue = $queue AND status = 'pending' AND priority = {level} AND run_at <= time::now() ORDER BY run_at ASC LIMIT $candidates)"
+                "(SELECT id, priority FROM job WHERE queue = $queue AND status = 'pending' AND priority = {level} AND run_at <= $now ORDER BY run_at ASC LIMIT $candidates)"
             )
         };
         let candidates = Query::new(format!(
@@ -337,6 +339,7 @@ impl Persistence for JobStore {
         .bind("queue", self.config.queue.clone())
         .bind("candidates", (self.config.batch * 4) as i64);
         let worker_name = worker.name().to_string();
+        let clock = self.config.clock.clone();
         // One statement, so one transaction: a job claimed by a concurrent worker fails the
         // `status = 'pending'` check or conflicts, and the whole claim is tried again.
         let claim = || async {
@@ -345,7 +348,11 @@ impl Persistence for JobStore {
                 id: RecordId,
                 priority: i64,
             }
-            let mut found: Vec<Candidate> = candidates.take(&self.db, 0).await?;
+            let mut found: Vec<Candidate> = candidates
+                .clone()
+                .bind("now", clock.now())
+                .take(&self.db, 0)
+                .await?;
             {
                 use rand::seq::SliceRandom;
                 found.shuffle(&mut rand::rng());
