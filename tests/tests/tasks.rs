@@ -531,7 +531,7 @@ async fn reminders_follow_the_clock_when_rescheduled_and_completed() {
     // 61 minutes later the stale reminder runs and says nothing.
     clock.advance(Duration::from_secs(61 * 60));
     tokio::time::timeout(Duration::from_secs(60), async {
-        while reminder_jobs(&server, "done").await.len() < 1 {
+        while reminder_jobs(&server, "done").await.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
