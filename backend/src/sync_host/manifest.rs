@@ -42,9 +42,10 @@ pub async fn visible_documents(
          SELECT record::id(id) AS doc_id, 'task' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
            FROM task WHERE {cond} AND state != 'deleted';
          SELECT record::id(id) AS doc_id, 'event' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
-           FROM event WHERE ({cond} OR $me IN attendee_ids OR owner IN (SELECT VALUE owner FROM calendar_share WHERE with = $me)) AND state != 'deleted';
+           FROM event WHERE {events};
          ",
-        cond = scope.condition
+        cond = scope.condition,
+        events = crate::crm::events::visible_sql(&scope.condition),
     ))
     .bind("scope_owners", scope.owners)
     .bind("me", user_id.to_string())

@@ -133,15 +133,21 @@ impl EventView {
     }
 }
 
-/// The SurrealQL condition of "events `$me` may see" (bind `$me` and the scope's owners).
+/// The SurrealQL condition of "events `$me` may see", given the condition of the user's data
+/// scope on `owner`: the one definition the REST lists and the sync manifest share (the access
+/// gate applies the same rule to one document).
+pub fn visible_sql(scope_condition: &str) -> String {
+    format!(
+        "state != 'deleted' AND ({scope_condition} OR $me IN attendee_ids OR owner IN (SELECT VALUE owner FROM calendar_share WHERE with = $me))"
+    )
+}
+
+/// [`visible_sql`] for `actor`, with its bindings.
 fn visible_condition(actor: &Actor) -> Query {
     let scope = actor.scope.filter("owner");
-    Query::new(format!(
-        "state != 'deleted' AND ({} OR $me IN attendee_ids OR owner IN (SELECT VALUE owner FROM calendar_share WHERE with = $me))",
-        scope.condition
-    ))
-    .bind("scope_owners", scope.owners)
-    .bind("me", actor.user_id.clone())
+    Query::new(visible_sql(&scope.condition))
+        .bind("scope_owners", scope.owners)
+        .bind("me", actor.user_id.clone())
 }
 
 /// One event the actor may see, or the same 404 as a missing one.
