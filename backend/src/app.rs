@@ -22,4 +22,6 @@ pub struct AppState {
     pub sync: crate::sync_host::SyncEngine,
     /// The time jobs and digests go by.
     pub clock: crate::platform::clock::Clock,
+    /// Serializes one rep's pool commands, so that the caps they check hold.
+    pub rep_locks: crate::crm::pool::commands::RepLocks,
 }

@@ -43,6 +43,21 @@ pub enum ApiError {
     /// The request conflicts with the current state (a duplicate, a non-empty department, a cycle).
     #[error("{0}")]
     Conflict(String),
+    /// Creating this record would likely duplicate existing ones; the candidates are in the
+    /// problem's `candidates` member, and the caller may confirm to create it anyway.
+    #[error("this looks like a customer that exists already; confirm to create it anyway")]
+    Duplicate(serde_json::Value),
+    /// Someone else owns the customer (a lost claim, a stale assign); `owner_id` says who.
+    #[error("{message}")]
+    AlreadyOwned {
+        /// What happened.
+        message: String,
+        /// Who owns it now (absent if out of the caller's sight).
+        owner_id: Option<String>,
+    },
+    /// A pool rule refuses this (a cap, a cool-down, the daily claim limit).
+    #[error("{0}")]
+    PoolRule(String),
     /// The body parsed but some fields are invalid.
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
@@ -100,6 +115,9 @@ impl ApiError {
                 "Method not allowed",
             ),
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Duplicate(_) => (StatusCode::CONFLICT, "duplicate", "Likely duplicate"),
+            AlreadyOwned { .. } => (StatusCode::CONFLICT, "already-owned", "Already owned"),
+            PoolRule(_) => (StatusCode::CONFLICT, "pool-rule", "Refused by a pool rule"),
             Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
@@ -157,6 +175,16 @@ impl ApiError {
             }
             other => other.to_string(),
         };
+        let mut extensions = serde_json::Map::new();
+        match self {
+            ApiError::Duplicate(candidates) => {
+                extensions.insert("candidates".into(), candidates.clone());
+            }
+            ApiError::AlreadyOwned { owner_id, .. } => {
+                extensions.insert("owner_id".into(), serde_json::json!(owner_id));
+            }
+            _ => {}
+        }
         Problem {
             kind: problem_type(slug),
             title: title.into(),
@@ -164,6 +192,7 @@ impl ApiError {
             detail: Some(detail),
             instance: None,
             errors,
+            extensions,
         }
     }
 }

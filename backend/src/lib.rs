@@ -109,7 +109,7 @@ pub async fn start_with_clock(
     .await
     .map_err(|e| StartError::Bootstrap(e.to_string()))?;
     let secret = bootstrap::signing_secret(&db, &config).await?;
-    let sync = sync_host::engine(&db, &config.sync).await?;
+    let sync = sync_host::engine(&db, &config.sync, clock.clone()).await?;
     let state = AppState {
         sync,
         db,
@@ -117,6 +117,7 @@ pub async fn start_with_clock(
         login_limiter: Arc::new(LoginLimiter::new(&config.auth)),
         config: Arc::new(config),
         clock,
+        rep_locks: crm::pool::commands::RepLocks::default(),
     };
     let (router, _) = platform::http::router::build(state.clone());
     let db_handle = state.db.clone();
@@ -188,9 +189,9 @@ pub async fn run_workers(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let db = open_store(&config).await?;
-    let engine = sync_host::engine(&db, &config.sync).await?;
-    let workers =
-        jobs::runtime::Runtime::start(&db, &config, &engine, &platform::clock::Clock::system());
+    let clock = platform::clock::Clock::system();
+    let engine = sync_host::engine(&db, &config.sync, clock.clone()).await?;
+    let workers = jobs::runtime::Runtime::start(&db, &config, &engine, &clock);
     shutdown.await;
     tracing::info!("shutting down: letting workers finish or return their jobs");
     workers.shutdown().await;

@@ -28,6 +28,11 @@ pub struct Problem {
     /// Per-field errors of a 422.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Extension members of this kind of problem (RFC 9457 §3.2), e.g. the duplicate
+    /// candidates of a refused create or the winner of a lost claim.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One invalid field of a request body or query.

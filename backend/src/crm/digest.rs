@@ -147,7 +147,8 @@ async fn send(db: &Db, user: &str, tz: Tz, day: NaiveDate) -> Result<bool, DbErr
             today.push((due, format!("- {local} {}", task.title)));
         }
     }
-    if events.is_empty() && today.is_empty() && overdue.is_empty() {
+    let returning = crate::crm::pool::returns::returning_soon(db, user, start).await?;
+    if events.is_empty() && today.is_empty() && overdue.is_empty() && returning.is_empty() {
         return Ok(false);
     }
     today.sort();
@@ -171,6 +172,15 @@ async fn send(db: &Db, user: &str, tz: Tz, day: NaiveDate) -> Result<bool, DbErr
         for line in &overdue {
             body.push_str(line);
             body.push('\n');
+        }
+    }
+    if !returning.is_empty() {
+        body.push_str("Returning to the pool unless you follow up:\n");
+        for (at, name) in &returning {
+            body.push_str(&format!(
+                "- {name}: {}\n",
+                at.with_timezone(&tz).format("%Y-%m-%d %H:%M")
+            ));
         }
     }
     notify(

@@ -6,5 +6,6 @@ pub mod events;
 pub mod follow_ups;
 pub mod identity;
 pub mod notifications;
+pub mod pool;
 pub mod records;
 pub mod tasks;

@@ -204,6 +204,35 @@ impl Runtime {
             Ok(worker) => runtime.workers.push(worker),
             Err(e) => tracing::error!(error = %e, "the digest schedule does not parse"),
         }
+        let (returns_db, returns_engine, returns_clock) =
+            (db.clone(), engine.clone(), clock.clone());
+        match spawn_cron(
+            db,
+            queue_config(crate::crm::pool::returns::QUEUE),
+            crate::crm::pool::returns::SCHEDULE,
+            worker_name(crate::crm::pool::returns::QUEUE, &node),
+            move |_tick: Tick| {
+                let (db, engine, clock) = (
+                    returns_db.clone(),
+                    returns_engine.clone(),
+                    returns_clock.clone(),
+                );
+                async move {
+                    let report = crate::crm::pool::returns::sweep(&engine, &db, clock.now())
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    tracing::info!(
+                        returned = report.returned,
+                        warned = report.warned,
+                        "pool sweep"
+                    );
+                    Ok(())
+                }
+            },
+        ) {
+            Ok(worker) => runtime.workers.push(worker),
+            Err(e) => tracing::error!(error = %e, "the pool sweep schedule does not parse"),
+        }
         let event_db = db.clone();
         runtime.workers.push(spawn_worker(
             db,

@@ -164,6 +164,8 @@ pub struct AuditFilter {
     pub target_id: Option<String>,
     /// Only entries by this user.
     pub actor_id: Option<String>,
+    /// Only entries of this action, e.g. `customer.claim`.
+    pub action: Option<String>,
     /// Only entries at or after this time (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Only entries before this time (RFC 3339).
@@ -197,12 +199,14 @@ async fn list_audit(
         "($target_kind = NONE OR target_kind = $target_kind)
          AND ($target_id = NONE OR target_id = $target_id)
          AND ($actor = NONE OR actor = $actor)
+         AND ($action = NONE OR action = $action)
          AND ($from = NONE OR at >= $from)
          AND ($to = NONE OR at < $to)",
     )
     .bind("target_kind", filter.target_kind.clone())
     .bind("target_id", filter.target_id.clone())
     .bind("actor", filter.actor_id.clone())
+    .bind("action", filter.action.clone())
     .bind("from", filter.from)
     .bind("to", filter.to);
     let page = crate::platform::http::fetch_page::<AuditRow, AuditEntry>(

@@ -15,7 +15,11 @@ pub type SyncEngine = Engine<storage::SurrealSyncStorage, gate::ScopeGate>;
 
 /// Builds the engine over `db`, answering as the store's stable sync peer id (created on first
 /// use), so that phones' saved sync states stay valid across restarts.
-pub async fn engine(db: &Db, config: &crate::config::SyncConfig) -> Result<SyncEngine, DbError> {
+pub async fn engine(
+    db: &Db,
+    config: &crate::config::SyncConfig,
+    clock: crate::platform::clock::Clock,
+) -> Result<SyncEngine, DbError> {
     let candidate = format!("outpost-{}", crate::platform::ids::new_key());
     let query = Query::new(
         "(UPSERT setting:sync_peer_id SET value = value ?? $candidate RETURN AFTER).value",
@@ -24,7 +28,7 @@ pub async fn engine(db: &Db, config: &crate::config::SyncConfig) -> Result<SyncE
     let peer_id: Option<String> = db.retry(|| query.take(db, 0)).await?;
     let peer_id = peer_id.ok_or_else(|| DbError::Unexpected("no sync peer id".into()))?;
     Ok(Engine::new(
-        storage::SurrealSyncStorage::new(db.clone()),
+        storage::SurrealSyncStorage::new(db.clone(), clock),
         gate::ScopeGate::new(db.clone()),
         peer_id,
         EngineConfig {

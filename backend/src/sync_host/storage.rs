@@ -25,6 +25,7 @@ const COMPACT_AFTER_CHUNKS: i64 = 64;
 #[derive(Clone)]
 pub struct SurrealSyncStorage {
     db: Db,
+    clock: crate::platform::clock::Clock,
     commits: mpsc::UnboundedSender<PendingCommit>,
 }
 
@@ -38,11 +39,37 @@ struct PendingCommit {
 const MAX_GROUP: usize = 128;
 
 impl SurrealSyncStorage {
-    /// Storage over `db`.
-    pub fn new(db: Db) -> Self {
+    /// Storage over `db`; `clock` stamps when follow-ups arrive.
+    pub fn new(db: Db, clock: crate::platform::clock::Clock) -> Self {
         let (commits, queue) = mpsc::unbounded_channel();
         tokio::spawn(group_commits(db.clone(), queue));
-        Self { db, commits }
+        Self { db, clock, commits }
+    }
+
+    /// Moves the customer's follow-up clock (which the pool's return rules read) to a new
+    /// follow-up. It counts from when it was made if it reached the server within the grace
+    /// period of the customer's pool (a rep who worked offline is not punished), else from when
+    /// it arrived; a follow-up dated in the future counts from now.
+    async fn touch_follow_up_clock(&self, tx: &mut Tx, doc: &FollowUp) -> Result<(), DbError> {
+        let grace_hours: Option<i64> = Query::new(
+            "(SELECT VALUE grace_hours FROM ONLY type::record('pool', (SELECT VALUE pool FROM ONLY type::record('customer', $customer)) ?? '-'))",
+        )
+        .bind("customer", doc.customer.clone())
+        .take(&self.db, 0)
+        .await
+        .unwrap_or(None);
+        let now = self.clock.now();
+        let grace = chrono::Duration::hours(grace_hours.unwrap_or(0).max(0));
+        let effective = match optional_time(Some(&doc.at)) {
+            Some(at) if at <= now && now - at <= grace => at,
+            _ => now,
+        };
+        let customer = tx.bind(ids::record("customer", &doc.customer));
+        let effective = tx.bind(effective);
+        tx.push(format!(
+            "UPDATE {customer} SET last_follow_up_at = {effective} WHERE last_follow_up_at = NONE OR last_follow_up_at < {effective}"
+        ));
+        Ok(())
     }
 }
 
@@ -86,17 +113,100 @@ struct CustomerRow {
     owner: Option<String>,
     state: String,
     created_by: Option<String>,
+    credit_code: Option<String>,
+    company_key: String,
+    phone_keys: Vec<String>,
+    email_keys: Vec<String>,
+    terms: Vec<String>,
+    pool: Option<String>,
+    owned_since: Option<DateTime<Utc>>,
+    previous_owner: Option<String>,
+    released_at: Option<DateTime<Utc>>,
+    merged_into: Option<String>,
+    custody_changed_at: Option<String>,
+}
+
+/// A change of hands a customer commit carries, to record in its history.
+struct CustodyChange {
+    action: String,
+    reason: Option<String>,
+    by: Option<String>,
+    at: DateTime<Utc>,
+    at_text: String,
+    pool: Option<String>,
+    to_owner: Option<String>,
+}
+
+/// What the projection knew of a customer before this commit.
+#[derive(Debug, SurrealValue)]
+struct PreviousCustody {
+    owner: Option<String>,
+    custody_changed_at: Option<String>,
+}
+
+fn optional_time(value: Option<&str>) -> Option<DateTime<Utc>> {
+    value
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 impl From<&Customer> for CustomerRow {
     fn from(doc: &Customer) -> Self {
+        use crate::crm::customers::keys;
         let server = doc.server();
         let contacts: Vec<serde_json::Value> = doc
             .contacts
             .iter()
             .map(|c| serde_json::json!({ "id": c.id, "name": c.name, "title": c.title, "phones": c.phones, "emails": c.emails }))
             .collect();
+        let searchable = keys::Searchable {
+            name: &doc.name,
+            phones: doc
+                .phones
+                .iter()
+                .chain(doc.contacts.iter().flat_map(|c| c.phones.iter()))
+                .map(String::as_str)
+                .collect(),
+            emails: doc
+                .emails
+                .iter()
+                .chain(doc.contacts.iter().flat_map(|c| c.emails.iter()))
+                .map(String::as_str)
+                .collect(),
+            contact_names: doc.contacts.iter().map(|c| c.name.as_str()).collect(),
+        };
+        let deleted = server.state == "deleted";
+        let mut phone_keys: Vec<String> = searchable
+            .phones
+            .iter()
+            .flat_map(|p| keys::phone_keys(p))
+            .collect();
+        phone_keys.sort();
+        phone_keys.dedup();
+        let mut email_keys: Vec<String> = searchable
+            .emails
+            .iter()
+            .map(|e| keys::email_key(e))
+            .collect();
+        email_keys.sort();
+        email_keys.dedup();
         Self {
+            credit_code: doc.credit_code.clone(),
+            company_key: keys::company_key(&doc.name),
+            phone_keys,
+            email_keys,
+            // A tombstone leaves the search index.
+            terms: if deleted {
+                Vec::new()
+            } else {
+                keys::terms(&searchable)
+            },
+            pool: doc.custody.pool.clone(),
+            owned_since: optional_time(doc.custody.owned_since.as_deref()),
+            previous_owner: doc.custody.previous_owner.clone(),
+            released_at: optional_time(doc.custody.released_at.as_deref()),
+            merged_into: doc.custody.merged_into.clone(),
+            custody_changed_at: doc.custody.changed_at.clone(),
             name: doc.name.clone(),
             kind: doc.kind.clone(),
             level: doc.level.clone(),
@@ -272,18 +382,40 @@ impl SyncStorage for SurrealSyncStorage {
     async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
         let id = commit.document_id.to_string();
         let mut follow_on_jobs = Tx::new();
+        let mut customer_terms: Vec<String> = Vec::new();
+        let mut custody_change: Option<CustodyChange> = None;
         // A manifest is the server's own bookkeeping: stored, but neither projected nor audited.
         let projected: Option<(surrealdb::types::Value, ServerFields)> = match commit.kind {
             Customer::KIND => {
                 let doc: Customer =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
-                Some((CustomerRow::from(&doc).into_value(), doc.server().clone()))
+                let row = CustomerRow::from(&doc);
+                customer_terms = row.terms.clone();
+                if let (Some(action), Some(at_text)) =
+                    (&doc.custody.action, &doc.custody.changed_at)
+                {
+                    custody_change = Some(CustodyChange {
+                        action: action.clone(),
+                        reason: doc.custody.reason.clone(),
+                        by: doc.custody.changed_by.clone(),
+                        at: parse_time(Some(at_text)),
+                        at_text: at_text.clone(),
+                        pool: doc.custody.pool.clone(),
+                        to_owner: doc.server().owner.clone(),
+                    });
+                }
+                Some((row.into_value(), doc.server().clone()))
             }
             FollowUp::KIND => {
                 let doc: FollowUp =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
                 crate::crm::follow_ups::next_contact::plan(&mut follow_on_jobs, &id, &doc)
                     .map_err(|e| StorageError::Failed(e.to_string()))?;
+                if commit.created && doc.server().state != "deleted" {
+                    self.touch_follow_up_clock(&mut follow_on_jobs, &doc)
+                        .await
+                        .map_err(failed)?;
+                }
                 Some((FollowUpRow::from(&doc).into_value(), doc.server().clone()))
             }
             Task::KIND => {
@@ -340,11 +472,66 @@ impl SyncStorage for SurrealSyncStorage {
         }
         if let Some((row, server)) = projected {
             let projection = tx.bind(ids::record(commit.kind, &id));
-            let row_b = tx.bind(row);
             let created_at = tx.bind(parse_time(server.created_at.as_deref()));
-            tx.push(format!(
-                "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
-            ));
+            if let Some(change) = custody_change {
+                // A new change of hands (each is stamped with its time) goes into the history
+                // and the audit log in the same transaction as the ownership it sets.
+                let previous: Option<PreviousCustody> =
+                    self.db.get(Customer::KIND, &id).await.map_err(failed)?;
+                let from_owner = previous.as_ref().and_then(|p| p.owner.clone());
+                if previous
+                    .as_ref()
+                    .and_then(|p| p.custody_changed_at.as_deref())
+                    != Some(change.at_text.as_str())
+                {
+                    let entry = tx.bind(ids::record("customer_history", &ids::new_key()));
+                    let customer = tx.bind(id.clone());
+                    let action = tx.bind(change.action.clone());
+                    let from = tx.bind(from_owner.clone());
+                    let to = tx.bind(change.to_owner.clone());
+                    let by = tx.bind(change.by.clone());
+                    let pool = tx.bind(change.pool.clone());
+                    let reason = tx.bind(change.reason.clone());
+                    let at = tx.bind(change.at);
+                    tx.push(format!(
+                        "CREATE {entry} SET customer = {customer}, action = {action}, from_owner = {from}, to_owner = {to}, by = {by}, pool = {pool}, reason = {reason}, at = {at}"
+                    ));
+                    let ctx = AuditContext {
+                        actor: change.by.clone().or(Some(commit.author.user_id.clone())),
+                        channel: commit.channel.to_string(),
+                        device: commit.author.device_id.clone(),
+                        request_id: commit.request_id.map(str::to_string),
+                        address: None,
+                    };
+                    tx.audit(
+                        &ctx,
+                        &format!("customer.{}", change.action),
+                        Some((Customer::KIND, &id)),
+                        serde_json::json!({ "from_owner": from_owner, "to_owner": change.to_owner, "pool": change.pool, "reason": change.reason }),
+                    );
+                }
+            }
+            if commit.kind == Customer::KIND {
+                // The search index follows the projection: terms that went away are deleted,
+                // new ones added, in the same transaction. Fields derived from other records
+                // (the follow-up and deal clocks) are kept.
+                let terms_b = tx.bind(customer_terms.clone());
+                tx.push(format!(
+                    "FOR $gone IN array::complement((SELECT VALUE terms FROM ONLY {projection}) ?? [], {terms_b}) {{ DELETE type::record('customer_term', [$gone, {id_b}]) }}"
+                ));
+                tx.push(format!(
+                    "FOR $new IN array::complement({terms_b}, (SELECT VALUE terms FROM ONLY {projection}) ?? []) {{ UPSERT type::record('customer_term', [$new, {id_b}]) SET doc = {id_b} }}"
+                ));
+                let row_b = tx.bind(row);
+                tx.push(format!(
+                    "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now(), last_follow_up_at: (SELECT VALUE last_follow_up_at FROM ONLY {projection}), last_deal_at: (SELECT VALUE last_deal_at FROM ONLY {projection}) }})"
+                ));
+            } else {
+                let row_b = tx.bind(row);
+                tx.push(format!(
+                    "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
+                ));
+            }
             let ctx = AuditContext {
                 actor: Some(commit.author.user_id.clone()),
                 channel: commit.channel.to_string(),

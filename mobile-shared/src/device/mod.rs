@@ -872,6 +872,7 @@ fn refused_unless_ok(status: u16, body: Value) -> Result<Value, DeviceError> {
         detail: None,
         instance: None,
         errors: Vec::new(),
+        extensions: serde_json::Map::new(),
     });
     if status == 401 {
         return Err(DeviceError::SessionEnded(

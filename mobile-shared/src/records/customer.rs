@@ -66,9 +66,80 @@ pub struct Customer {
     /// The people at this customer.
     #[autosurgeon(missing = "Default::default")]
     pub contacts: Vec<Contact>,
+    /// Unified social credit code (统一社会信用代码) of a company: 18 characters with a check
+    /// character, the strongest duplicate signal there is.
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub credit_code: Option<String>,
     /// Owner, pool state, who and when: written by the server only.
     #[autosurgeon(missing = "Default::default")]
     pub server: ServerFields,
+    /// Which pool the customer belongs to, since when its owner has it, who had it before, and
+    /// what it was merged into: written by the server only, through the pool and merge commands.
+    #[autosurgeon(missing = "Default::default")]
+    pub custody: Custody,
+}
+
+/// The server-owned custody of a customer: its public pool and its history of hands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Reconcile, Hydrate)]
+pub struct Custody {
+    /// The pool the customer returns to (and sits in while unowned).
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub pool: Option<String>,
+    /// When the current owner got it (RFC 3339 UTC); the pool's return rules count from here.
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub owned_since: Option<String>,
+    /// The owner before the last release or return, for the pool's cool-down.
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub previous_owner: Option<String>,
+    /// When it last went back to the pool (RFC 3339 UTC).
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub released_at: Option<String>,
+    /// The customer this one was merged into; set on the tombstone a merge leaves.
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub merged_into: Option<String>,
+    /// The last change of hands: `create`, `claim`, `assign`, `transfer`, `release`, `return`,
+    /// `merge`, `unmerge`. Each new one becomes an entry of the customer's history.
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub action: Option<String>,
+    /// Why (a release's reason, the rule that returned it).
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub reason: Option<String>,
+    /// Who made the last change of hands (absent: the server's own sweep).
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub changed_by: Option<String>,
+    /// When (RFC 3339 UTC); identifies the change, so it is recorded once.
+    #[autosurgeon(
+        missing = "Default::default",
+        hydrate = "crate::records::text::optional"
+    )]
+    pub changed_at: Option<String>,
 }
 
 /// A person at a customer. Identified by `id`, so that concurrent edits to different contacts,
@@ -120,7 +191,9 @@ impl Customer {
             tags: Vec::new(),
             notes: Text::default(),
             contacts: Vec::new(),
+            credit_code: None,
             server: ServerFields::default(),
+            custody: Custody::default(),
         }
     }
 }
@@ -164,6 +237,14 @@ impl RecordType for Customer {
             Limits::ADDRESS,
         );
         rules::list(&mut out, "tags", &self.tags, Limits::TAGS, Limits::SHORT);
+        if let Some(code) = &self.credit_code
+            && !credit_code_is_valid(code)
+        {
+            out.push(Violation::new(
+                "credit_code",
+                "is not a valid unified social credit code",
+            ));
+        }
         rules::optional(&mut out, "notes", Some(self.notes.as_str()), Limits::TEXT);
         if self.contacts.len() > Limits::CONTACTS {
             out.push(Violation::new(
@@ -233,8 +314,47 @@ impl RecordType for Customer {
         c.restore("tags", &mut fixed.tags, &previous.tags);
         c.restore("notes", &mut fixed.notes, &previous.notes);
         c.restore("contacts", &mut fixed.contacts, &previous.contacts);
+        c.restore("credit_code", &mut fixed.credit_code, &previous.credit_code);
         let mut corrections = c.finish();
         super::keep_server_fields(&mut fixed.server, &previous.server, &mut corrections);
+        if fixed.custody != previous.custody {
+            fixed.custody = previous.custody.clone();
+            corrections.push(Violation::new("custody", "is written by the server only"));
+        }
         (fixed, corrections)
     }
+}
+
+/// The characters of a unified social credit code (GB 32100-2015): digits and capital letters
+/// without I, O, Z, S, V; a character's value is its position here.
+const CREDIT_CODE_ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+/// The weights of the first 17 characters.
+const CREDIT_CODE_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
+
+/// Whether `code` is a well-formed unified social credit code: 18 characters of the alphabet
+/// whose last one is the GB 32100-2015 check character (mod 31) of the first 17.
+pub fn credit_code_is_valid(code: &str) -> bool {
+    let values: Option<Vec<u32>> = code
+        .chars()
+        .map(|c| {
+            CREDIT_CODE_ALPHABET
+                .find(c)
+                .and_then(|i| u32::try_from(i).ok())
+        })
+        .collect();
+    let Some(values) = values else {
+        return false;
+    };
+    if values.len() != 18 {
+        return false;
+    }
+    let sum: u32 = values
+        .iter()
+        .zip(CREDIT_CODE_WEIGHTS)
+        .map(|(v, w)| v * w)
+        .sum();
+    let check = (31 - sum % 31) % 31;
+    values[17] == check
 }

@@ -1,34 +1,52 @@
 //! Customers as the API reads them: projections of the synced customer documents, filtered by
-//! the actor's scope. Writes are automerge changes made through the sync engine, the same path
-//! a phone's edits take, so a phone sees a web edit and the other way round.
+//! the actor's scope and field rules. Writes are automerge changes made through the sync engine,
+//! the same path a phone's edits take, so a phone sees a web edit and the other way round.
+
+pub mod duplicates;
+pub mod files;
+pub mod import;
+pub mod keys;
+pub mod merge;
+pub mod search;
+pub mod view;
 
 use autosurgeon::Text;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use outpost_mobile::api::{Page, Problem};
+use outpost_mobile::api::Problem;
 use outpost_mobile::records::customer::{Contact, Customer as Document};
 use outpost_sync::DocumentId;
 use serde::{Deserialize, Serialize};
 use surrealdb::types::{RecordId, SurrealValue};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
 use crate::crm::records::{
-    Projection, create_visible, list_visible, parse_doc_id, tombstone, update_visible, visible,
+    Projection, create_visible, parse_doc_id, tombstone, update_visible, visible,
 };
 use crate::error::ApiError;
-use crate::platform::db::Query;
-use crate::platform::http::{ApiJson, ApiQuery, PageParams};
+use crate::platform::http::ApiJson;
 use crate::platform::ids;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_customers, create_customer))
+        .routes(routes!(search::list_customers, create_customer))
         .routes(routes!(get_customer, update_customer, delete_customer))
+        .routes(routes!(view::customer_360))
+        .routes(routes!(search::export_customers))
+        .routes(routes!(duplicates::check_duplicates))
+        .routes(routes!(merge::merge_customers))
+        .routes(routes!(merge::undo_merge))
+        .routes(routes!(import::commit))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(import::dry_run))
+                .layer(import::body_limit()),
+        )
 }
 
 /// A customer projection row.
@@ -51,6 +69,13 @@ pub struct CustomerRow {
     created_by: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    credit_code: Option<String>,
+    pool: Option<String>,
+    owned_since: Option<DateTime<Utc>>,
+    previous_owner: Option<String>,
+    released_at: Option<DateTime<Utc>>,
+    merged_into: Option<String>,
+    last_follow_up_at: Option<DateTime<Utc>>,
 }
 
 /// A customer as the API shows it.
@@ -85,12 +110,54 @@ pub struct Customer {
     pub owner_id: Option<String>,
     /// `owned`, `pool` or `deleted`.
     pub state: String,
+    /// Unified social credit code.
+    pub credit_code: Option<String>,
+    /// The public pool it returns to (and sits in while `state` is `pool`).
+    pub pool_id: Option<String>,
+    /// When its owner got it.
+    pub owned_since: Option<DateTime<Utc>>,
+    /// Its owner before the last release or return.
+    pub previous_owner_id: Option<String>,
+    /// When it last went back to the pool.
+    pub released_at: Option<DateTime<Utc>>,
+    /// Set on a merged-away customer: the one it was merged into.
+    pub merged_into: Option<String>,
+    /// The newest follow-up, as the pool's return rules count it.
+    pub last_follow_up_at: Option<DateTime<Utc>>,
+    /// Whether phone numbers are masked for the caller (`138****5678`).
+    pub phones_masked: bool,
     /// Creator.
     pub created_by: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Customer {
+    /// The customer as `actor` may see it: phone numbers (its own and its contacts') are masked
+    /// unless the actor owns it or has `customer.phone_full`. Every read path ends here.
+    pub fn for_actor(mut self, actor: &Actor) -> Self {
+        if self.owner_id.as_deref() == Some(actor.user_id.as_str())
+            || actor.can(Permission::CustomerPhoneFull)
+        {
+            return self;
+        }
+        self.phones = self.phones.iter().map(|p| keys::mask_phone(p)).collect();
+        if let Some(contacts) = self.contacts.as_array_mut() {
+            for contact in contacts {
+                if let Some(phones) = contact.get_mut("phones").and_then(|p| p.as_array_mut()) {
+                    for phone in phones {
+                        if let Some(raw) = phone.as_str() {
+                            *phone = serde_json::Value::String(keys::mask_phone(raw));
+                        }
+                    }
+                }
+            }
+        }
+        self.phones_masked = true;
+        self
+    }
 }
 
 impl Projection for CustomerRow {
@@ -122,46 +189,19 @@ impl From<CustomerRow> for Customer {
                 .unwrap_or(serde_json::Value::Array(Vec::new())),
             owner_id: row.owner,
             state: row.state,
+            credit_code: row.credit_code,
+            pool_id: row.pool,
+            owned_since: row.owned_since,
+            previous_owner_id: row.previous_owner,
+            released_at: row.released_at,
+            merged_into: row.merged_into,
+            last_follow_up_at: row.last_follow_up_at,
+            phones_masked: false,
             created_by: row.created_by,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
     }
-}
-
-/// Filters of the customer list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CustomerFilter {
-    /// Only customers of this owner.
-    pub owner_id: Option<String>,
-    /// Items per page, 1 to 200.
-    pub limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// The customers the caller may see.
-#[utoipa::path(get, path = "/api/v1/customers", tag = "customers", params(CustomerFilter),
-    responses((status = 200, body = Page<Customer>), (status = 401, body = Problem), (status = 403, body = Problem)),
-    security(("bearer" = [])))]
-async fn list_customers(
-    State(state): State<AppState>,
-    actor: Actor,
-    ApiQuery(filter): ApiQuery<CustomerFilter>,
-) -> Result<axum::Json<Page<Customer>>, ApiError> {
-    actor.require(Permission::CustomerRead)?;
-    let filter_query =
-        Query::new("$owner = NONE OR owner = $owner").bind("owner", filter.owner_id.clone());
-    let page = PageParams {
-        limit: filter.limit,
-        cursor: filter.cursor.clone(),
-    };
-    let page = list_visible::<CustomerRow, Customer>(&state, &actor, filter_query, page, |c| {
-        c.doc_id.clone()
-    })
-    .await?;
-    Ok(axum::Json(page))
 }
 
 /// One customer the caller may see, by document id.
@@ -176,9 +216,33 @@ async fn get_customer(
 ) -> Result<axum::Json<Customer>, ApiError> {
     actor.require(Permission::CustomerRead)?;
     let id = parse_doc_id(&doc_id)?;
-    Ok(axum::Json(
-        visible::<CustomerRow, Customer>(&state, &actor, &id).await?,
-    ))
+    Ok(axum::Json(readable(&state, &actor, &id).await?))
+}
+
+/// A customer the actor may read: one in its scope, or one sitting in a pool the actor belongs
+/// to or configures (what a rep browses before claiming). Masked as the actor may see it.
+pub async fn readable(
+    state: &AppState,
+    actor: &Actor,
+    id: &DocumentId,
+) -> Result<Customer, ApiError> {
+    match visible::<CustomerRow, Customer>(state, actor, id).await {
+        Ok(customer) => Ok(customer.for_actor(actor)),
+        Err(ApiError::NotFound(_)) => {
+            let row: Option<CustomerRow> = state.db.get("customer", id.as_str()).await?;
+            let customer = row.map(Customer::from);
+            if let Some(customer) = customer
+                && customer.state == "pool"
+                && let Some(pool) = &customer.pool_id
+                && let Some(pool) = crate::crm::pool::find_pool(state, pool).await?
+                && (pool.may_configure(actor) || pool.may_claim(state, actor).await?)
+            {
+                return Ok(customer.for_actor(actor));
+            }
+            Err(ApiError::NotFound("customer"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A contact in a request body.
@@ -241,6 +305,13 @@ pub struct CreateCustomer {
     /// Contacts.
     #[serde(default)]
     pub contacts: Vec<ContactInput>,
+    /// Unified social credit code.
+    pub credit_code: Option<String>,
+    /// Create it even if it looks like an existing customer (after a 409 `duplicate`).
+    #[serde(default)]
+    pub confirm_duplicate: bool,
+    /// The public pool it belongs to (returns go there).
+    pub pool_id: Option<String>,
 }
 
 /// `PATCH /api/v1/customers/{doc_id}`: only the fields present change; `null` clears an
@@ -274,11 +345,14 @@ pub struct UpdateCustomer {
     pub notes: Option<String>,
     /// New contact list (contacts are matched by `id`).
     pub contacts: Option<Vec<ContactInput>>,
+    /// New unified social credit code, or `null`.
+    #[serde(default, deserialize_with = "crate::crm::records::double_option")]
+    pub credit_code: Option<Option<String>>,
 }
 
 /// Create a customer owned by the caller.
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers", request_body = CreateCustomer,
-    responses((status = 201, body = Customer), (status = 403, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Customer), (status = 403, body = Problem), (status = 409, body = Problem, description = "A likely duplicate; `candidates` lists the matches"), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn create_customer(
     State(state): State<AppState>,
@@ -299,8 +373,30 @@ async fn create_customer(
     record.tags = body.tags;
     record.notes = Text::with_value(body.notes.unwrap_or_default());
     record.contacts = body.contacts.into_iter().map(Contact::from).collect();
+    record.credit_code = body.credit_code.map(|code| code.trim().to_uppercase());
+    let violations = outpost_mobile::records::RecordType::validate(&record);
+    if !violations.is_empty() {
+        return Err(crate::crm::records::change_error(
+            "customer",
+            outpost_sync::ChangeError::Invalid(violations),
+        ));
+    }
+    if let Some(pool_id) = &body.pool_id {
+        crate::crm::pool::require_pool(&state, pool_id, "pool_id").await?;
+        record.custody.pool = Some(pool_id.clone());
+        record.custody.owned_since = Some(state.clock.now().to_rfc3339());
+    }
+    if !body.confirm_duplicate {
+        let candidates =
+            duplicates::candidates(&state.db, &duplicates::Probe::of(&record), None).await?;
+        if !candidates.is_empty() {
+            return Err(ApiError::Duplicate(
+                serde_json::to_value(&candidates).unwrap_or_default(),
+            ));
+        }
+    }
     let created = create_visible::<Document, CustomerRow, Customer>(&state, &actor, record).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)))
+    Ok((StatusCode::CREATED, axum::Json(created.for_actor(&actor))))
 }
 
 /// Change a customer the caller may see.
@@ -350,9 +446,12 @@ async fn update_customer(
         if let Some(v) = body.contacts {
             c.contacts = v.into_iter().map(Contact::from).collect();
         }
+        if let Some(v) = body.credit_code {
+            c.credit_code = v.map(|code| code.trim().to_uppercase());
+        }
     })
     .await?;
-    Ok(axum::Json(updated))
+    Ok(axum::Json(updated.for_actor(&actor)))
 }
 
 /// Delete a customer: the document becomes a tombstone (state `deleted`) that every device

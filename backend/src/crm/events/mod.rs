@@ -104,7 +104,8 @@ pub struct EventView {
 }
 
 impl EventView {
-    fn of(row: EventRow, actor: &Actor) -> Self {
+    /// The event as `actor` sees it (with the caller's own response).
+    pub fn of(row: EventRow, actor: &Actor) -> Self {
         let involved = row.owner.as_deref() == Some(actor.user_id.as_str())
             || row.attendee_ids.contains(&actor.user_id);
         let editable = row
@@ -143,7 +144,7 @@ pub fn visible_sql(scope_condition: &str) -> String {
 }
 
 /// [`visible_sql`] for `actor`, with its bindings.
-fn visible_condition(actor: &Actor) -> Query {
+pub fn visible_condition(actor: &Actor) -> Query {
     let scope = actor.scope.filter("owner");
     Query::new(visible_sql(&scope.condition))
         .bind("scope_owners", scope.owners)

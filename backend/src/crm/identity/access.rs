@@ -45,6 +45,10 @@ pub enum Permission {
     CustomerExport,
     /// Configure the public pool's rules.
     PoolConfigure,
+    /// See customers' phone numbers unmasked on customers one does not own.
+    CustomerPhoneFull,
+    /// Assign customers to reps and transfer them between reps.
+    CustomerAssign,
     /// See the server's operational state (sync engine statistics, the job queue).
     SystemRead,
     /// Operate the server: retry and discard jobs.
@@ -53,7 +57,7 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission, in catalogue order.
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 14] = [
         Permission::UserRead,
         Permission::UserManage,
         Permission::DepartmentManage,
@@ -64,6 +68,8 @@ impl Permission {
         Permission::CustomerWrite,
         Permission::CustomerExport,
         Permission::PoolConfigure,
+        Permission::CustomerPhoneFull,
+        Permission::CustomerAssign,
         Permission::SystemRead,
         Permission::SystemManage,
     ];
@@ -81,6 +87,8 @@ impl Permission {
             Permission::CustomerWrite => "customer.write",
             Permission::CustomerExport => "customer.export",
             Permission::PoolConfigure => "pool.configure",
+            Permission::CustomerPhoneFull => "customer.phone_full",
+            Permission::CustomerAssign => "customer.assign",
             Permission::SystemRead => "system.read",
             Permission::SystemManage => "system.manage",
         }

@@ -24,12 +24,19 @@ fn builtin_roles() -> Vec<(&'static str, DataScope, Vec<Permission>)> {
         (
             "department_head",
             DataScope::DepartmentAndChildren,
-            vec![UserRead, CustomerRead, CustomerWrite, CustomerExport],
+            vec![
+                UserRead,
+                CustomerRead,
+                CustomerWrite,
+                CustomerExport,
+                CustomerPhoneFull,
+                CustomerAssign,
+            ],
         ),
         (
             "manager",
             DataScope::OwnAndSubordinates,
-            vec![UserRead, CustomerRead, CustomerWrite],
+            vec![UserRead, CustomerRead, CustomerWrite, CustomerAssign],
         ),
         ("rep", DataScope::Own, vec![CustomerRead, CustomerWrite]),
     ]

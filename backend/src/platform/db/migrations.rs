@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_tasks.surql",
         sql: include_str!("migrations/0004_tasks.surql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_customers.surql",
+        sql: include_str!("migrations/0005_customers.surql"),
+    },
 ];
 
 #[derive(Debug, SurrealValue)]

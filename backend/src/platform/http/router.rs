@@ -64,6 +64,7 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::sync_host::stats::routes())
         .merge(crate::jobs::routes::routes())
         .merge(crate::crm::customers::routes())
+        .merge(crate::crm::pool::routes())
         .merge(crate::crm::follow_ups::routes())
         .merge(crate::crm::tasks::routes())
         .merge(crate::crm::events::routes())
@@ -130,6 +131,7 @@ async fn problem_details(request: Request, next: Next) -> Response {
                 detail: Some("the request took too long".into()),
                 instance: None,
                 errors: Vec::new(),
+                extensions: serde_json::Map::new(),
             },
             _ => Problem {
                 kind: crate::error::problem_type("http"),
@@ -138,6 +140,7 @@ async fn problem_details(request: Request, next: Next) -> Response {
                 detail: Some(String::from_utf8_lossy(&bytes).into_owned()),
                 instance: None,
                 errors: Vec::new(),
+                extensions: serde_json::Map::new(),
             },
         },
     };

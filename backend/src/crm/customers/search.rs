@@ -1,0 +1,525 @@
+//! Finding customers: the list with its filters, search by name (Chinese, Latin, pinyin and
+//! initials, partial), phone (any format) and email through the term index, and the export of
+//! exactly what the list shows the caller.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use outpost_mobile::api::{Page, Problem};
+use serde::Deserialize;
+use surrealdb::types::{RecordId, SurrealValue};
+use utoipa::IntoParams;
+
+use super::files::{self, FileFormat};
+use super::keys;
+use super::{Customer, CustomerRow};
+use crate::app::AppState;
+use crate::crm::identity::access::{Actor, Permission};
+use crate::error::ApiError;
+use crate::platform::db::Query;
+use crate::platform::http::ApiQuery;
+use crate::platform::http::pagination::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::platform::ids;
+
+/// Filters and search of the customer list; they combine with AND.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CustomerFilter {
+    /// Search: a name or part of it (Chinese or Latin, pinyin such as `zhangsan`, initials
+    /// such as `zs`), a phone number or its beginning in any format, or an email.
+    pub q: Option<String>,
+    /// A phone number (any format) or its beginning.
+    pub phone: Option<String>,
+    /// An email address.
+    pub email: Option<String>,
+    /// Has this tag.
+    pub tag: Option<String>,
+    /// Owned by this user.
+    pub owner_id: Option<String>,
+    /// `A` to `D`.
+    pub level: Option<String>,
+    /// `owned` or `pool`.
+    pub state: Option<String>,
+    /// In this pool.
+    pub pool_id: Option<String>,
+    /// Last follow-up at or after this time (RFC 3339).
+    pub follow_up_after: Option<DateTime<Utc>>,
+    /// Last follow-up before this time (RFC 3339).
+    pub follow_up_before: Option<DateTime<Utc>>,
+    /// `created` (oldest first, the default) or `-created` (newest first).
+    pub sort: Option<String>,
+    /// Items per page, 1 to 200.
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Term-index rows read per round while a search fills a page.
+const TERM_CHUNK: i64 = 256;
+/// Term-index rows one page may scan before it answers with what it has (and a cursor).
+const MAX_TERMS_SCANNED: usize = 8192;
+
+/// The conditions on customer rows: scope, not deleted, and every filter but the search term.
+fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<Query, ApiError> {
+    let scope = actor.scope.filter("owner");
+    let mut conditions = vec![
+        "state != 'deleted'".to_string(),
+        // Pool customers are seen through the pool they are in, by its members and admins.
+        format!(
+            "(state = 'pool' AND $pool != NONE OR ({}))",
+            scope.condition
+        ),
+    ];
+    if let Some(state) = &filter.state
+        && !["owned", "pool"].contains(&state.as_str())
+    {
+        return Err(ApiError::invalid_field(
+            "state",
+            "must be `owned` or `pool`",
+        ));
+    }
+    if let Some(level) = &filter.level
+        && !outpost_mobile::records::customer::LEVELS.contains(&level.as_str())
+    {
+        return Err(ApiError::invalid_field(
+            "level",
+            "must be one of A, B, C, D",
+        ));
+    }
+    let add = |conditions: &mut Vec<String>, condition: &str, present: bool| {
+        if present {
+            conditions.push(condition.to_string());
+        }
+    };
+    add(&mut conditions, "tags CONTAINS $tag", filter.tag.is_some());
+    add(&mut conditions, "owner = $owner", filter.owner_id.is_some());
+    add(&mut conditions, "level = $level", filter.level.is_some());
+    add(&mut conditions, "state = $state", filter.state.is_some());
+    add(&mut conditions, "pool = $pool", filter.pool_id.is_some());
+    add(
+        &mut conditions,
+        "last_follow_up_at >= $follow_up_after",
+        filter.follow_up_after.is_some(),
+    );
+    add(
+        &mut conditions,
+        "last_follow_up_at < $follow_up_before",
+        filter.follow_up_before.is_some(),
+    );
+    let phone_keys: Vec<String> = filter
+        .phone
+        .as_deref()
+        .map(keys::phone_keys)
+        .unwrap_or_default();
+    if filter.phone.is_some() {
+        if phone_keys.is_empty() {
+            return Err(ApiError::invalid_field("phone", "has no digits"));
+        }
+        conditions.push(
+            "array::any(phone_keys, |$k| array::any($phone_keys, |$p| string::starts_with($k, $p)))"
+                .into(),
+        );
+    }
+    add(
+        &mut conditions,
+        "email_keys CONTAINS $email",
+        filter.email.is_some(),
+    );
+    Ok(Query::new(conditions.join(" AND "))
+        .bind("scope_owners", scope.owners)
+        .bind("tag", filter.tag.clone())
+        .bind("owner", filter.owner_id.clone())
+        .bind("level", filter.level.clone())
+        .bind("state", filter.state.clone())
+        .bind("pool", filter.pool_id.clone())
+        .bind("follow_up_after", filter.follow_up_after)
+        .bind("follow_up_before", filter.follow_up_before)
+        .bind("phone_keys", phone_keys)
+        .bind("email", filter.email.as_deref().map(keys::email_key)))
+}
+
+/// Pool customers are listed only to members and admins of the pool named by `pool_id`.
+async fn check_pool_access(
+    state: &AppState,
+    actor: &Actor,
+    filter: &CustomerFilter,
+) -> Result<(), ApiError> {
+    if let Some(pool_id) = &filter.pool_id {
+        let pool = crate::crm::pool::require_pool(state, pool_id, "pool_id").await?;
+        if !pool.may_claim(state, actor).await? && !pool.may_configure(actor) {
+            return Err(ApiError::NotAllowed(
+                "only the pool's members and admins see its customers".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One page of customers the caller may see, as they may see them.
+pub async fn find(
+    state: &AppState,
+    actor: &Actor,
+    filter: &CustomerFilter,
+) -> Result<Page<Customer>, ApiError> {
+    let limit = filter.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    check_pool_access(state, actor, filter).await?;
+    let conditions = row_conditions(actor, filter)?;
+    // The search term drives the query through the index: the phone, else the email, else q.
+    let term = match (&filter.phone, &filter.email, &filter.q) {
+        (Some(_), _, _) | (_, Some(_), _) => None,
+        (None, None, Some(q)) => {
+            Some(keys::search_term(q).ok_or_else(|| ApiError::invalid_field("q", "is empty"))?)
+        }
+        _ => None,
+    };
+    let page = match term {
+        Some(term) => by_term(state, &conditions, &term, limit, filter.cursor.as_deref()).await?,
+        None => by_key(state, &conditions, filter, limit).await?,
+    };
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|c| Customer::from(c).for_actor(actor))
+            .collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// A list in key order (creation order), optionally newest first.
+async fn by_key(
+    state: &AppState,
+    conditions: &Query,
+    filter: &CustomerFilter,
+    limit: usize,
+) -> Result<Page<CustomerRow>, ApiError> {
+    let newest_first = match filter.sort.as_deref() {
+        None | Some("created") => false,
+        Some("-created") => true,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "sort",
+                "must be `created` or `-created`",
+            ));
+        }
+    };
+    let after = match &filter.cursor {
+        None => None,
+        Some(cursor) => Some(
+            decode_cursor(cursor)
+                .filter(|c| outpost_sync::DocumentId::parse(c).is_some())
+                .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
+        ),
+    };
+    let (comparison, direction) = if newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    let query = Query::new(format!(
+        "SELECT * FROM customer WHERE {} AND ($after = NONE OR id {comparison} type::record('customer', $after)) ORDER BY id {direction} LIMIT $limit",
+        conditions.sql()
+    ));
+    let mut rows: Vec<CustomerRow> = conditions
+        .clone()
+        .rebind(query)
+        .bind("after", after)
+        .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .take(&state.db, 0)
+        .await?;
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| encode_cursor(&ids::key_of(&r.id)))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rows,
+        next_cursor,
+    })
+}
+
+/// One row of the term index.
+#[derive(Debug, SurrealValue)]
+struct TermRow {
+    id: RecordId,
+    doc: String,
+}
+
+/// A search through the term index: every term starting with `term`, in term order, joined to
+/// the customer rows that pass `conditions`, until the page is full. A page that scanned many
+/// terms without filling up answers early with a cursor, so no search runs unbounded.
+async fn by_term(
+    state: &AppState,
+    conditions: &Query,
+    term: &str,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<Page<CustomerRow>, ApiError> {
+    let mut after: Option<(String, String)> = match cursor {
+        None => None,
+        Some(cursor) => Some(
+            decode_cursor(cursor)
+                .and_then(|c| {
+                    c.split_once('\u{0}')
+                        .map(|(t, d)| (t.to_string(), d.to_string()))
+                })
+                .filter(|(t, _)| t.starts_with(term))
+                .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
+        ),
+    };
+    let upper = format!("{term}\u{10FFFF}");
+    let mut items: Vec<CustomerRow> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut scanned = 0;
+    loop {
+        let range = if after.is_some() {
+            "customer_term:[$term, $after_doc]>..[$upper]"
+        } else {
+            "customer_term:[$term]..[$upper]"
+        };
+        let (after_term, after_doc) = after.clone().unzip();
+        let terms: Vec<TermRow> = Query::new(format!("SELECT id, doc FROM {range} LIMIT $chunk"))
+            .bind("term", after_term.unwrap_or_else(|| term.to_string()))
+            .bind("after_doc", after_doc)
+            .bind("upper", upper.clone())
+            .bind("chunk", TERM_CHUNK)
+            .take(&state.db, 0)
+            .await?;
+        let exhausted = (terms.len() as i64) < TERM_CHUNK;
+        scanned += terms.len();
+        let records: Vec<RecordId> = terms
+            .iter()
+            .filter(|t| seen.insert(t.doc.clone()))
+            .map(|t| ids::record("customer", &t.doc))
+            .collect();
+        let rows: Vec<CustomerRow> = if records.is_empty() {
+            Vec::new()
+        } else {
+            conditions
+                .clone()
+                .rebind(Query::new(format!(
+                    "SELECT * FROM $records WHERE {}",
+                    conditions.sql()
+                )))
+                .bind("records", records)
+                .take(&state.db, 0)
+                .await?
+        };
+        let mut by_doc: std::collections::HashMap<String, CustomerRow> =
+            rows.into_iter().map(|r| (ids::key_of(&r.id), r)).collect();
+        for t in &terms {
+            if let Some(row) = by_doc.remove(&t.doc) {
+                items.push(row);
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next_cursor: (!exhausted || t.id != terms[terms.len() - 1].id)
+                            .then(|| term_cursor(t)),
+                    });
+                }
+            }
+        }
+        match terms.last() {
+            Some(last) if !exhausted => {
+                let cursor = term_cursor(last);
+                if scanned >= MAX_TERMS_SCANNED {
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(cursor),
+                    });
+                }
+                after = decode_cursor(&cursor).and_then(|c| {
+                    c.split_once('\u{0}')
+                        .map(|(t, d)| (t.to_string(), d.to_string()))
+                });
+            }
+            _ => {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+}
+
+fn term_cursor(row: &TermRow) -> String {
+    let term = match &row.id.key {
+        surrealdb::types::RecordIdKey::Array(parts) => parts
+            .iter()
+            .next()
+            .and_then(|v| match v {
+                surrealdb::types::Value::String(s) => Some(s.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    encode_cursor(&format!("{term}\u{0}{}", row.doc))
+}
+
+fn encode_cursor(raw: &str) -> String {
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// The customers the caller may see, filtered and searched.
+#[utoipa::path(get, path = "/api/v1/customers", tag = "customers", params(CustomerFilter),
+    responses((status = 200, body = Page<Customer>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub(crate) async fn list_customers(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiQuery(filter): ApiQuery<CustomerFilter>,
+) -> Result<axum::Json<Page<Customer>>, ApiError> {
+    actor.require(Permission::CustomerRead)?;
+    Ok(axum::Json(find(&state, &actor, &filter).await?))
+}
+
+/// The export's query: the list's filters plus the file format.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `csv` (default) or `xlsx`.
+    pub format: Option<FileFormat>,
+    /// Search, as in the list.
+    pub q: Option<String>,
+    /// Phone, as in the list.
+    pub phone: Option<String>,
+    /// Email, as in the list.
+    pub email: Option<String>,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Owner.
+    pub owner_id: Option<String>,
+    /// Level.
+    pub level: Option<String>,
+    /// `owned` or `pool`.
+    pub state: Option<String>,
+    /// Pool.
+    pub pool_id: Option<String>,
+}
+
+/// The columns of an export (also accepted by import).
+pub const EXPORT_COLUMNS: [&str; 14] = [
+    "doc_id",
+    "name",
+    "kind",
+    "level",
+    "industry",
+    "source",
+    "phones",
+    "emails",
+    "address",
+    "tags",
+    "credit_code",
+    "owner_id",
+    "state",
+    "created_at",
+];
+
+/// Most customers one export writes.
+const MAX_EXPORT: usize = 100_000;
+
+/// Exports the customers the caller may see (masked as the caller sees them) as CSV or XLSX.
+/// Every export is audited with its filters and row count.
+#[utoipa::path(get, path = "/api/v1/customers/export", tag = "customers", params(ExportQuery),
+    responses((status = 200, description = "The file", content_type = "text/csv"), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub(crate) async fn export_customers(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiQuery(query): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    actor.require(Permission::CustomerRead)?;
+    actor.require(Permission::CustomerExport)?;
+    let format = query.format.unwrap_or(FileFormat::Csv);
+    let f = query;
+    let mut filter = CustomerFilter {
+        q: f.q.clone(),
+        phone: f.phone.clone(),
+        email: f.email.clone(),
+        tag: f.tag.clone(),
+        owner_id: f.owner_id.clone(),
+        level: f.level.clone(),
+        state: f.state.clone(),
+        pool_id: f.pool_id.clone(),
+        limit: Some(MAX_LIMIT),
+        ..CustomerFilter::default()
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    loop {
+        let page = find(&state, &actor, &filter).await?;
+        for c in page.items {
+            rows.push(vec![
+                c.doc_id,
+                c.name,
+                c.kind,
+                c.level.unwrap_or_default(),
+                c.industry.unwrap_or_default(),
+                c.source.unwrap_or_default(),
+                c.phones.join("; "),
+                c.emails.join("; "),
+                c.address.unwrap_or_default(),
+                c.tags.join("; "),
+                c.credit_code.unwrap_or_default(),
+                c.owner_id.unwrap_or_default(),
+                c.state,
+                c.created_at.to_rfc3339(),
+            ]);
+        }
+        if rows.len() >= MAX_EXPORT {
+            return Err(ApiError::invalid_field(
+                "q",
+                format!("the export would exceed {MAX_EXPORT} rows; narrow the filters"),
+            ));
+        }
+        match page.next_cursor {
+            Some(cursor) => filter.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    let bytes = match format {
+        FileFormat::Csv => files::write_csv(&EXPORT_COLUMNS, &rows),
+        FileFormat::Xlsx => files::write_xlsx(&EXPORT_COLUMNS, &rows),
+    }
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    crate::platform::audit::record(
+        &state.db,
+        &actor.audit(),
+        "customer.export",
+        None,
+        serde_json::json!({ "format": format, "rows": rows.len(), "filters": {
+            "q": f.q, "phone": f.phone, "email": f.email, "tag": f.tag, "owner_id": f.owner_id,
+            "level": f.level, "state": f.state, "pool_id": f.pool_id } }),
+    )
+    .await?;
+    let filename = format!("customers.{}", format.extension());
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

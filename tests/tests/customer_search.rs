@@ -1,0 +1,593 @@
+//! Customers 360: search (pinyin, initials, partial, phone in any format), masked phones per
+//! role, duplicate detection, merge and undo, import and export.
+
+use base64::Engine;
+use outpost_tests::TestServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Office {
+    server: TestServer,
+    admin: String,
+    rep: String,
+    rep_id: String,
+    manager: String,
+    head: String,
+}
+
+async fn office() -> Office {
+    let server = TestServer::start().await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep_role = server.role(&admin, "rep").await;
+    let manager_role = server.role(&admin, "manager").await;
+    let head_role = server.role(&admin, "department_head").await;
+    let manager_id = server
+        .user(&admin, "mgr@x.cn", &root, None, &[&manager_role])
+        .await;
+    let rep_id = server
+        .user(&admin, "rep@x.cn", &root, Some(&manager_id), &[&rep_role])
+        .await;
+    server
+        .user(&admin, "head@x.cn", &root, None, &[&head_role])
+        .await;
+    Office {
+        rep: server.token_of("rep@x.cn").await,
+        manager: server.token_of("mgr@x.cn").await,
+        head: server.token_of("head@x.cn").await,
+        server,
+        admin,
+        rep_id,
+    }
+}
+
+async fn create(server: &TestServer, token: &str, body: Value) -> String {
+    let reply = server.post("/api/v1/customers", token, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["doc_id"].as_str().unwrap().to_string()
+}
+
+async fn names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
+    let reply = server
+        .get(&format!("/api/v1/customers?{query}"), token)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{query}: {:?}", reply.body);
+    let mut names: Vec<String> = reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn enc(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A valid unified social credit code with the given 17-character body.
+fn credit_code(body: &str) -> String {
+    "0123456789ABCDEFGHJKLMNPQRTUWXY"
+        .chars()
+        .map(|c| format!("{body}{c}"))
+        .find(|code| outpost_mobile::records::customer::credit_code_is_valid(code))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn search_finds_names_by_pinyin_initials_and_parts_and_phones_in_any_format() {
+    let o = office().await;
+    let s = &o.server;
+    create(s, &o.rep, json!({ "name": "张三", "kind": "person", "phones": ["+86 138-0013-8000"], "tags": ["vip"], "level": "A" })).await;
+    create(
+        s,
+        &o.rep,
+        json!({ "name": "北京星辰科技有限公司", "emails": ["Sales@XingChen.cn"], "level": "B" }),
+    )
+    .await;
+    create(
+        s,
+        &o.rep,
+        json!({ "name": "Acme Trading Co., Ltd.", "phones": ["021 5555 0000"], "tags": ["vip"] }),
+    )
+    .await;
+
+    let zhang = vec!["张三".to_string()];
+    let xc = vec!["北京星辰科技有限公司".to_string()];
+    let acme = vec!["Acme Trading Co., Ltd.".to_string()];
+    assert_eq!(names(s, &o.rep, "q=zhangsan").await, zhang);
+    assert_eq!(names(s, &o.rep, "q=zhang").await, zhang);
+    assert_eq!(names(s, &o.rep, "q=zs").await, zhang);
+    assert_eq!(names(s, &o.rep, &format!("q={}", enc("张"))).await, zhang);
+    assert_eq!(names(s, &o.rep, &format!("q={}", enc("星辰"))).await, xc);
+    assert_eq!(names(s, &o.rep, &format!("q={}", enc("科技"))).await, xc);
+    assert_eq!(names(s, &o.rep, "q=xingchen").await, xc);
+    assert_eq!(names(s, &o.rep, "q=bjxc").await, xc);
+    assert_eq!(names(s, &o.rep, "q=ACME").await, acme);
+    assert_eq!(names(s, &o.rep, "q=trading").await, acme);
+    // Phones: any format of the whole number, or its beginning.
+    assert_eq!(
+        names(s, &o.rep, &format!("q={}", enc("13800138000"))).await,
+        zhang
+    );
+    assert_eq!(
+        names(s, &o.rep, &format!("q={}", enc("+86 138 0013 8000"))).await,
+        zhang
+    );
+    assert_eq!(names(s, &o.rep, "q=1380013").await, zhang);
+    assert_eq!(
+        names(s, &o.rep, &format!("phone={}", enc("(021) 5555-0000"))).await,
+        acme
+    );
+    assert_eq!(
+        names(s, &o.rep, &format!("q={}", enc("sales@xingchen.cn"))).await,
+        xc
+    );
+    assert_eq!(
+        names(s, &o.rep, &format!("email={}", enc("SALES@xingchen.cn"))).await,
+        xc
+    );
+    // Filters combine with search.
+    assert_eq!(names(s, &o.rep, "tag=vip").await.len(), 2);
+    assert_eq!(names(s, &o.rep, "tag=vip&level=A").await, zhang);
+    assert_eq!(
+        names(s, &o.rep, &format!("owner_id={}", o.rep_id))
+            .await
+            .len(),
+        3
+    );
+    assert!(names(s, &o.rep, "q=nosuchname").await.is_empty());
+    // Out of scope: the admin's customer is not found by the rep.
+    create(s, &o.admin, json!({ "name": "张三丰" })).await;
+    assert_eq!(names(s, &o.rep, "q=zhangsan").await, zhang);
+    assert_eq!(names(s, &o.admin, "q=zhangsan").await.len(), 2);
+
+    // Pages: one at a time, every match once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/customers?q=zhang&limit=1&cursor={c}"),
+            None => "/api/v1/customers?q=zhang&limit=1".to_string(),
+        };
+        let page = s.get(&path, &o.admin).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        for item in page.body["items"].as_array().unwrap() {
+            seen.push(item["name"].as_str().unwrap().to_string());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["张三", "张三丰"]);
+    let bad = s
+        .get("/api/v1/customers?q=zhang&cursor=bm9wZQ", &o.admin)
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = s.get("/api/v1/customers?level=Z", &o.admin).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Renaming moves the customer in the index.
+    let doc = create(s, &o.rep, json!({ "name": "李四" })).await;
+    assert_eq!(names(s, &o.rep, "q=lisi").await, ["李四"]);
+    let renamed = s
+        .patch(
+            &format!("/api/v1/customers/{doc}"),
+            &o.rep,
+            json!({ "name": "王五" }),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert!(names(s, &o.rep, "q=lisi").await.is_empty());
+    assert_eq!(names(s, &o.rep, "q=ww").await, ["王五"]);
+    assert_eq!(
+        s.delete(&format!("/api/v1/customers/{doc}"), &o.rep)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        names(s, &o.rep, "q=ww").await.is_empty(),
+        "a tombstone leaves the index"
+    );
+}
+
+#[tokio::test]
+async fn phones_are_masked_for_non_owners_unless_the_role_allows_full_view() {
+    let o = office().await;
+    let s = &o.server;
+    let doc = create(
+        s,
+        &o.rep,
+        json!({ "name": "遮罩测试", "phones": ["13812345678"], "contacts": [{ "name": "赵六", "phones": ["13987654321"] }] }),
+    )
+    .await;
+    let path = format!("/api/v1/customers/{doc}");
+    let own = s.get(&path, &o.rep).await;
+    assert_eq!(own.body["phones"][0], "13812345678");
+    assert_eq!(own.body["phones_masked"], false);
+    // The manager sees the subordinate's customer, masked, everywhere.
+    let managed = s.get(&path, &o.manager).await;
+    assert_eq!(managed.status, StatusCode::OK);
+    assert_eq!(managed.body["phones"][0], "138****5678");
+    assert_eq!(managed.body["contacts"][0]["phones"][0], "139****4321");
+    let view = s.get(&format!("{path}/360"), &o.manager).await;
+    assert_eq!(view.body["customer"]["phones"][0], "138****5678");
+    assert_eq!(view.body["contacts"][0]["phones"][0], "139****4321");
+    let list = s.get("/api/v1/customers", &o.manager).await;
+    assert_eq!(list.body["items"][0]["phones"][0], "138****5678");
+    // The department head's role has customer.phone_full.
+    let head = s.get(&path, &o.head).await;
+    assert_eq!(head.body["phones"][0], "13812345678");
+    // Search by the full number still finds it for the manager, masked.
+    let found = s.get("/api/v1/customers?q=13812345678", &o.manager).await;
+    assert_eq!(found.body["items"][0]["phones"][0], "138****5678");
+}
+
+#[tokio::test]
+async fn likely_duplicates_are_refused_with_candidates_unless_confirmed() {
+    let o = office().await;
+    let s = &o.server;
+    let code = credit_code("91310115MA1K3YJ2X");
+    let first = create(
+        s,
+        &o.admin,
+        json!({ "name": "上海星辰科技有限公司", "phones": ["13800000001"], "emails": ["a@star.cn"], "credit_code": code }),
+    )
+    .await;
+
+    for (body, matched) in [
+        (
+            json!({ "name": "别的名字", "phones": ["+86 138 0000 0001"] }),
+            "phone",
+        ),
+        (
+            json!({ "name": "别的名字", "emails": ["A@STAR.CN"] }),
+            "email",
+        ),
+        (
+            json!({ "name": "别的名字", "credit_code": code.to_lowercase() }),
+            "credit_code",
+        ),
+        (json!({ "name": "上海星辰科技股份有限公司" }), "name"),
+    ] {
+        let reply = s.post("/api/v1/customers", &o.rep, body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CONFLICT,
+            "{body}: {:?}",
+            reply.body
+        );
+        assert_eq!(reply.problem(), "duplicate");
+        let candidates = reply.body["candidates"].as_array().unwrap();
+        assert_eq!(candidates[0]["doc_id"], first.as_str());
+        assert!(
+            candidates[0]["matched_on"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m == matched),
+            "{body}: {candidates:?}"
+        );
+    }
+    // Nothing was created by the refusals; confirming creates it.
+    assert!(names(s, &o.rep, "").await.is_empty());
+    let confirmed = s
+        .post(
+            "/api/v1/customers",
+            &o.rep,
+            json!({ "name": "上海星辰科技股份有限公司", "confirm_duplicate": true }),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::CREATED);
+    // A wrong check character is a validation error.
+    let mut wrong = code.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let invalid = s
+        .post(
+            "/api/v1/customers",
+            &o.rep,
+            json!({ "name": "X 公司", "credit_code": wrong }),
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid.body["errors"][0]["field"], "credit_code");
+    // The same check while typing.
+    let check = s
+        .post(
+            "/api/v1/customers/duplicates",
+            &o.rep,
+            json!({ "name": "上海星辰", "phones": ["13800000001"] }),
+        )
+        .await;
+    assert_eq!(check.status, StatusCode::OK);
+    assert_eq!(check.body[0]["doc_id"], first.as_str());
+}
+
+#[tokio::test]
+async fn merge_moves_everything_to_the_survivor_and_undo_puts_it_back() {
+    let o = office().await;
+    let s = &o.server;
+    let survivor = create(
+        s,
+        &o.rep,
+        json!({ "name": "合并方", "phones": ["13800000011"], "tags": ["a"] }),
+    )
+    .await;
+    let loser = create(
+        s,
+        &o.rep,
+        json!({ "name": "被合并方", "phones": ["13800000022"], "tags": ["b"], "contacts": [{ "name": "钱七" }], "confirm_duplicate": true }),
+    )
+    .await;
+    let visit = s
+        .post(
+            "/api/v1/follow-ups",
+            &o.rep,
+            json!({ "customer_doc_id": loser, "method": "call", "at": "2026-11-20T02:00:00Z", "content": "聊过" }),
+        )
+        .await;
+    assert_eq!(visit.status, StatusCode::CREATED, "{:?}", visit.body);
+    let task = s
+        .post(
+            "/api/v1/tasks",
+            &o.rep,
+            json!({ "title": "回访", "customer_doc_id": loser }),
+        )
+        .await;
+    assert_eq!(task.status, StatusCode::CREATED, "{:?}", task.body);
+
+    let path = format!("/api/v1/customers/{survivor}/merge");
+    let dry = s
+        .post(
+            &path,
+            &o.rep,
+            json!({ "other_doc_id": loser, "dry_run": true }),
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::OK, "{:?}", dry.body);
+    assert_eq!(dry.body["moved"].as_array().unwrap().len(), 2);
+    assert_eq!(dry.body["survivor"]["phones"].as_array().unwrap().len(), 2);
+    // A dry run changes nothing.
+    let still = s
+        .get(&format!("/api/v1/customers/{survivor}"), &o.rep)
+        .await;
+    assert_eq!(still.body["phones"].as_array().unwrap().len(), 1);
+    let to_self = s
+        .post(&path, &o.rep, json!({ "other_doc_id": survivor }))
+        .await;
+    assert_eq!(to_self.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let merged = s
+        .post(&path, &o.rep, json!({ "other_doc_id": loser }))
+        .await;
+    assert_eq!(merged.status, StatusCode::OK, "{:?}", merged.body);
+    let merge_id = merged.body["merge_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.get(&format!("/api/v1/customers/{loser}"), &o.rep)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let view = s
+        .get(&format!("/api/v1/customers/{survivor}/360"), &o.rep)
+        .await;
+    assert_eq!(view.body["follow_ups"].as_array().unwrap().len(), 1);
+    assert_eq!(view.body["tasks"].as_array().unwrap().len(), 1);
+    assert_eq!(view.body["customer"]["tags"], json!(["a", "b"]));
+    assert_eq!(view.body["contacts"][0]["name"], "钱七");
+
+    // An edit after the merge survives the undo.
+    s.patch(
+        &format!("/api/v1/customers/{survivor}"),
+        &o.rep,
+        json!({ "tags": ["a", "b", "c"] }),
+    )
+    .await;
+    let undone = s
+        .post(
+            &format!("/api/v1/customer-merges/{merge_id}/undo"),
+            &o.rep,
+            json!({}),
+        )
+        .await;
+    assert_eq!(undone.status, StatusCode::OK, "{:?}", undone.body);
+    assert_eq!(undone.body["name"], "被合并方");
+    let back = s
+        .get(&format!("/api/v1/customers/{loser}/360"), &o.rep)
+        .await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(back.body["follow_ups"].as_array().unwrap().len(), 1);
+    assert_eq!(back.body["tasks"].as_array().unwrap().len(), 1);
+    let kept = s
+        .get(&format!("/api/v1/customers/{survivor}"), &o.rep)
+        .await;
+    assert_eq!(kept.body["tags"], json!(["a", "c"]));
+    assert_eq!(kept.body["phones"], json!(["13800000011"]));
+    assert_eq!(kept.body["contacts"], json!([]));
+    let again = s
+        .post(
+            &format!("/api/v1/customer-merges/{merge_id}/undo"),
+            &o.rep,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_shows_what_the_caller_sees()
+ {
+    let o = office().await;
+    let s = &o.server;
+    create(
+        s,
+        &o.rep,
+        json!({ "name": "已有客户", "phones": ["13800000099"] }),
+    )
+    .await;
+    let code = credit_code("91110108MA01XYA12");
+    let bad_code = format!(
+        "{}{}",
+        &code[..17],
+        if code.ends_with('0') { '1' } else { '0' }
+    );
+    let csv = format!(
+        "客户名称,电话,邮箱,级别,统一社会信用代码,联系人\n\
+         新客户一,13800000101,one@x.cn,A,{code},孙八\n\
+         ,13800000102,,,,\n\
+         坏级别,13800000103,,Z,,\n\
+         坏代码,13800000104,,,{bad_code},\n\
+         重复已有,138 0000 0099,,,,\n\
+         新客户二,13800000105,,B,,\n\
+         文件内重复,13800000105,,,,\n"
+    );
+    let body = json!({ "format": "csv", "content_base64": base64::engine::general_purpose::STANDARD.encode(csv) });
+    let dry = s.post("/api/v1/customers/imports", &o.rep, body).await;
+    assert_eq!(dry.status, StatusCode::CREATED, "{:?}", dry.body);
+    assert_eq!(dry.body["total_rows"], 7);
+    assert_eq!(dry.body["importable_rows"], 2);
+    let bad_rows: Vec<u64> = dry.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bad_rows, [3, 4, 5]);
+    let dup_rows: Vec<u64> = dry.body["duplicates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dup_rows, [6, 8]);
+    assert_eq!(dry.body["duplicates"][1]["same_as_row"], 7);
+    assert!(
+        names(s, &o.rep, "").await.len() == 1,
+        "a dry run creates nothing"
+    );
+
+    let import_id = dry.body["import_id"].as_str().unwrap();
+    let commit = s
+        .post(
+            &format!("/api/v1/customers/imports/{import_id}/commit"),
+            &o.rep,
+            json!({}),
+        )
+        .await;
+    assert_eq!(commit.status, StatusCode::OK, "{:?}", commit.body);
+    assert_eq!(commit.body["created"], 2);
+    assert_eq!(commit.body["status"], "committed");
+    let again = s
+        .post(
+            &format!("/api/v1/customers/imports/{import_id}/commit"),
+            &o.rep,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.body["created"], 2);
+    assert_eq!(
+        names(s, &o.rep, "").await,
+        ["已有客户", "新客户一", "新客户二"]
+    );
+    assert_eq!(names(s, &o.rep, "q=xkhy").await, ["新客户一"]);
+    // Someone else cannot commit it.
+    let foreign = s
+        .post(
+            &format!("/api/v1/customers/imports/{import_id}/commit"),
+            &o.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+
+    // XLSX, with the phone typed as a number and an explicit mapping.
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.write_string(0, 0, "Company").unwrap();
+    sheet.write_string(0, 1, "Mobile").unwrap();
+    sheet.write_string(1, 0, "Excel Import Ltd").unwrap();
+    sheet.write_number(1, 1, 13800000201.0).unwrap();
+    let xlsx = workbook.save_to_buffer().unwrap();
+    let dry = s
+        .post(
+            "/api/v1/customers/imports",
+            &o.rep,
+            json!({ "format": "xlsx", "content_base64": base64::engine::general_purpose::STANDARD.encode(xlsx), "mapping": { "Company": "name", "Mobile": "phones" } }),
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::CREATED, "{:?}", dry.body);
+    let import_id = dry.body["import_id"].as_str().unwrap();
+    s.post(
+        &format!("/api/v1/customers/imports/{import_id}/commit"),
+        &o.rep,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        names(s, &o.rep, "q=13800000201").await,
+        ["Excel Import Ltd"]
+    );
+    let garbage = s
+        .post(
+            "/api/v1/customers/imports",
+            &o.rep,
+            json!({ "format": "xlsx", "content_base64": "bm90IGEgemlw" }),
+        )
+        .await;
+    assert_eq!(garbage.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let no_name = s
+        .post("/api/v1/customers/imports", &o.rep, json!({ "format": "csv", "content_base64": base64::engine::general_purpose::STANDARD.encode("foo\nbar\n"), "mapping": { "foo": "nonsense" } }))
+        .await;
+    assert_eq!(no_name.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Export: reps lack customer.export; the head exports what the head may see, masked or not
+    // by the head's role, and the export is audited.
+    let refused = s.get("/api/v1/customers/export", &o.rep).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let response = s
+        .http
+        .get(format!("{}/api/v1/customers/export?format=csv", s.base))
+        .bearer_auth(&o.head)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with('\u{feff}'), "a BOM for Excel");
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.contains("13800000101"), "the head has full view");
+    let response = s
+        .http
+        .get(format!(
+            "{}/api/v1/customers/export?format=xlsx&q=xinkehu",
+            s.base
+        ))
+        .bearer_auth(&o.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.bytes().await.unwrap();
+    use calamine::Reader;
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let range = book.worksheet_range("customers").unwrap();
+    assert_eq!(range.height(), 3, "the header and the two matches");
+    let audit = s
+        .get("/api/v1/audit?action=customer.export", &o.admin)
+        .await;
+    assert_eq!(audit.body["items"].as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,487 @@
+//! The public pool: claim, assign, release and transfer as commands; caps, cool-down and the
+//! daily claim limit; the return sweep at its boundaries with a controllable clock; offline
+//! phones that claim or lose a customer.
+
+use std::time::Duration;
+
+use outpost::config::Config;
+use outpost::platform::clock::Clock;
+use outpost_mobile::device::Device;
+use outpost_mobile::records::customer::Customer;
+use outpost_sync::DocumentId;
+use outpost_tests::{PASSWORD, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Floor {
+    server: TestServer,
+    admin: String,
+    clock: Clock,
+    pool: String,
+    manager: String,
+    rep_a: String,
+    rep_b: String,
+    a: String,
+    b: String,
+}
+
+/// A sales floor: a manager over two reps, and a pool whose members are the sales department.
+async fn floor(rules: Value, grace_hours: u32) -> Floor {
+    let clock = Clock::system();
+    let server = TestServer::start_with_clock(Config::for_database("mem://"), clock.clone()).await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let sales = server.department(&admin, "Sales", &root).await;
+    let rep = server.role(&admin, "rep").await;
+    let manager_role = server.role(&admin, "manager").await;
+    let manager_id = server
+        .user(&admin, "boss@x.cn", &sales, None, &[&manager_role])
+        .await;
+    let a = server
+        .user(&admin, "a@x.cn", &sales, Some(&manager_id), &[&rep])
+        .await;
+    let b = server
+        .user(&admin, "b@x.cn", &sales, Some(&manager_id), &[&rep])
+        .await;
+    let pool = server
+        .post(
+            "/api/v1/pools",
+            &admin,
+            json!({ "name": "华东公海", "member_department_ids": [sales], "grace_hours": grace_hours, "rules": rules }),
+        )
+        .await;
+    assert_eq!(pool.status, StatusCode::CREATED, "{:?}", pool.body);
+    Floor {
+        manager: server.token_of("boss@x.cn").await,
+        rep_a: server.token_of("a@x.cn").await,
+        rep_b: server.token_of("b@x.cn").await,
+        pool: pool.body["id"].as_str().unwrap().to_string(),
+        server,
+        admin,
+        clock,
+        a,
+        b,
+    }
+}
+
+impl Floor {
+    /// A customer in the pool (created by the admin, then released to the pool).
+    async fn pooled(&self, name: &str, level: &str) -> String {
+        let created = self
+            .server
+            .post(
+                "/api/v1/customers",
+                &self.admin,
+                json!({ "name": name, "level": level, "pool_id": self.pool, "phones": ["13800000000"], "confirm_duplicate": true }),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let doc = created.body["doc_id"].as_str().unwrap().to_string();
+        let released = self
+            .server
+            .post(
+                &format!("/api/v1/customers/{doc}/release"),
+                &self.admin,
+                json!({ "reason": "new lead for the pool" }),
+            )
+            .await;
+        assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
+        assert_eq!(released.body["state"], "pool");
+        doc
+    }
+
+    async fn claim(&self, token: &str, doc: &str) -> outpost_tests::Reply {
+        self.server
+            .post(&format!("/api/v1/customers/{doc}/claim"), token, json!({}))
+            .await
+    }
+
+    async fn sweep(&self) -> Value {
+        let reply = self
+            .server
+            .post("/api/v1/pools/sweep", &self.admin, json!({}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.body
+    }
+
+    async fn history(&self, doc: &str) -> Vec<String> {
+        let view = self
+            .server
+            .get(&format!("/api/v1/customers/{doc}/360"), &self.admin)
+            .await;
+        assert_eq!(view.status, StatusCode::OK, "{:?}", view.body);
+        view.body["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["action"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn claim_release_assign_and_transfer_are_recorded_and_refused_when_they_should_be() {
+    let f = floor(json!({ "*": { "cooldown_days": 7 } }), 24).await;
+    let doc = f.pooled("东方机械", "B").await;
+
+    // A pool customer is outside every rep's scope, but pool members see it (masked) and list
+    // the pool.
+    let seen = f
+        .server
+        .get(&format!("/api/v1/customers/{doc}"), &f.rep_a)
+        .await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert_eq!(seen.body["phones_masked"], true);
+    assert!(
+        f.server.get("/api/v1/customers", &f.rep_a).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "not among the rep's own customers"
+    );
+    let listed = f
+        .server
+        .get(
+            &format!("/api/v1/customers?pool_id={}&state=pool", f.pool),
+            &f.rep_a,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    assert_eq!(listed.body["items"][0]["doc_id"], doc.as_str());
+    assert_eq!(
+        listed.body["items"][0]["phones"][0], "138****0000",
+        "a non-owner sees the phone masked"
+    );
+
+    let claimed = f.claim(&f.rep_a, &doc).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+    assert_eq!(claimed.body["owner_id"], f.a.as_str());
+    assert_eq!(
+        claimed.body["phones"][0], "13800000000",
+        "the owner sees it whole"
+    );
+    // Claiming one's own customer again changes nothing.
+    assert_eq!(f.claim(&f.rep_a, &doc).await.status, StatusCode::OK);
+
+    let lost = f.claim(&f.rep_b, &doc).await;
+    assert_eq!(lost.status, StatusCode::CONFLICT);
+    assert_eq!(lost.problem(), "already-owned");
+    assert_eq!(lost.body["owner_id"], f.a.as_str());
+
+    // Release needs a reason; then the cool-down keeps A from claiming it straight back.
+    let no_reason = f
+        .server
+        .post(
+            &format!("/api/v1/customers/{doc}/release"),
+            &f.rep_a,
+            json!({ "reason": " " }),
+        )
+        .await;
+    assert_eq!(no_reason.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let released = f
+        .server
+        .post(
+            &format!("/api/v1/customers/{doc}/release"),
+            &f.rep_a,
+            json!({ "reason": "budget frozen until next year" }),
+        )
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
+    let back = f.claim(&f.rep_a, &doc).await;
+    assert_eq!(back.status, StatusCode::CONFLICT);
+    assert_eq!(back.problem(), "pool-rule", "{:?}", back.body);
+    f.clock.advance(Duration::from_secs(7 * 86_400 + 60));
+    // B may claim meanwhile; the manager transfers it to A and assigns it back to B.
+    assert_eq!(f.claim(&f.rep_b, &doc).await.status, StatusCode::OK);
+    let rep_transfer = f
+        .server
+        .post(
+            &format!("/api/v1/customers/{doc}/transfer"),
+            &f.rep_b,
+            json!({ "user_id": f.a }),
+        )
+        .await;
+    assert_eq!(
+        rep_transfer.status,
+        StatusCode::FORBIDDEN,
+        "reps cannot transfer"
+    );
+    let transferred = f
+        .server
+        .post(
+            &format!("/api/v1/customers/{doc}/transfer"),
+            &f.manager,
+            json!({ "user_id": f.a, "reason": "A covers that district" }),
+        )
+        .await;
+    assert_eq!(transferred.status, StatusCode::OK, "{:?}", transferred.body);
+    assert_eq!(transferred.body["owner_id"], f.a.as_str());
+    let outsider = f
+        .server
+        .post(
+            &format!("/api/v1/customers/{doc}/assign"),
+            &f.manager,
+            json!({ "user_id": "0192f0c1-0000-7000-8000-000000000000" }),
+        )
+        .await;
+    assert_eq!(outsider.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let history = f.history(&doc).await;
+    assert_eq!(
+        history,
+        ["transfer", "claim", "release", "claim", "release"],
+        "newest first"
+    );
+    let audit = f
+        .server
+        .get("/api/v1/audit?action=customer.claim", &f.admin)
+        .await;
+    assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
+    assert_eq!(audit.body["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_claims_have_exactly_one_winner() {
+    let f = floor(json!({}), 24).await;
+    let root = f.server.root_department(&f.admin).await;
+    let sales: String = f
+        .server
+        .get(&format!("/api/v1/pools/{}", f.pool), &f.admin)
+        .await
+        .body["member_department_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(root, sales);
+    let rep = f.server.role(&f.admin, "rep").await;
+    let mut tokens = Vec::new();
+    for i in 0..50 {
+        let email = format!("claimer{i}@x.cn");
+        f.server.user(&f.admin, &email, &sales, None, &[&rep]).await;
+        tokens.push(f.server.token_of(&email).await);
+    }
+    let doc = f.pooled("抢手客户", "A").await;
+    let claims = tokens.iter().map(|t| f.claim(t, &doc));
+    let replies = futures_util::future::join_all(claims).await;
+    let winners: Vec<&outpost_tests::Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let winner = winners[0].body["owner_id"].clone();
+    for reply in replies.iter().filter(|r| r.status != StatusCode::OK) {
+        assert_eq!(reply.status, StatusCode::CONFLICT, "{:?}", reply.body);
+        assert_eq!(reply.body["owner_id"], winner);
+    }
+    assert_eq!(
+        f.history(&doc)
+            .await
+            .iter()
+            .filter(|a| *a == "claim")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_owned_cap_and_the_daily_claim_limit_refuse_at_their_boundary() {
+    let f = floor(
+        json!({ "A": { "max_owned": 2 }, "*": { "max_claims_per_day": 2, "max_owned": 10 } }),
+        24,
+    )
+    .await;
+    let a1 = f.pooled("A1", "A").await;
+    let a2 = f.pooled("A2", "A").await;
+    let a3 = f.pooled("A3", "A").await;
+    assert_eq!(f.claim(&f.rep_a, &a1).await.status, StatusCode::OK);
+    assert_eq!(f.claim(&f.rep_a, &a2).await.status, StatusCode::OK);
+    let capped = f.claim(&f.rep_a, &a3).await;
+    assert_eq!(capped.status, StatusCode::CONFLICT);
+    assert_eq!(capped.problem(), "pool-rule");
+    // An assignment over the cap is refused too; the cap frees up when one goes back.
+    let assigned = f
+        .server
+        .post(
+            &format!("/api/v1/customers/{a3}/assign"),
+            &f.manager,
+            json!({ "user_id": f.a }),
+        )
+        .await;
+    assert_eq!(assigned.problem(), "pool-rule", "{:?}", assigned.body);
+
+    let c1 = f.pooled("C1", "C").await;
+    let c2 = f.pooled("C2", "C").await;
+    let c3 = f.pooled("C3", "C").await;
+    assert_eq!(f.claim(&f.rep_b, &c1).await.status, StatusCode::OK);
+    assert_eq!(f.claim(&f.rep_b, &c2).await.status, StatusCode::OK);
+    let limited = f.claim(&f.rep_b, &c3).await;
+    assert_eq!(limited.status, StatusCode::CONFLICT);
+    assert!(limited.body["detail"].as_str().unwrap().contains("today"));
+    // The next local day, B may claim again.
+    f.clock.advance(Duration::from_secs(86_400));
+    assert_eq!(f.claim(&f.rep_b, &c3).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_count_when_made() {
+    let f = floor(
+        json!({ "*": { "return_without_follow_up_days": 3, "warn_days_before": 1 } }),
+        24,
+    )
+    .await;
+    let quiet = f.pooled("无人跟进", "B").await;
+    let busy = f.pooled("常去拜访", "B").await;
+    assert_eq!(f.claim(&f.rep_a, &quiet).await.status, StatusCode::OK);
+    assert_eq!(f.claim(&f.rep_a, &busy).await.status, StatusCode::OK);
+    let claimed_at = f.clock.now();
+
+    // The day before the deadline: a warning, no return.
+    f.clock.advance(Duration::from_secs(2 * 86_400 + 60));
+    let report = f.sweep().await;
+    assert_eq!(report["returned"], 0);
+    assert_eq!(report["warned"], 2);
+    assert_eq!(f.sweep().await["warned"], 0, "each warning goes out once");
+    let inbox = f.server.get("/api/v1/notifications", &f.rep_a).await;
+    assert!(
+        inbox.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "pool.return_warning"),
+        "{:?}",
+        inbox.body
+    );
+
+    // Past the deadline but within the grace period: nothing returns yet. Then a follow-up
+    // made offline before the deadline arrives and counts from when it was made.
+    f.clock.advance(Duration::from_secs(86_400 + 3600));
+    assert_eq!(f.sweep().await["returned"], 0);
+    let made = claimed_at + chrono::Duration::days(2);
+    let visit = f
+        .server
+        .post(
+            "/api/v1/follow-ups",
+            &f.rep_a,
+            json!({ "customer_doc_id": busy, "method": "visit", "at": made.to_rfc3339(), "content": "地下室没信号" }),
+        )
+        .await;
+    assert_eq!(visit.status, StatusCode::CREATED, "{:?}", visit.body);
+
+    // The preview for today lists the quiet one (due at deadline + grace), not the busy one.
+    let today = f
+        .clock
+        .now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
+    let preview = f
+        .server
+        .get(
+            &format!("/api/v1/pools/{}/returns/preview?date={today}", f.pool),
+            &f.rep_a,
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+    let names: Vec<&str> = preview
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["无人跟进"]);
+    assert_eq!(preview.body[0]["reason"], "no follow-up for 3 days");
+
+    // The day after the deadline plus grace: the quiet one returns, the busy one stays.
+    f.clock.advance(Duration::from_secs(86_400));
+    let report = f.sweep().await;
+    assert_eq!(report["returned"], 1, "{report:?}");
+    assert_eq!(
+        f.sweep().await["returned"],
+        0,
+        "a second sweep finds nothing"
+    );
+    let pooled = f
+        .server
+        .get(
+            &format!("/api/v1/customers?pool_id={}&state=pool", f.pool),
+            &f.rep_b,
+        )
+        .await;
+    let names: Vec<&str> = pooled.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["无人跟进"]);
+    assert_eq!(f.history(&quiet).await[0], "return");
+    let mine = f.server.get("/api/v1/customers", &f.rep_a).await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_offline_claim_replayed_after_someone_else_won_is_told_who_won() {
+    let f = floor(json!({}), 24).await;
+    let doc = f.pooled("两人都想要", "A").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut phone = Device::open(dir.path(), &f.server.base).unwrap();
+    phone
+        .login("a@x.cn", PASSWORD, "a's phone", "android")
+        .await
+        .unwrap();
+    drop(phone);
+
+    // Offline, A queues a claim; meanwhile B claims online.
+    let mut offline = Device::open(dir.path(), "http://127.0.0.1:9").unwrap();
+    offline
+        .enqueue(&format!("/api/v1/customers/{doc}/claim"), json!({}))
+        .unwrap();
+    assert!(offline.sync().await.is_err());
+    drop(offline);
+    assert_eq!(f.claim(&f.rep_b, &doc).await.status, StatusCode::OK);
+
+    let mut online = Device::open(dir.path(), &f.server.base).unwrap();
+    let report = online.sync().await.unwrap();
+    assert_eq!(report.commands.len(), 1);
+    let outcome = &report.commands[0];
+    assert_eq!(outcome.status, 409);
+    let problem = outcome.problem.as_ref().expect("a problem");
+    assert_eq!(problem.extensions["owner_id"], f.b.as_str());
+    assert_eq!(report.pending_commands, 0, "a lost claim leaves the outbox");
+    let id = DocumentId::parse(&doc).unwrap();
+    assert!(!online.has(&id), "A's phone never gets B's customer");
+}
+
+#[tokio::test]
+async fn a_customer_returned_while_the_owners_phone_is_offline_leaves_the_phone_on_reconnect() {
+    let f = floor(json!({ "*": { "return_without_follow_up_days": 1 } }), 0).await;
+    let doc = f.pooled("离线期间回收", "C").await;
+    assert_eq!(f.claim(&f.rep_a, &doc).await.status, StatusCode::OK);
+    let id = DocumentId::parse(&doc).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut phone = Device::open(dir.path(), &f.server.base).unwrap();
+    phone
+        .login("a@x.cn", PASSWORD, "a's phone", "android")
+        .await
+        .unwrap();
+    phone.sync().await.unwrap();
+    assert!(phone.has(&id));
+    let held: Customer = phone.get(&id).unwrap();
+    assert_eq!(held.server.owner.as_deref(), Some(f.a.as_str()));
+    drop(phone);
+
+    f.clock.advance(Duration::from_secs(86_400 + 60));
+    assert_eq!(f.sweep().await["returned"], 1);
+
+    let mut phone = Device::open(dir.path(), &f.server.base).unwrap();
+    let report = phone.sync().await.unwrap();
+    assert!(report.dropped.contains(&id), "{report:?}");
+    assert!(!phone.has(&id));
+}
