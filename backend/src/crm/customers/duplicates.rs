@@ -98,20 +98,54 @@ pub async fn candidates(
     let company = (probe.company_key.chars().count() >= 2
         && (!probe.company_key.is_ascii() || probe.company_key.len() >= 4))
         .then(|| probe.company_key.clone());
-    let rows: Vec<Match> = Query::new(
-        "SELECT id, name, owner, state, phone_keys, email_keys, credit_code, company_key FROM array::distinct(array::flatten([
-            (SELECT VALUE id FROM customer WHERE phone_keys CONTAINSANY $phones),
-            (SELECT VALUE id FROM customer WHERE email_keys CONTAINSANY $emails),
-            IF $code != NONE { (SELECT VALUE id FROM customer WHERE credit_code = $code) } ELSE { [] },
-            IF $company != NONE { (SELECT VALUE id FROM customer WHERE company_key = $company) } ELSE { [] }
-        ])) WHERE state != 'deleted' LIMIT 20",
-    )
-    .bind("phones", probe.phone_keys.clone())
-    .bind("emails", probe.email_keys.clone())
-    .bind("code", probe.credit_code.clone())
-    .bind("company", company.clone())
-    .take(db, 0)
-    .await?;
+    // Phones and emails are found through the search index (exact terms, a range each); the
+    // code and the company key through their own indexes.
+    let terms: Vec<String> = probe
+        .phone_keys
+        .iter()
+        .map(|k| format!("{}{k}", keys::PHONE_TERM))
+        .chain(
+            probe
+                .email_keys
+                .iter()
+                .map(|k| format!("{}{k}", keys::EMAIL_TERM)),
+        )
+        .collect();
+    let mut ids: Vec<RecordId> = Vec::new();
+    for term in terms {
+        let docs: Vec<String> =
+            Query::new("SELECT VALUE doc FROM customer_term:[$term]..[$term_end] LIMIT 20")
+                .bind("term_end", format!("{term}\u{0}"))
+                .bind("term", term)
+                .take(db, 0)
+                .await?;
+        ids.extend(docs.iter().map(|d| ids::record("customer", d)));
+    }
+    if probe.credit_code.is_some() || company.is_some() {
+        let found: Vec<RecordId> = Query::new(
+            "array::concat(
+                IF $code != NONE { (SELECT VALUE id FROM customer WHERE credit_code = $code LIMIT 20) } ELSE { [] },
+                IF $company != NONE { (SELECT VALUE id FROM customer WHERE company_key = $company LIMIT 20) } ELSE { [] }
+            )",
+        )
+        .bind("code", probe.credit_code.clone())
+        .bind("company", company.clone())
+        .take(db, 0)
+        .await?;
+        ids.extend(found);
+    }
+    ids.sort_by_key(ids::key_of);
+    ids.dedup();
+    let rows: Vec<Match> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        Query::new(
+            "SELECT id, name, owner, state, phone_keys, email_keys, credit_code, company_key FROM $ids WHERE state != 'deleted' LIMIT 20",
+        )
+        .bind("ids", ids)
+        .take(db, 0)
+        .await?
+    };
     let mut out: Vec<(usize, Candidate)> = rows
         .into_iter()
         .filter(|m| Some(ids::key_of(&m.id).as_str()) != except)

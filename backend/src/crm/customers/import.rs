@@ -405,31 +405,56 @@ pub(crate) async fn commit(
     report.failed_batches.clear();
     for batch in rows.chunks(BATCH_ROWS) {
         // Re-check the batch as it stands now: a duplicate may have appeared since the dry run.
+        use futures_util::StreamExt;
+        let own_ids: std::sync::Arc<std::collections::HashSet<String>> = rows
+            .iter()
+            .map(|r| DocumentId::derived(&format!("import:{import_id}:{}", r.row)).to_string())
+            .collect::<std::collections::HashSet<String>>()
+            .into();
+        let checked: Vec<Result<((DocumentId, Document), Option<String>), ApiError>> =
+            futures_util::stream::iter(batch.to_vec())
+                .map(|ready| {
+                    let (state, pool, own_ids, import_id) = (
+                        state.clone(),
+                        pool.clone(),
+                        own_ids.clone(),
+                        import_id.clone(),
+                    );
+                    async move {
+                        let id = DocumentId::derived(&format!("import:{import_id}:{}", ready.row));
+                        let doc = document_of(&ready.fields, pool.as_deref(), now);
+                        let mut refusal = None;
+                        if !allow_duplicates {
+                            let found = duplicates::candidates(
+                                &state.db,
+                                &Probe::of(&doc),
+                                Some(id.as_str()),
+                            )
+                            .await?;
+                            // Rows created by an earlier, interrupted run of this commit are
+                            // not duplicates of themselves.
+                            if let Some(first) = found.iter().find(|c| !own_ids.contains(&c.doc_id))
+                            {
+                                refusal = Some(format!(
+                                    "row {} now matches existing customer {}",
+                                    ready.row, first.doc_id
+                                ));
+                            }
+                        }
+                        Ok(((id, doc), refusal))
+                    }
+                })
+                .buffered(PARALLEL_CREATES)
+                .collect()
+                .await;
         let mut docs = Vec::with_capacity(batch.len());
         let mut refusal: Option<String> = None;
-        for ready in batch {
-            let id = DocumentId::derived(&format!("import:{import_id}:{}", ready.row));
-            let doc = document_of(&ready.fields, pool.as_deref(), now);
-            if !allow_duplicates {
-                let found =
-                    duplicates::candidates(&state.db, &Probe::of(&doc), Some(id.as_str())).await?;
-                if let Some(first) = found.first() {
-                    // Rows created by an earlier, interrupted run of this commit are not
-                    // duplicates of themselves.
-                    let earlier_row = rows.iter().any(|r| {
-                        DocumentId::derived(&format!("import:{import_id}:{}", r.row)).as_str()
-                            == first.doc_id
-                    });
-                    if !earlier_row {
-                        refusal = Some(format!(
-                            "row {} now matches existing customer {}",
-                            ready.row, first.doc_id
-                        ));
-                        break;
-                    }
-                }
+        for result in checked {
+            let (doc, why) = result?;
+            if refusal.is_none() {
+                refusal = why;
             }
-            docs.push((id, doc));
+            docs.push(doc);
         }
         if let Some(why) = refusal {
             report.failed_batches.push(format!(
@@ -439,7 +464,6 @@ pub(crate) async fn commit(
             ));
             continue;
         }
-        use futures_util::StreamExt;
         let results: Vec<Result<bool, outpost_sync::ChangeError>> =
             futures_util::stream::iter(docs)
                 .map(|(id, doc)| {

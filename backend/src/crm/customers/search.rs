@@ -173,13 +173,21 @@ pub async fn find(
     }
     check_pool_access(state, actor, filter).await?;
     let conditions = row_conditions(actor, filter)?;
-    // The search term drives the query through the index: the phone, else the email, else q.
-    let term = match (&filter.phone, &filter.email, &filter.q) {
-        (Some(_), _, _) | (_, Some(_), _) => None,
-        (None, None, Some(q)) => {
-            Some(keys::search_term(q).ok_or_else(|| ApiError::invalid_field("q", "is empty"))?)
-        }
-        _ => None,
+    // A search term drives the query through the index: the phone, else the email, else q.
+    let term = if let Some(phone) = &filter.phone {
+        keys::search_term(phone)
+            .filter(|t| t.starts_with(keys::PHONE_TERM))
+            .or_else(|| {
+                keys::phone_keys(phone)
+                    .first()
+                    .map(|k| format!("{}{k}", keys::PHONE_TERM))
+            })
+    } else if let Some(email) = &filter.email {
+        Some(format!("{}{}", keys::EMAIL_TERM, keys::email_key(email)))
+    } else if let Some(q) = &filter.q {
+        Some(keys::search_term(q).ok_or_else(|| ApiError::invalid_field("q", "is empty"))?)
+    } else {
+        None
     };
     let page = match term {
         Some(term) => by_term(state, &conditions, &term, limit, filter.cursor.as_deref()).await?,

@@ -1,0 +1,421 @@
+//! Customer benchmark: loads customers through the real import path (dry run + commit: automerge
+//! documents, projections, search terms) and follow-ups through the REST write path into
+//! `surrealkv://`, then times the list, searches (name prefix, pinyin, initials, phone), a rep's
+//! owner-scoped list and search, the 360 view, and a pool sweep that returns a block of
+//! customers at once. Prints a table with latency percentiles and memory. Run it optimized:
+//!
+//! ```sh
+//! cargo run --release -p outpost-tests --bin customers_bench -- --customers 1000000 --follow-ups 3 --returns 100000
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use outpost::config::Config;
+use outpost::platform::clock::Clock;
+use outpost_tests::TestServer;
+use reqwest::StatusCode;
+use serde_json::json;
+
+const SURNAMES: [&str; 20] = [
+    "张", "王", "李", "赵", "刘", "陈", "杨", "黄", "周", "吴", "徐", "孙", "马", "朱", "胡", "郭",
+    "何", "林", "罗", "高",
+];
+const WORDS: [&str; 16] = [
+    "星辰", "华信", "东方", "远航", "金桥", "恒通", "宏达", "万里", "新天", "瑞丰", "永盛", "天成",
+    "鼎力", "安泰", "博远", "中和",
+];
+const CITIES: [&str; 8] = [
+    "北京", "上海", "深圳", "杭州", "成都", "武汉", "南京", "西安",
+];
+
+struct Args {
+    customers: usize,
+    follow_ups: usize,
+    returns: usize,
+    queries: usize,
+    rows_per_import: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        customers: 100_000,
+        follow_ups: 3,
+        returns: 10_000,
+        queries: 200,
+        rows_per_import: 5_000,
+    };
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    for pair in raw.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        match pair[0].as_str() {
+            "--customers" => args.customers = value,
+            "--follow-ups" => args.follow_ups = value,
+            "--returns" => args.returns = value,
+            "--queries" => args.queries = value,
+            "--rows-per-import" => args.rows_per_import = value.max(1),
+            other => panic!(
+                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N"
+            ),
+        }
+    }
+    args.returns = args.returns.min(args.customers);
+    args
+}
+
+fn rss_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Customer `i`: a company name from a city, a word, a surname and the number (unique, so
+/// no two rows are duplicates), a unique mobile number, and a level. The first `returns` are
+/// level C, the level the pool's return rule covers.
+fn row(i: usize, returns: usize) -> String {
+    let name = format!(
+        "{}{}{}{}贸易有限公司",
+        CITIES[i % CITIES.len()],
+        WORDS[(i / 8) % WORDS.len()],
+        SURNAMES[(i / 128) % SURNAMES.len()],
+        i
+    );
+    let level = if i < returns {
+        "C"
+    } else {
+        ["A", "B", "D"][i % 3]
+    };
+    format!("{name},139{:08},{level},bench\n", i)
+}
+
+async fn time_queries(
+    server: &TestServer,
+    token: &str,
+    paths: &[String],
+) -> (Duration, Duration, usize) {
+    let mut times = Vec::with_capacity(paths.len());
+    let mut hits = 0;
+    for path in paths {
+        let started = Instant::now();
+        let reply = server.get(path, token).await;
+        times.push(started.elapsed());
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
+        hits += reply.body["items"]
+            .as_array()
+            .map_or_else(|| usize::from(reply.body.is_object()), Vec::len);
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99), hits)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let clock = Clock::system();
+    let server = TestServer::start_with_clock(Config::for_database(&url), clock.clone()).await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let rep_role = server.role(&admin, "rep").await;
+    let rep_id = server
+        .user(&admin, "rep@bench.cn", &root, None, &[&rep_role])
+        .await;
+    let pool = server
+        .post(
+            "/api/v1/pools",
+            &admin,
+            json!({ "name": "bench", "member_department_ids": [root], "grace_hours": 0,
+                    "rules": { "C": { "return_without_follow_up_days": 30 } } }),
+        )
+        .await;
+    assert_eq!(pool.status, StatusCode::CREATED, "{:?}", pool.body);
+    let pool_id = pool.body["id"].as_str().unwrap().to_string();
+
+    // Load: every 100th import is the rep's, so the rep owns about 1% of the customers.
+    let load = Instant::now();
+    let mut loaded = 0;
+    let mut chunk = 0;
+    while loaded < args.customers {
+        let n = args.rows_per_import.min(args.customers - loaded);
+        let mut csv = String::from("name,phones,level,tags\n");
+        for i in loaded..loaded + n {
+            csv.push_str(&row(i, args.returns));
+        }
+        let token = if chunk % 100 == 99 {
+            server.token_of("rep@bench.cn").await
+        } else {
+            server.admin_token().await
+        };
+        let dry_started = Instant::now();
+        let dry = server
+            .post(
+                "/api/v1/customers/imports",
+                &token,
+                json!({ "format": "csv", "content_base64": base64::engine::general_purpose::STANDARD.encode(&csv), "pool_id": pool_id }),
+            )
+            .await;
+        assert_eq!(dry.status, StatusCode::CREATED, "{:?}", dry.body);
+        assert_eq!(
+            dry.body["importable_rows"], n,
+            "{:?}",
+            dry.body["duplicates"]
+        );
+        let id = dry.body["import_id"].as_str().unwrap();
+        let dry_secs = dry_started.elapsed().as_secs_f64();
+        let commit_started = Instant::now();
+        let commit = server
+            .post(
+                &format!("/api/v1/customers/imports/{id}/commit"),
+                &token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(commit.body["created"], n, "{:?}", commit.body);
+        loaded += n;
+        chunk += 1;
+        eprintln!(
+            "loaded {loaded} customers, {:.0}/s (this chunk: dry run {dry_secs:.1} s, commit {:.1} s)",
+            loaded as f64 / load.elapsed().as_secs_f64(),
+            commit_started.elapsed().as_secs_f64()
+        );
+    }
+    let customer_secs = load.elapsed().as_secs_f64();
+
+    // Follow-ups on the customers that are not returning, through the REST path.
+    let ids: Vec<String> = {
+        let db = server.db();
+        outpost::platform::db::Query::new(
+            "SELECT VALUE record::id(id) FROM customer WHERE level != 'C' LIMIT $n",
+        )
+        .bind("n", 2_000_i64)
+        .take(&db, 0)
+        .await
+        .unwrap()
+    };
+    let follow_ups = args.customers * args.follow_ups;
+    let load_follow_ups = Instant::now();
+    if !ids.is_empty() && follow_ups > 0 {
+        use futures_util::StreamExt;
+        let token = server.admin_token().await;
+        let mut done = 0;
+        let batches: Vec<Vec<usize>> = (0..follow_ups)
+            .collect::<Vec<_>>()
+            .chunks(10_000)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let mut token = token;
+        for batch in batches {
+            let results: Vec<StatusCode> = futures_util::stream::iter(batch)
+                .map(|i| {
+                    let (server, token, customer) = (&server, &token, &ids[i % ids.len()]);
+                    async move {
+                        server
+                            .post(
+                                "/api/v1/follow-ups",
+                                token,
+                                json!({ "customer_doc_id": customer, "method": "call", "at": "2026-11-01T02:00:00Z", "content": format!("第{i}次电话") }),
+                            )
+                            .await
+                            .status
+                    }
+                })
+                .buffer_unordered(32)
+                .collect()
+                .await;
+            assert!(results.iter().all(|s| *s == StatusCode::CREATED));
+            done += results.len();
+            token = server.admin_token().await;
+            eprintln!(
+                "loaded {done} follow-ups, {:.0}/s",
+                done as f64 / load_follow_ups.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let follow_up_secs = load_follow_ups.elapsed().as_secs_f64();
+    let rss_after_load = rss_mib("VmRSS:");
+
+    // Queries.
+    let token = server.admin_token().await;
+    let rep = server.token_of("rep@bench.cn").await;
+    let q = args.queries;
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let lists: Vec<String> = (0..q)
+        .map(|i| match i % 3 {
+            0 => "/api/v1/customers?limit=50".to_string(),
+            1 => "/api/v1/customers?limit=50&sort=-created".to_string(),
+            _ => "/api/v1/customers?limit=50&level=B".to_string(),
+        })
+        .collect();
+    let names: Vec<String> = (0..q)
+        .map(|i| {
+            format!(
+                "/api/v1/customers?limit=20&q={}",
+                enc(&format!(
+                    "{}{}",
+                    CITIES[i % CITIES.len()],
+                    WORDS[(i / 8) % WORDS.len()]
+                ))
+            )
+        })
+        .collect();
+    let partial: Vec<String> = (0..q)
+        .map(|i| {
+            format!(
+                "/api/v1/customers?limit=20&q={}",
+                enc(WORDS[i % WORDS.len()])
+            )
+        })
+        .collect();
+    let pinyin: Vec<String> = [
+        "beijingxingchen",
+        "shanghaihuaxin",
+        "xingchen",
+        "dongfang",
+        "hangzhouyuanhang",
+        "bjxc",
+        "shhx",
+        "cdyh",
+    ]
+    .iter()
+    .cycle()
+    .take(q)
+    .map(|p| format!("/api/v1/customers?limit=20&q={p}"))
+    .collect();
+    let phones: Vec<String> = (0..q)
+        .map(|i| {
+            let n = (i * 7919) % args.customers;
+            match i % 3 {
+                0 => format!("/api/v1/customers?q=139{n:08}"),
+                1 => format!(
+                    "/api/v1/customers?q={}",
+                    enc(&format!("+86 139 {:04} {:04}", n / 10_000, n % 10_000))
+                ),
+                _ => format!(
+                    "/api/v1/customers?phone={}",
+                    enc(&format!("139-{:04}-{:04}", n / 10_000, n % 10_000))
+                ),
+            }
+        })
+        .collect();
+    let owner_list: Vec<String> = (0..q)
+        .map(|_| "/api/v1/customers?limit=50".to_string())
+        .collect();
+    let owner_search: Vec<String> = pinyin.clone();
+    let sample: Vec<String> = {
+        let db = server.db();
+        outpost::platform::db::Query::new(
+            "SELECT VALUE record::id(id) FROM customer WHERE level != 'C' LIMIT $n",
+        )
+        .bind("n", i64::try_from(q).unwrap())
+        .take(&db, 0)
+        .await
+        .unwrap()
+    };
+    let views: Vec<String> = sample
+        .iter()
+        .map(|id| format!("/api/v1/customers/{id}/360"))
+        .collect();
+
+    let mut table = Vec::new();
+    for (label, token, paths) in [
+        ("list (all scope, 50/page)", &token, &lists),
+        ("search: name prefix", &token, &names),
+        ("search: partial name", &token, &partial),
+        ("search: pinyin / initials", &token, &pinyin),
+        ("search: phone, any format", &token, &phones),
+        ("rep: own list", &rep, &owner_list),
+        ("rep: own pinyin search", &rep, &owner_search),
+        ("360 view", &token, &views),
+    ] {
+        let (p50, p99, hits) = time_queries(&server, token, paths).await;
+        table.push((label, p50, p99, hits));
+    }
+
+    // The sweep: every level-C customer is due after 30 days.
+    clock.advance(Duration::from_secs(31 * 86_400));
+    let sweep = Instant::now();
+    let report = server
+        .post(
+            "/api/v1/pools/sweep",
+            &server.admin_token().await,
+            json!({}),
+        )
+        .await;
+    let sweep_secs = sweep.elapsed().as_secs_f64();
+    assert_eq!(report.status, StatusCode::OK, "{:?}", report.body);
+    let returned = report.body["returned"].as_u64().unwrap_or(0);
+
+    println!();
+    println!(
+        "customers_bench: {} customers ({} by the rep {rep_id}), {} follow-ups, surrealkv, release build",
+        args.customers,
+        args.customers / args.rows_per_import / 100 * args.rows_per_import,
+        follow_ups
+    );
+    println!();
+    println!("| load | count | seconds | rate |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| customers (import: dry run + commit) | {} | {customer_secs:.1} | {:.0}/s |",
+        args.customers,
+        args.customers as f64 / customer_secs
+    );
+    println!(
+        "| follow-ups (REST, 32 in flight) | {follow_ups} | {follow_up_secs:.1} | {:.0}/s |",
+        follow_ups as f64 / follow_up_secs.max(0.001)
+    );
+    println!();
+    println!("| query ({q} each) | p50 ms | p99 ms | rows returned |");
+    println!("|---|---:|---:|---:|");
+    for (label, p50, p99, hits) in &table {
+        println!(
+            "| {label} | {:.1} | {:.1} | {hits} |",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        );
+    }
+    println!();
+    println!("| sweep | returned | seconds | rate |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| pool returns | {returned} | {sweep_secs:.1} | {:.0}/s |",
+        returned as f64 / sweep_secs
+    );
+    println!();
+    println!(
+        "memory: RSS after load {rss_after_load:.0} MiB, after sweep {:.0} MiB, peak {:.0} MiB",
+        rss_mib("VmRSS:"),
+        rss_mib("VmHWM:")
+    );
+    server.shutdown().await;
+}
