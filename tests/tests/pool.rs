@@ -373,10 +373,9 @@ async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_coun
         .await;
     assert_eq!(visit.status, StatusCode::CREATED, "{:?}", visit.body);
 
-    // The preview for today lists the quiet one (due at deadline + grace), not the busy one.
-    let today = f
-        .clock
-        .now()
+    // The preview for the day the quiet one returns (deadline + grace, in the rep's time zone)
+    // lists it, and not the busy one.
+    let today = (claimed_at + chrono::Duration::days(4))
         .with_timezone(&chrono_tz::Asia::Shanghai)
         .date_naive();
     let preview = f

@@ -124,6 +124,7 @@ struct CustomerRow {
     released_at: Option<DateTime<Utc>>,
     merged_into: Option<String>,
     custody_changed_at: Option<String>,
+    list_key: String,
 }
 
 /// A change of hands a customer commit carries, to record in its history.
@@ -207,6 +208,7 @@ impl From<&Customer> for CustomerRow {
             released_at: optional_time(doc.custody.released_at.as_deref()),
             merged_into: doc.custody.merged_into.clone(),
             custody_changed_at: doc.custody.changed_at.clone(),
+            list_key: String::new(),
             name: doc.name.clone(),
             kind: doc.kind.clone(),
             level: doc.level.clone(),
@@ -389,7 +391,12 @@ impl SyncStorage for SurrealSyncStorage {
             Customer::KIND => {
                 let doc: Customer =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
-                let row = CustomerRow::from(&doc);
+                let mut row = CustomerRow::from(&doc);
+                row.list_key = format!(
+                    "{}|{id}",
+                    parse_time(doc.server().created_at.as_deref())
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                );
                 customer_terms = row.terms.clone();
                 if let (Some(action), Some(at_text)) =
                     (&doc.custody.action, &doc.custody.changed_at)
@@ -516,11 +523,12 @@ impl SyncStorage for SurrealSyncStorage {
                 // new ones added, in the same transaction. Fields derived from other records
                 // (the follow-up and deal clocks) are kept.
                 let terms_b = tx.bind(customer_terms.clone());
+                let separator = tx.bind(crate::crm::customers::keys::TERM_SEPARATOR.to_string());
                 tx.push(format!(
                     "FOR $gone IN array::complement((SELECT VALUE terms FROM ONLY {projection}) ?? [], {terms_b}) {{ DELETE type::record('customer_term', [$gone, {id_b}]) }}"
                 ));
                 tx.push(format!(
-                    "FOR $new IN array::complement({terms_b}, (SELECT VALUE terms FROM ONLY {projection}) ?? []) {{ UPSERT type::record('customer_term', [$new, {id_b}]) SET doc = {id_b} }}"
+                    "FOR $new IN array::complement({terms_b}, (SELECT VALUE terms FROM ONLY {projection}) ?? []) {{ UPSERT type::record('customer_term', [$new, {id_b}]) SET doc = {id_b}, key = $new + {separator} + {id_b} }}"
                 ));
                 let row_b = tx.bind(row);
                 tx.push(format!(

@@ -76,6 +76,7 @@ pub struct CustomerRow {
     released_at: Option<DateTime<Utc>>,
     merged_into: Option<String>,
     last_follow_up_at: Option<DateTime<Utc>>,
+    list_key: String,
 }
 
 /// A customer as the API shows it.

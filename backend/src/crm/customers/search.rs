@@ -17,7 +17,7 @@ use super::files::{self, FileFormat};
 use super::keys;
 use super::{Customer, CustomerRow};
 use crate::app::AppState;
-use crate::crm::identity::access::{Actor, Permission};
+use crate::crm::identity::access::{Actor, Permission, Scope};
 use crate::error::ApiError;
 use crate::platform::db::Query;
 use crate::platform::http::ApiQuery;
@@ -191,7 +191,7 @@ pub async fn find(
     };
     let page = match term {
         Some(term) => by_term(state, &conditions, &term, limit, filter.cursor.as_deref()).await?,
-        None => by_key(state, &conditions, filter, limit).await?,
+        None => by_key(state, &actor.scope, &conditions, filter, limit).await?,
     };
     Ok(Page {
         items: page
@@ -206,6 +206,7 @@ pub async fn find(
 /// A list in key order (creation order), optionally newest first.
 async fn by_key(
     state: &AppState,
+    actor_scope: &Scope,
     conditions: &Query,
     filter: &CustomerFilter,
     limit: usize,
@@ -224,29 +225,39 @@ async fn by_key(
         None => None,
         Some(cursor) => Some(
             decode_cursor(cursor)
-                .filter(|c| outpost_sync::DocumentId::parse(c).is_some())
+                .filter(|c| {
+                    c.split_once('|')
+                        .is_some_and(|(_, doc)| outpost_sync::DocumentId::parse(doc).is_some())
+                })
                 .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
         ),
     };
-    let (comparison, direction) = if newest_first {
-        ("<", "DESC")
+    let (comparison, direction, start) = if newest_first {
+        ("<", "DESC", "\u{10FFFF}")
     } else {
-        (">", "ASC")
+        (">", "ASC", "")
+    };
+    // The list key's index gives the order and stops at the page's end. A scope of a few owners
+    // is better served by the owner index (then sorted), which the planner picks on its own.
+    let index = if matches!(actor_scope, Scope::All) || filter.pool_id.is_some() {
+        "WITH INDEX customer_list_key"
+    } else {
+        ""
     };
     let query = Query::new(format!(
-        "SELECT * FROM customer WHERE {} AND ($after = NONE OR id {comparison} type::record('customer', $after)) ORDER BY id {direction} LIMIT $limit",
+        "SELECT * FROM customer {index} WHERE list_key {comparison} $after AND {} ORDER BY list_key {direction} LIMIT $limit",
         conditions.sql()
     ));
     let mut rows: Vec<CustomerRow> = conditions
         .clone()
         .rebind(query)
-        .bind("after", after)
+        .bind("after", after.unwrap_or_else(|| start.to_string()))
         .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .take(&state.db, 0)
         .await?;
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|r| encode_cursor(&ids::key_of(&r.id)))
+        rows.last().map(|r| encode_cursor(&r.list_key))
     } else {
         None
     };
@@ -256,10 +267,10 @@ async fn by_key(
     })
 }
 
-/// One row of the term index.
+/// One entry of the term index.
 #[derive(Debug, SurrealValue)]
 struct TermRow {
-    id: RecordId,
+    key: String,
     doc: String,
 }
 
@@ -273,36 +284,25 @@ async fn by_term(
     limit: usize,
     cursor: Option<&str>,
 ) -> Result<Page<CustomerRow>, ApiError> {
-    let mut after: Option<(String, String)> = match cursor {
-        None => None,
-        Some(cursor) => Some(
-            decode_cursor(cursor)
-                .and_then(|c| {
-                    c.split_once('\u{0}')
-                        .map(|(t, d)| (t.to_string(), d.to_string()))
-                })
-                .filter(|(t, _)| t.starts_with(term))
-                .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
-        ),
+    let mut after: String = match cursor {
+        None => term.to_string(),
+        Some(cursor) => decode_cursor(cursor)
+            .filter(|c| c.starts_with(term) && c.contains(keys::TERM_SEPARATOR))
+            .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
     };
     let upper = format!("{term}\u{10FFFF}");
     let mut items: Vec<CustomerRow> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut scanned = 0;
     loop {
-        let range = if after.is_some() {
-            "customer_term:[$term, $after_doc]>..[$upper]"
-        } else {
-            "customer_term:[$term]..[$upper]"
-        };
-        let (after_term, after_doc) = after.clone().unzip();
-        let terms: Vec<TermRow> = Query::new(format!("SELECT id, doc FROM {range} LIMIT $chunk"))
-            .bind("term", after_term.unwrap_or_else(|| term.to_string()))
-            .bind("after_doc", after_doc)
-            .bind("upper", upper.clone())
-            .bind("chunk", TERM_CHUNK)
-            .take(&state.db, 0)
-            .await?;
+        let terms: Vec<TermRow> = Query::new(
+            "SELECT key, doc FROM customer_term WHERE key > $after AND key < $upper ORDER BY key LIMIT $chunk",
+        )
+        .bind("after", after.clone())
+        .bind("upper", upper.clone())
+        .bind("chunk", TERM_CHUNK)
+        .take(&state.db, 0)
+        .await?;
         let exhausted = (terms.len() as i64) < TERM_CHUNK;
         scanned += terms.len();
         let records: Vec<RecordId> = terms
@@ -325,31 +325,27 @@ async fn by_term(
         };
         let mut by_doc: std::collections::HashMap<String, CustomerRow> =
             rows.into_iter().map(|r| (ids::key_of(&r.id), r)).collect();
-        for t in &terms {
+        for (i, t) in terms.iter().enumerate() {
             if let Some(row) = by_doc.remove(&t.doc) {
                 items.push(row);
                 if items.len() == limit {
+                    let more = !exhausted || i + 1 < terms.len();
                     return Ok(Page {
                         items,
-                        next_cursor: (!exhausted || t.id != terms[terms.len() - 1].id)
-                            .then(|| term_cursor(t)),
+                        next_cursor: more.then(|| encode_cursor(&t.key)),
                     });
                 }
             }
         }
         match terms.last() {
             Some(last) if !exhausted => {
-                let cursor = term_cursor(last);
                 if scanned >= MAX_TERMS_SCANNED {
                     return Ok(Page {
                         items,
-                        next_cursor: Some(cursor),
+                        next_cursor: Some(encode_cursor(&last.key)),
                     });
                 }
-                after = decode_cursor(&cursor).and_then(|c| {
-                    c.split_once('\u{0}')
-                        .map(|(t, d)| (t.to_string(), d.to_string()))
-                });
+                after = last.key.clone();
             }
             _ => {
                 return Ok(Page {
@@ -359,21 +355,6 @@ async fn by_term(
             }
         }
     }
-}
-
-fn term_cursor(row: &TermRow) -> String {
-    let term = match &row.id.key {
-        surrealdb::types::RecordIdKey::Array(parts) => parts
-            .iter()
-            .next()
-            .and_then(|v| match v {
-                surrealdb::types::Value::String(s) => Some(s.to_string()),
-                _ => None,
-            })
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
-    encode_cursor(&format!("{term}\u{0}{}", row.doc))
 }
 
 fn encode_cursor(raw: &str) -> String {

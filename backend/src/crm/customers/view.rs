@@ -106,7 +106,7 @@ pub(crate) async fn customer_360(
         "SELECT * FROM follow_up WHERE customer = $customer AND state != 'deleted' AND {scope} ORDER BY at DESC LIMIT $n;
          SELECT * FROM task WHERE customer = $customer AND state != 'deleted' AND {scope} ORDER BY created_at DESC LIMIT $n;
          SELECT * FROM event WHERE customer = $customer AND {events} ORDER BY starts DESC LIMIT $n;
-         SELECT action, from_owner, to_owner, by, pool, reason, at FROM customer_history WHERE customer = $customer ORDER BY at DESC LIMIT $n;",
+         SELECT action, from_owner, to_owner, by, pool, reason, at FROM customer_history WHERE customer = $customer ORDER BY at ASC;",
         scope = scope.condition,
         events = events.sql(),
     ));
@@ -121,7 +121,11 @@ pub(crate) async fn customer_360(
     let follow_ups: Vec<FollowUpRow> = results.take(0).map_err(take)?;
     let tasks: Vec<TaskRow> = results.take(1).map_err(take)?;
     let events: Vec<EventRow> = results.take(2).map_err(take)?;
-    let history: Vec<HistoryEntry> = results.take(3).map_err(take)?;
+    // Read oldest first (a forward index scan; backward scans are slow on SurrealKV), newest
+    // first out.
+    let mut history: Vec<HistoryEntry> = results.take(3).map_err(take)?;
+    history.reverse();
+    history.truncate(usize::try_from(VIEW_ITEMS).unwrap_or(100));
     let follow_ups: Vec<FollowUp> = follow_ups.into_iter().map(FollowUp::from).collect();
     let tasks: Vec<Task> = tasks.into_iter().map(Task::from).collect();
     let events: Vec<EventView> = events

@@ -32,8 +32,6 @@ pub const QUEUE: &str = "pool.returns";
 pub const SCHEDULE: &str = "0 */10 * * * *";
 /// Customers returned concurrently (their commits share group transactions).
 const PARALLEL_RETURNS: usize = 32;
-/// Customers read per page while sweeping.
-const SWEEP_PAGE: i64 = 2000;
 
 /// An owned pool customer as the sweep reads it.
 #[derive(Debug, Clone, SurrealValue)]
@@ -78,28 +76,25 @@ fn level_condition(pool: &Pool, level: &str) -> (String, Vec<String>) {
     }
 }
 
-/// Every held customer of `pool` under the rules of `level` whose last activity is at or before
-/// `cutoff` (a superset of those due by then), page by page.
+/// Every held customer of `pool` under the rules of `level` claimed at or before `cutoff` (a
+/// superset of those due by then), through the `(state, owned_since)` index. Only the few fields
+/// the rules read are loaded, so even a hundred thousand candidates stay small in memory.
 async fn held_before(
     db: &Db,
     pool: &Pool,
     level: &str,
     cutoff: DateTime<Utc>,
-    after: Option<RecordId>,
 ) -> Result<Vec<Held>, DbError> {
     let (condition, levels) = level_condition(pool, level);
     Query::new(format!(
         "SELECT id, name, owner, level, owned_since, last_follow_up_at, last_deal_at FROM customer
-           WHERE state = 'owned' AND pool = $pool AND owned_since <= $cutoff AND {condition}
-             AND ($after = NONE OR id > $after)
-           ORDER BY id LIMIT $page"
+           WITH INDEX customer_owned_since
+           WHERE state = 'owned' AND owned_since <= $cutoff AND pool = $pool AND {condition}"
     ))
     .bind("pool", pool.id.clone())
     .bind("cutoff", cutoff)
     .bind("levels", levels.clone())
     .bind("level_one", levels.first().cloned())
-    .bind("after", after)
-    .bind("page", SWEEP_PAGE)
     .take(db, 0)
     .await
 }
@@ -148,10 +143,8 @@ pub async fn sweep(
         for (level, rules) in &pool.rules {
             // Returns.
             if let Some(cut) = cutoff(rules, pool.grace(), now) {
-                let mut after = None;
-                loop {
-                    let page = held_before(db, &pool, level, cut, after.clone()).await?;
-                    after = page.last().map(|h| h.id.clone());
+                {
+                    let page = held_before(db, &pool, level, cut).await?;
                     let due_now: Vec<(Held, String)> = page
                         .iter()
                         .filter_map(|h| {
@@ -166,19 +159,14 @@ pub async fn sweep(
                         .collect()
                         .await;
                     report.returned += results.into_iter().filter(|r| *r).count();
-                    if (page.len() as i64) < SWEEP_PAGE {
-                        break;
-                    }
                 }
             }
             // Warnings.
             if let Some(warn) = rules.warn_days_before {
                 let horizon = now + chrono::Duration::days(i64::from(warn));
                 if let Some(cut) = cutoff(rules, chrono::Duration::zero(), horizon) {
-                    let mut after = None;
-                    loop {
-                        let page = held_before(db, &pool, level, cut, after.clone()).await?;
-                        after = page.last().map(|h| h.id.clone());
+                    {
+                        let page = held_before(db, &pool, level, cut).await?;
                         for held in &page {
                             let Some((at, why)) = due(held, rules) else {
                                 continue;
@@ -212,9 +200,6 @@ pub async fn sweep(
                             )
                             .await?;
                             report.warned += usize::from(sent);
-                        }
-                        if (page.len() as i64) < SWEEP_PAGE {
-                            break;
                         }
                     }
                 }
@@ -352,10 +337,8 @@ pub(crate) async fn preview(
         let Some(cut) = cutoff(rules, pool.grace(), end) else {
             continue;
         };
-        let mut after = None;
-        loop {
-            let page = held_before(&state.db, &pool, level, cut, after.clone()).await?;
-            after = page.last().map(|h| h.id.clone());
+        {
+            let page = held_before(&state.db, &pool, level, cut).await?;
             for held in &page {
                 let Some((deadline, reason)) = due(held, rules) else {
                     continue;
@@ -372,9 +355,6 @@ pub(crate) async fn preview(
                         reason,
                     });
                 }
-            }
-            if (page.len() as i64) < SWEEP_PAGE {
-                break;
             }
         }
     }
