@@ -125,6 +125,7 @@ struct CustomerRow {
     merged_into: Option<String>,
     custody_changed_at: Option<String>,
     list_key: String,
+    list_key_newest: String,
 }
 
 /// A change of hands a customer commit carries, to record in its history.
@@ -209,6 +210,7 @@ impl From<&Customer> for CustomerRow {
             merged_into: doc.custody.merged_into.clone(),
             custody_changed_at: doc.custody.changed_at.clone(),
             list_key: String::new(),
+            list_key_newest: String::new(),
             name: doc.name.clone(),
             kind: doc.kind.clone(),
             level: doc.level.clone(),
@@ -392,10 +394,14 @@ impl SyncStorage for SurrealSyncStorage {
                 let doc: Customer =
                     hydrate(commit.document).map_err(|e| StorageError::Failed(e.to_string()))?;
                 let mut row = CustomerRow::from(&doc);
+                let created = parse_time(doc.server().created_at.as_deref());
                 row.list_key = format!(
                     "{}|{id}",
-                    parse_time(doc.server().created_at.as_deref())
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                );
+                row.list_key_newest = format!(
+                    "{:013}|{id}",
+                    9_999_999_999_999_i64 - created.timestamp_millis().clamp(0, 9_999_999_999_999)
                 );
                 customer_terms = row.terms.clone();
                 if let (Some(action), Some(at_text)) =

@@ -270,11 +270,13 @@ async fn main() {
             .collect()
     };
     let lists: Vec<String> = (0..q)
-        .map(|i| match i % 3 {
-            0 => "/api/v1/customers?limit=50".to_string(),
-            1 => "/api/v1/customers?limit=50&sort=-created".to_string(),
-            _ => "/api/v1/customers?limit=50&level=B".to_string(),
-        })
+        .map(|_| "/api/v1/customers?limit=50".to_string())
+        .collect();
+    let newest: Vec<String> = (0..q)
+        .map(|_| "/api/v1/customers?limit=50&sort=-created".to_string())
+        .collect();
+    let by_level: Vec<String> = (0..q)
+        .map(|_| "/api/v1/customers?limit=50&level=B".to_string())
         .collect();
     let names: Vec<String> = (0..q)
         .map(|i| {
@@ -349,6 +351,8 @@ async fn main() {
     let mut table = Vec::new();
     for (label, token, paths) in [
         ("list (all scope, 50/page)", &token, &lists),
+        ("list newest first", &token, &newest),
+        ("list filtered by level", &token, &by_level),
         ("search: name prefix", &token, &names),
         ("search: partial name", &token, &partial),
         ("search: pinyin / initials", &token, &pinyin),

@@ -192,6 +192,8 @@ pub fn terms(of: &Searchable<'_>) -> Vec<String> {
     let push_name = |terms: &mut Vec<String>, name: &str| {
         // Word starts are found in the name as written (spaces and punctuation separate Latin
         // words; every Chinese character starts one), then indexed in the normalized name.
+        // Suffixes that start inside the legal form (有限公司, Co., Ltd.) are not indexed: they
+        // would match half the company.
         let mut chars: Vec<char> = Vec::new();
         let mut starts: Vec<usize> = Vec::new();
         let mut previous_separates = true;
@@ -211,15 +213,17 @@ pub fn terms(of: &Searchable<'_>) -> Vec<String> {
         if normalized.is_empty() {
             return;
         }
-        for start in starts.into_iter().filter(|s| *s < chars.len()) {
+        let meaningful = company_key(&normalized).chars().count().max(1);
+        for start in starts.into_iter().filter(|s| *s < meaningful) {
             terms.push(format!(
                 "{NAME_TERM}{}",
                 chars[start..].iter().collect::<String>()
             ));
         }
+        let meaningful_syllables = syllables(&company_key(&normalized)).len().max(1);
         let syllables = syllables(&normalized);
         if syllables.len() > 1 || syllables.first().is_some_and(|s| s != &normalized) {
-            for start in 0..syllables.len() {
+            for start in 0..syllables.len().min(meaningful_syllables) {
                 terms.push(format!("{NAME_TERM}{}", syllables[start..].concat()));
             }
             let initials: String = syllables.iter().filter_map(|s| s.chars().next()).collect();

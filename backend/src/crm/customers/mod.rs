@@ -77,6 +77,7 @@ pub struct CustomerRow {
     merged_into: Option<String>,
     last_follow_up_at: Option<DateTime<Utc>>,
     list_key: String,
+    list_key_newest: String,
 }
 
 /// A customer as the API shows it.

@@ -232,32 +232,39 @@ async fn by_key(
                 .ok_or_else(|| ApiError::invalid_field("cursor", "not a cursor from this list"))?,
         ),
     };
-    let (comparison, direction, start) = if newest_first {
-        ("<", "DESC", "\u{10FFFF}")
+    // The list key's index gives the order and stops at the page's end (newest first has its
+    // own key, read forward). A scope of a few owners is better served by the owner index (then
+    // sorted), which the planner picks on its own.
+    let key = if newest_first {
+        "list_key_newest"
     } else {
-        (">", "ASC", "")
+        "list_key"
     };
-    // The list key's index gives the order and stops at the page's end. A scope of a few owners
-    // is better served by the owner index (then sorted), which the planner picks on its own.
     let index = if matches!(actor_scope, Scope::All) || filter.pool_id.is_some() {
-        "WITH INDEX customer_list_key"
+        format!("WITH INDEX customer_{key}")
     } else {
-        ""
+        String::new()
     };
     let query = Query::new(format!(
-        "SELECT * FROM customer {index} WHERE list_key {comparison} $after AND {} ORDER BY list_key {direction} LIMIT $limit",
+        "SELECT * FROM customer {index} WHERE {key} > $after AND {} ORDER BY {key} LIMIT $limit",
         conditions.sql()
     ));
     let mut rows: Vec<CustomerRow> = conditions
         .clone()
         .rebind(query)
-        .bind("after", after.unwrap_or_else(|| start.to_string()))
+        .bind("after", after.unwrap_or_default())
         .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .take(&state.db, 0)
         .await?;
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(|r| encode_cursor(&r.list_key))
+        rows.last().map(|r| {
+            encode_cursor(if newest_first {
+                &r.list_key_newest
+            } else {
+                &r.list_key
+            })
+        })
     } else {
         None
     };
