@@ -246,7 +246,7 @@ async fn by_key(
         String::new()
     };
     let query = Query::new(format!(
-        "SELECT * FROM customer {index} WHERE {key} > $after AND {} ORDER BY {key} LIMIT $limit",
+        "SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {key} > $after AND {} ORDER BY {key} LIMIT $limit",
         conditions.sql()
     ));
     let mut rows: Vec<CustomerRow> = conditions
@@ -323,7 +323,7 @@ async fn by_term(
             conditions
                 .clone()
                 .rebind(Query::new(format!(
-                    "SELECT * FROM $records WHERE {}",
+                    "SELECT * OMIT terms, phone_keys, email_keys FROM $records WHERE {}",
                     conditions.sql()
                 )))
                 .bind("records", records)
