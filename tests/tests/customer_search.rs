@@ -171,6 +171,25 @@ async fn search_finds_names_by_pinyin_initials_and_parts_and_phones_in_any_forma
     }
     seen.sort();
     assert_eq!(seen, ["张三", "张三丰"]);
+    // `z` matches each of them under several terms (zhangsan, zs, ...): still listed once.
+    let mut once = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/customers?q=z&limit=1&cursor={c}"),
+            None => "/api/v1/customers?q=z&limit=1".to_string(),
+        };
+        let page = s.get(&path, &o.admin).await;
+        for item in page.body["items"].as_array().unwrap() {
+            once.push(item["name"].as_str().unwrap().to_string());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    once.sort();
+    assert_eq!(once, ["张三", "张三丰"], "no customer on two pages");
     let bad = s
         .get("/api/v1/customers?q=zhang&cursor=bm9wZQ", &o.admin)
         .await;
@@ -230,9 +249,18 @@ async fn phones_are_masked_for_non_owners_unless_the_role_allows_full_view() {
     // The department head's role has customer.phone_full.
     let head = s.get(&path, &o.head).await;
     assert_eq!(head.body["phones"][0], "13812345678");
-    // Search by the full number still finds it for the manager, masked.
+    // Search by the full number still finds it for the manager, masked; a partial number does
+    // not, or the digits could be guessed one by one.
     let found = s.get("/api/v1/customers?q=13812345678", &o.manager).await;
     assert_eq!(found.body["items"][0]["phones"][0], "138****5678");
+    let partial = s.get("/api/v1/customers?q=1381234", &o.manager).await;
+    assert_eq!(partial.body["items"], json!([]));
+    let partial = s.get("/api/v1/customers?phone=1381234", &o.head).await;
+    assert_eq!(
+        partial.body["items"].as_array().unwrap().len(),
+        1,
+        "full view may"
+    );
 }
 
 #[tokio::test]
@@ -272,6 +300,7 @@ async fn likely_duplicates_are_refused_with_candidates_unless_confirmed() {
         assert_eq!(reply.problem(), "duplicate");
         let candidates = reply.body["candidates"].as_array().unwrap();
         assert_eq!(candidates[0]["doc_id"], first.as_str());
+        assert_eq!(candidates[0]["name"], "上***", "outside the rep's scope");
         assert!(
             candidates[0]["matched_on"]
                 .as_array()

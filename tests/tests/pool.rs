@@ -244,6 +244,20 @@ async fn claim_release_assign_and_transfer_are_recorded_and_refused_when_they_sh
 #[tokio::test]
 async fn fifty_concurrent_claims_have_exactly_one_winner() {
     let f = floor(json!({}), 24).await;
+    let silly = f
+        .server
+        .patch(
+            &format!("/api/v1/pools/{}", f.pool),
+            &f.admin,
+            json!({ "rules": { "A": { "return_without_follow_up_days": 4_000_000_000u64 } } }),
+        )
+        .await;
+    assert_eq!(
+        silly.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        silly.body
+    );
     let root = f.server.root_department(&f.admin).await;
     let sales: String = f
         .server

@@ -55,7 +55,13 @@ impl Probe {
             phone_keys,
             email_keys,
             credit_code: doc.credit_code.clone(),
-            company_key: keys::company_key(&doc.name),
+            // Two people called 王芳 are not the same customer; two companies called 星辰科技
+            // likely are.
+            company_key: if doc.kind == "company" {
+                keys::company_key(&doc.name)
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -124,8 +130,8 @@ pub async fn candidates(
     if probe.credit_code.is_some() || company.is_some() {
         let found: Vec<RecordId> = Query::new(
             "array::concat(
-                IF $code != NONE { (SELECT VALUE id FROM customer WHERE credit_code = $code LIMIT 20) } ELSE { [] },
-                IF $company != NONE { (SELECT VALUE id FROM customer WHERE company_key = $company LIMIT 20) } ELSE { [] }
+                IF $code != NONE { (SELECT VALUE id FROM customer WHERE credit_code = $code AND state != 'deleted' LIMIT 20) } ELSE { [] },
+                IF $company != NONE { (SELECT VALUE id FROM customer WHERE company_key = $company AND state != 'deleted' LIMIT 20) } ELSE { [] }
             )",
         )
         .bind("code", probe.credit_code.clone())
@@ -140,7 +146,7 @@ pub async fn candidates(
         Vec::new()
     } else {
         Query::new(
-            "SELECT id, name, owner, state, phone_keys, email_keys, credit_code, company_key FROM $ids WHERE state != 'deleted' LIMIT 20",
+            "SELECT id, name, owner, state, phone_keys, email_keys, credit_code, company_key FROM $ids WHERE state != 'deleted'",
         )
         .bind("ids", ids)
         .take(db, 0)
@@ -179,7 +185,27 @@ pub async fn candidates(
         .filter(|(_, c)| !c.matched_on.is_empty())
         .collect();
     out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.doc_id.cmp(&b.1.doc_id)));
-    Ok(out.into_iter().map(|(_, c)| c).collect())
+    Ok(out.into_iter().take(20).map(|(_, c)| c).collect())
+}
+
+/// Candidates as `actor` may see them: outside the actor's scope only the first character of
+/// the name shows (the owner and the id stay, so the actor can ask the owner or a manager to
+/// merge), so the check cannot be used to read other reps' customers.
+pub fn for_actor(candidates: Vec<Candidate>, actor: &Actor) -> Vec<Candidate> {
+    candidates
+        .into_iter()
+        .map(|mut c| {
+            let in_scope = c
+                .owner_id
+                .as_deref()
+                .is_some_and(|o| actor.scope.contains(o));
+            if !in_scope {
+                let first: String = c.name.chars().take(1).collect();
+                c.name = format!("{first}***");
+            }
+            c
+        })
+        .collect()
 }
 
 /// `POST /api/v1/customers/duplicates`: the keys of a customer about to be created.
@@ -214,7 +240,8 @@ pub(crate) async fn check_duplicates(
     doc.phones = body.phones;
     doc.emails = body.emails;
     doc.credit_code = body.credit_code.map(|c| c.trim().to_uppercase());
-    Ok(axum::Json(
+    Ok(axum::Json(for_actor(
         candidates(&state.db, &Probe::of(&doc), None).await?,
-    ))
+        &actor,
+    )))
 }

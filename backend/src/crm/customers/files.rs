@@ -111,12 +111,12 @@ pub fn write_csv(headers: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>, File
 /// gets a leading apostrophe, so an exported name cannot attack whoever opens the file. Phone
 /// numbers such as `+86 138...` and negative numbers stay as they are.
 fn defuse_formula(cell: &str) -> std::borrow::Cow<'_, str> {
-    let mut chars = cell.chars();
-    let dangerous = match chars.next() {
+    let numeric = cell.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_digit() || matches!(c, ' ' | '(' | ')' | '-') || (i == 0 && c == '+')
+    });
+    let dangerous = match cell.chars().next() {
         Some('=' | '@' | '\t' | '\r') => true,
-        Some('+' | '-') => chars
-            .next()
-            .is_some_and(|c| !c.is_ascii_digit() && c != ' ' && c != '('),
+        Some('+' | '-') => !numeric,
         _ => false,
     };
     if dangerous {

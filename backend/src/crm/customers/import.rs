@@ -141,6 +141,9 @@ pub struct ImportReport {
     pub failed_batches: Vec<String>,
 }
 
+/// A row re-checked at commit: its id and document, and why it may not be created (if so).
+type Checked = ((DocumentId, Document), Option<String>);
+
 /// One row ready to create.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ReadyRow {
@@ -329,7 +332,10 @@ pub(crate) async fn dry_run(
             keys.push(format!("n:{}", probe.company_key));
         }
         let same_as_row = keys.iter().find_map(|k| seen.get(k).copied());
-        let candidates = duplicates::candidates(&state.db, &probe, None).await?;
+        let candidates = duplicates::for_actor(
+            duplicates::candidates(&state.db, &probe, None).await?,
+            &actor,
+        );
         if same_as_row.is_some() || !candidates.is_empty() {
             report.duplicates.push(RowDuplicate {
                 row,
@@ -411,7 +417,7 @@ pub(crate) async fn commit(
             .map(|r| DocumentId::derived(&format!("import:{import_id}:{}", r.row)).to_string())
             .collect::<std::collections::HashSet<String>>()
             .into();
-        let checked: Vec<Result<((DocumentId, Document), Option<String>), ApiError>> =
+        let checked: Vec<Result<Checked, ApiError>> =
             futures_util::stream::iter(batch.to_vec())
                 .map(|ready| {
                     let (state, pool, own_ids, import_id) = (

@@ -14,13 +14,13 @@ pub const EMAIL_TERM: &str = "e:";
 /// Separates the term from the document id in an index key; it sorts before every character a
 /// term holds, so `key > term` starts at the term's first entry.
 pub const TERM_SEPARATOR: char = '\u{1}';
-/// Most terms one customer puts into the index.
+/// Most name terms one customer puts into the index.
 const MAX_TERMS: usize = 64;
 /// Longest normalized name that is indexed.
 const MAX_INDEXED_CHARS: usize = 40;
 
-/// Legal-form suffixes that do not tell two companies apart, longest first.
-const COMPANY_SUFFIXES: [&str; 20] = [
+/// Chinese legal-form suffixes that do not tell two companies apart, longest first.
+const COMPANY_SUFFIXES: [&str; 7] = [
     "股份有限公司",
     "有限责任公司",
     "集团有限公司",
@@ -28,19 +28,22 @@ const COMPANY_SUFFIXES: [&str; 20] = [
     "分公司",
     "集团",
     "公司",
-    "corporation",
-    "incorporated",
-    "limited",
-    "company",
-    "coltd",
-    "group",
-    "corp",
-    "gmbh",
-    "ltd",
-    "llc",
-    "inc",
-    "plc",
+];
+
+/// Latin legal-form words, stripped only as whole trailing words (so Cisco keeps its `co`).
+const LATIN_SUFFIXES: [&str; 12] = [
     "co",
+    "ltd",
+    "limited",
+    "inc",
+    "incorporated",
+    "corp",
+    "corporation",
+    "company",
+    "llc",
+    "gmbh",
+    "plc",
+    "group",
 ];
 
 /// Folds full-width ASCII (`ＡＢＣ１２３`) to ASCII and lower-cases it.
@@ -65,7 +68,15 @@ pub fn normalize_name(name: &str) -> String {
 /// A company name without its legal-form suffix (有限公司, Co., Ltd., ...), for the "close
 /// name" duplicate check: `星辰科技有限公司` and `星辰科技股份有限公司` share a key.
 pub fn company_key(name: &str) -> String {
-    let mut key = normalize_name(name);
+    let folded: String = name.chars().map(fold).collect();
+    let mut words: Vec<&str> = folded
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    while words.len() > 1 && words.last().is_some_and(|w| LATIN_SUFFIXES.contains(w)) {
+        words.pop();
+    }
+    let mut key = words.concat();
     loop {
         let before = key.len();
         for suffix in COMPANY_SUFFIXES {
@@ -231,10 +242,13 @@ pub fn terms(of: &Searchable<'_>) -> Vec<String> {
         }
     };
     push_name(&mut terms, of.name);
-    let company = company_key(of.name);
     for name in &of.contact_names {
         push_name(&mut terms, name);
     }
+    // Name terms are capped; phone, email and company terms never are (duplicate checks and
+    // phone search depend on them).
+    terms.truncate(MAX_TERMS);
+    let company = company_key(of.name);
     for phone in &of.phones {
         for key in phone_keys(phone) {
             terms.push(format!("{PHONE_TERM}{key}"));
@@ -248,7 +262,6 @@ pub fn terms(of: &Searchable<'_>) -> Vec<String> {
     }
     let mut seen = std::collections::HashSet::new();
     terms.retain(|t| seen.insert(t.clone()));
-    terms.truncate(MAX_TERMS);
     terms.sort();
     terms
 }

@@ -255,9 +255,19 @@ pub(crate) async fn merge_customers(
         ));
     }
     visible::<CustomerRow, Customer>(&state, &actor, &survivor_id).await?;
-    visible::<CustomerRow, Customer>(&state, &actor, &loser_id)
-        .await
-        .map_err(|_| ApiError::invalid_field("other_doc_id", "no such customer"))?;
+    // A merge of this pair that was cut short (a crash, a timeout) is finished, not redone.
+    let unfinished: Option<MergeRow> = Query::new(
+        "(SELECT * FROM customer_merge WHERE survivor = $survivor AND loser = $loser AND undone_at = NONE LIMIT 1)[0]",
+    )
+    .bind("survivor", survivor_id.to_string())
+    .bind("loser", loser_id.to_string())
+    .take(&state.db, 0)
+    .await?;
+    if unfinished.is_none() {
+        visible::<CustomerRow, Customer>(&state, &actor, &loser_id)
+            .await
+            .map_err(|_| ApiError::invalid_field("other_doc_id", "no such customer"))?;
+    }
     let survivor = document(&state, &survivor_id).await?;
     let loser = document(&state, &loser_id).await?;
     let (merged, added) = plan(&survivor, &loser);
@@ -292,29 +302,78 @@ pub(crate) async fn merge_customers(
             undo_until: None,
         }));
     }
-    // The merge record comes first: it is the plan a crashed merge resumes and undo reads.
-    let merge_id = ids::new_key();
     let now = state.clock.now();
-    Query::new(
-        "CREATE $merge SET survivor = $survivor, loser = $loser, loser_state = $loser_state, moved = $moved, added = $added, history = $history, by = $by, at = $at, undone_at = NONE",
-    )
-    .bind("merge", ids::record("customer_merge", &merge_id))
-    .bind("survivor", survivor_id.to_string())
-    .bind("loser", loser_id.to_string())
-    .bind("loser_state", loser.server.state.clone())
-    .bind("moved", serde_json::to_value(&moved).unwrap_or_default())
-    .bind("added", serde_json::to_value(&added).unwrap_or_default())
-    .bind("history", history.clone())
-    .bind("by", actor.user_id.clone())
-    .bind("at", now)
-    .run(&state.db)
-    .await?;
     let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let me = actor.user_id.clone();
+    let survivor_key = survivor_id.to_string();
+    let (merge_id, added) = match unfinished {
+        Some(row) => (
+            ids::key_of(&row.id),
+            serde_json::from_value::<Added>(row.added).unwrap_or_default(),
+        ),
+        None => {
+            // The merge record comes first: it is the plan a crashed merge resumes and undo
+            // reads. Then the loser is claimed under its lock: of two concurrent merges of it,
+            // one wins.
+            let merge_id = ids::new_key();
+            Query::new(
+                "CREATE $merge SET survivor = $survivor, loser = $loser, loser_state = $loser_state, moved = [], added = $added, history = [], by = $by, at = $at, undone_at = NONE",
+            )
+            .bind("merge", ids::record("customer_merge", &merge_id))
+            .bind("survivor", survivor_key.clone())
+            .bind("loser", loser_id.to_string())
+            .bind("loser_state", loser.server.state.clone())
+            .bind("added", serde_json::to_value(&added).unwrap_or_default())
+            .bind("by", actor.user_id.clone())
+            .bind("at", now)
+            .run(&state.db)
+            .await?;
+            let mut outcome: Result<(), ApiError> = Ok(());
+            let claimed = state
+                .sync
+                .update::<Document>(&author(&actor), &loser_id, true, |doc| {
+                    if doc.server.state == "deleted" || doc.custody.merged_into.is_some() {
+                        outcome = Err(ApiError::Conflict(
+                            "that customer was merged or deleted meanwhile".into(),
+                        ));
+                        return;
+                    }
+                    doc.server.state = "deleted".into();
+                    doc.server.updated_by = Some(me.clone());
+                    doc.server.updated_at = Some(at.clone());
+                    doc.custody.merged_into = Some(survivor_key.clone());
+                    doc.custody.action = Some("merge".into());
+                    doc.custody.reason = Some(format!("merged into {survivor_key}"));
+                    doc.custody.changed_by = Some(me.clone());
+                    doc.custody.changed_at = Some(at.clone());
+                })
+                .await
+                .map_err(|e| change_error("customer", e));
+            if let Err(e) = claimed.and(outcome) {
+                Query::new("DELETE $merge")
+                    .bind("merge", ids::record("customer_merge", &merge_id))
+                    .run(&state.db)
+                    .await?;
+                return Err(e);
+            }
+            (merge_id, added)
+        }
+    };
+    // The survivor gains exactly what the plan recorded (a union: running it twice is the same).
+    let mut survivor_gone = false;
     state
         .sync
         .update::<Document>(&author(&actor), &survivor_id, false, |doc| {
-            let (next, _) = plan(doc, &loser);
+            if doc.server.state == "deleted" {
+                survivor_gone = true;
+                return;
+            }
+            let mut extra = loser.clone();
+            extra.phones = added.phones.clone();
+            extra.emails = added.emails.clone();
+            extra.tags = added.tags.clone();
+            extra.contacts.retain(|c| added.contact_ids.contains(&c.id));
+            let (next, _) = plan(doc, &extra);
             doc.phones = next.phones;
             doc.emails = next.emails;
             doc.tags = next.tags;
@@ -323,6 +382,49 @@ pub(crate) async fn merge_customers(
         })
         .await
         .map_err(|e| change_error("customer", e))?;
+    if survivor_gone {
+        // The survivor was merged away meanwhile: the loser comes back as it was.
+        let loser_state = loser.server.state.clone();
+        state
+            .sync
+            .update::<Document>(&author(&actor), &loser_id, true, |doc| {
+                doc.server.state = loser_state;
+                doc.custody.merged_into = None;
+                doc.custody.action = Some("unmerge".into());
+                doc.custody.reason = Some("the survivor was merged away meanwhile".into());
+                doc.custody.changed_by = Some(me.clone());
+                doc.custody.changed_at = Some(
+                    state
+                        .clock
+                        .now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                );
+            })
+            .await
+            .map_err(|e| change_error("customer", e))?;
+        Query::new("DELETE $merge")
+            .bind("merge", ids::record("customer_merge", &merge_id))
+            .run(&state.db)
+            .await?;
+        return Err(ApiError::Conflict(
+            "the surviving customer was merged or deleted meanwhile".into(),
+        ));
+    }
+    // What still points at the loser moves, and is recorded before it moves.
+    let moved = linked(&state, loser_id.as_str()).await?;
+    let history: Vec<String> =
+        Query::new("SELECT VALUE record::id(id) FROM customer_history WHERE customer = $c")
+            .bind("c", loser_id.to_string())
+            .take(&state.db, 0)
+            .await?;
+    Query::new(
+        "UPDATE $merge SET moved = array::union(moved, $moved), history = array::union(history, $history)",
+    )
+    .bind("merge", ids::record("customer_merge", &merge_id))
+    .bind("moved", serde_json::to_value(&moved).unwrap_or_default())
+    .bind("history", history.clone())
+    .run(&state.db)
+    .await?;
     for m in &moved {
         repoint(&state, &actor, m, loser_id.as_str(), survivor_id.as_str()).await?;
     }
@@ -331,21 +433,13 @@ pub(crate) async fn merge_customers(
         .bind("loser", loser_id.to_string())
         .run(&state.db)
         .await?;
-    let survivor_key = survivor_id.to_string();
-    state
-        .sync
-        .update::<Document>(&author(&actor), &loser_id, true, |doc| {
-            doc.server.state = "deleted".into();
-            doc.server.updated_by = Some(me.clone());
-            doc.server.updated_at = Some(at.clone());
-            doc.custody.merged_into = Some(survivor_key.clone());
-            doc.custody.action = Some("merge".into());
-            doc.custody.reason = Some(format!("merged into {survivor_key}"));
-            doc.custody.changed_by = Some(me.clone());
-            doc.custody.changed_at = Some(at.clone());
-        })
-        .await
-        .map_err(|e| change_error("customer", e))?;
+    let row: Option<MergeRow> = state.db.get("customer_merge", &merge_id).await?;
+    let row = row.ok_or(ApiError::NotFound("merge"))?;
+    let moved: Vec<Moved> = row
+        .moved
+        .iter()
+        .filter_map(|m| serde_json::from_value(m.clone()).ok())
+        .collect();
     crate::platform::audit::record(
         &state.db,
         &actor.audit(),
@@ -364,8 +458,8 @@ pub(crate) async fn merge_customers(
         loser_doc_id: loser_id.to_string(),
         added,
         moved,
-        history_entries: history.len(),
-        undo_until: Some(now + chrono::Duration::days(UNDO_DAYS)),
+        history_entries: row.history.len(),
+        undo_until: Some(row.at + chrono::Duration::days(UNDO_DAYS)),
     }))
 }
 

@@ -389,8 +389,10 @@ async fn create_customer(
         record.custody.owned_since = Some(state.clock.now().to_rfc3339());
     }
     if !body.confirm_duplicate {
-        let candidates =
-            duplicates::candidates(&state.db, &duplicates::Probe::of(&record), None).await?;
+        let candidates = duplicates::for_actor(
+            duplicates::candidates(&state.db, &duplicates::Probe::of(&record), None).await?,
+            &actor,
+        );
         if !candidates.is_empty() {
             return Err(ApiError::Duplicate(
                 serde_json::to_value(&candidates).unwrap_or_default(),

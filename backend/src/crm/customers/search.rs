@@ -189,6 +189,26 @@ pub async fn find(
     } else {
         None
     };
+    // A caller who sees phone numbers masked could recover them digit by digit with prefix
+    // searches; for them, a partial number only finds their own customers.
+    let partial_phone = [filter.phone.as_deref(), filter.q.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|raw| {
+            keys::search_term(raw).is_some_and(|t| t.starts_with(keys::PHONE_TERM))
+                && keys::phone_e164(raw).is_none()
+        });
+    let conditions = if partial_phone && !actor.can(Permission::CustomerPhoneFull) {
+        conditions
+            .clone()
+            .rebind(Query::new(format!(
+                "{} AND owner = $me_only",
+                conditions.sql()
+            )))
+            .bind("me_only", actor.user_id.clone())
+    } else {
+        conditions
+    };
     let page = match term {
         Some(term) => by_term(state, &conditions, &term, limit, filter.cursor.as_deref()).await?,
         None => by_key(state, &actor.scope, &conditions, filter, limit).await?,
@@ -330,9 +350,41 @@ async fn by_term(
                 .take(&state.db, 0)
                 .await?
         };
+        // A customer matches under several terms (`zhangsan` and `zs` for `z`); it is listed
+        // only at the first of them, so no page repeats one from another page.
+        #[derive(Debug, SurrealValue)]
+        struct Terms {
+            doc: String,
+            terms: Vec<String>,
+        }
+        let all_terms: Vec<Terms> = if rows.is_empty() {
+            Vec::new()
+        } else {
+            Query::new("SELECT record::id(id) AS doc, terms FROM $records")
+                .bind(
+                    "records",
+                    rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+                )
+                .take(&state.db, 0)
+                .await?
+        };
+        let firsts: std::collections::HashMap<String, String> = all_terms
+            .into_iter()
+            .filter_map(|t| {
+                t.terms
+                    .into_iter()
+                    .filter(|candidate| candidate.starts_with(term))
+                    .min()
+                    .map(|first| (t.doc, first))
+            })
+            .collect();
         let mut by_doc: std::collections::HashMap<String, CustomerRow> =
             rows.into_iter().map(|r| (ids::key_of(&r.id), r)).collect();
         for (i, t) in terms.iter().enumerate() {
+            let this_term = t.key.split(keys::TERM_SEPARATOR).next().unwrap_or_default();
+            if firsts.get(&t.doc).is_some_and(|first| first != this_term) {
+                continue;
+            }
             if let Some(row) = by_doc.remove(&t.doc) {
                 items.push(row);
                 if items.len() == limit {

@@ -39,6 +39,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::transfer))
 }
 
+/// The longest period a rule may name (ten years).
+pub const MAX_RULE_DAYS: u32 = 3650;
+
 /// The rules of one customer level in a pool. Every rule is optional; absent means "no limit".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -204,7 +207,34 @@ async fn validate(state: &AppState, input: &PoolInput) -> Result<(), ApiError> {
         });
     }
     if let Some(rules) = &input.rules {
-        for level in rules.keys() {
+        for (level, r) in rules {
+            for (name, value) in [
+                (
+                    "return_without_follow_up_days",
+                    r.return_without_follow_up_days,
+                ),
+                ("return_without_deal_days", r.return_without_deal_days),
+                ("cooldown_days", r.cooldown_days),
+                ("warn_days_before", r.warn_days_before),
+            ] {
+                if value.is_some_and(|v| v == 0 || v > MAX_RULE_DAYS) {
+                    errors.push(outpost_mobile::api::FieldError {
+                        field: format!("rules.{level}.{name}"),
+                        message: format!("must be between 1 and {MAX_RULE_DAYS} days"),
+                    });
+                }
+            }
+            for (name, value) in [
+                ("max_owned", r.max_owned),
+                ("max_claims_per_day", r.max_claims_per_day),
+            ] {
+                if value.is_some_and(|v| v > 1_000_000) {
+                    errors.push(outpost_mobile::api::FieldError {
+                        field: format!("rules.{level}.{name}"),
+                        message: "must be at most 1000000".into(),
+                    });
+                }
+            }
             if level != "*" && !outpost_mobile::records::customer::LEVELS.contains(&level.as_str())
             {
                 errors.push(outpost_mobile::api::FieldError {

@@ -154,7 +154,7 @@ pub async fn sweep(
                         })
                         .collect();
                     let results: Vec<bool> = futures_util::stream::iter(due_now)
-                        .map(|(held, why)| return_one(engine, &pool, rules, held, why, now))
+                        .map(|(held, _)| return_one(engine, db, &pool, held, now))
                         .buffer_unordered(PARALLEL_RETURNS)
                         .collect()
                         .await;
@@ -209,18 +209,41 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Returns one customer if, under its lock, it is still due and still with the same owner.
+/// Returns one customer if it is still due (re-read now: a follow-up or a level change may have
+/// arrived since the sweep listed it) and, under its lock, still with the same owner, pool, claim
+/// and level.
 async fn return_one(
     engine: &SyncEngine,
+    db: &Db,
     pool: &Pool,
-    rules: &LevelRules,
     held: Held,
-    why: String,
     now: DateTime<Utc>,
 ) -> bool {
     let Some(id) = outpost_sync::DocumentId::parse(&ids::key_of(&held.id)) else {
         return false;
     };
+    let fresh: Option<Held> = match Query::new(
+        "SELECT id, name, owner, level, owned_since, last_follow_up_at, last_deal_at FROM ONLY $id",
+    )
+    .bind("id", held.id.clone())
+    .take(db, 0)
+    .await
+    {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::error!(error = %e, customer = %id, "cannot re-read a customer due back");
+            return false;
+        }
+    };
+    let Some(held) = fresh else {
+        return false;
+    };
+    let Some((deadline, why)) = due(&held, &pool.rules_for(held.level.as_deref())) else {
+        return false;
+    };
+    if deadline + pool.grace() > now {
+        return false;
+    }
     let author = outpost_sync::Author {
         identity: outpost_sync::PeerIdentity {
             user_id: "system".into(),
@@ -235,6 +258,7 @@ async fn return_one(
         .update::<Document>(&author, &id, true, |doc| {
             let still_held = doc.server.state == "owned"
                 && doc.server.owner == held.owner
+                && doc.level == held.level
                 && doc.custody.pool.as_deref() == Some(pool.id.as_str())
                 && doc
                     .custody
@@ -246,7 +270,6 @@ async fn return_one(
             if !still_held {
                 return;
             }
-            let _ = rules;
             doc.custody.previous_owner = doc.server.owner.take();
             doc.server.state = "pool".into();
             doc.server.updated_by = None;
@@ -374,7 +397,7 @@ pub(crate) async fn preview(
 }
 
 /// Runs the return sweep now (what the cron job does every ten minutes), for admins who just
-/// changed a rule.
+/// changed a rule. A long sweep outlives the request's timeout and finishes on its own.
 #[utoipa::path(post, path = "/api/v1/pools/sweep", tag = "pool",
     responses((status = 200, body = SweepReport), (status = 403, body = Problem)),
     security(("bearer" = [])))]
@@ -383,7 +406,11 @@ pub(crate) async fn sweep_now(
     actor: Actor,
 ) -> Result<axum::Json<SweepReport>, ApiError> {
     actor.require(Permission::PoolConfigure)?;
-    let report = sweep(&state.sync, &state.db, state.clock.now()).await?;
+    // The sweep runs in its own task: a request that times out leaves it to finish.
+    let (engine, db, now) = (state.sync.clone(), state.db.clone(), state.clock.now());
+    let report = tokio::spawn(async move { sweep(&engine, &db, now).await })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(axum::Json(report))
 }
 
