@@ -539,3 +539,46 @@ pub mod sync_client {
         }
     }
 }
+
+/// Helpers the benchmark binaries share.
+pub mod bench {
+    use std::time::Duration;
+
+    /// A field of `/proc/self/status` in MiB (`VmRSS:` now, `VmHWM:` the peak).
+    pub fn memory_mib(field: &str) -> f64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with(field)).map(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .unwrap_or("0")
+                        .parse::<f64>()
+                        .unwrap_or(0.0)
+                })
+            })
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    /// The `p` percentile (0 to 1) of sorted durations.
+    pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+/// Percent-encodes a query-string value (everything but ASCII letters and digits).
+pub fn query_value(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

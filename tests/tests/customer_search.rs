@@ -62,17 +62,7 @@ async fn names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
     names
 }
 
-fn enc(q: &str) -> String {
-    q.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+use outpost_tests::query_value as enc;
 
 /// A valid unified social credit code with the given 17-character body.
 fn credit_code(body: &str) -> String {

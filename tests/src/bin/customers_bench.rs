@@ -65,29 +65,6 @@ fn args() -> Args {
     args
 }
 
-fn rss_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with(field)).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-            })
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// Customer `i`: a company name from a city, a word, a surname and the number (unique, so
 /// no two rows are duplicates), a unique mobile number, and a level. The first `returns` are
 /// level C, the level the pool's return rule covers.
@@ -124,7 +101,11 @@ async fn time_queries(
             .map_or_else(|| usize::from(reply.body.is_object()), Vec::len);
     }
     times.sort();
-    (percentile(&times, 0.5), percentile(&times, 0.99), hits)
+    (
+        outpost_tests::bench::percentile(&times, 0.5),
+        outpost_tests::bench::percentile(&times, 0.99),
+        hits,
+    )
 }
 
 fn print_queries(table: &[(&str, Duration, Duration, usize)], q: usize) {
@@ -197,13 +178,21 @@ async fn main() {
         let id = dry.body["import_id"].as_str().unwrap();
         let dry_secs = dry_started.elapsed().as_secs_f64();
         let commit_started = Instant::now();
-        let commit = server
-            .post(
-                &format!("/api/v1/customers/imports/{id}/commit"),
-                &token,
-                json!({}),
-            )
-            .await;
+        // A commit longer than the HTTP timeout goes on in the server; asking again waits for
+        // the rest and reports.
+        let commit = loop {
+            let reply = server
+                .post(
+                    &format!("/api/v1/customers/imports/{id}/commit"),
+                    &token,
+                    json!({}),
+                )
+                .await;
+            if reply.status == StatusCode::OK {
+                break reply;
+            }
+            eprintln!("commit answered {}, asking again", reply.status);
+        };
         assert_eq!(commit.body["created"], n, "{:?}", commit.body);
         loaded += n;
         chunk += 1;
@@ -266,23 +255,13 @@ async fn main() {
         }
     }
     let follow_up_secs = load_follow_ups.elapsed().as_secs_f64();
-    let rss_after_load = rss_mib("VmRSS:");
+    let rss_after_load = outpost_tests::bench::memory_mib("VmRSS:");
 
     // Queries.
     let token = server.admin_token().await;
     let rep = server.token_of("rep@bench.cn").await;
     let q = args.queries;
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
+    let enc = outpost_tests::query_value;
     let lists: Vec<String> = (0..q)
         .map(|_| "/api/v1/customers?limit=50".to_string())
         .collect();
@@ -436,8 +415,8 @@ async fn main() {
     println!();
     println!(
         "memory: RSS after load {rss_after_load:.0} MiB, after sweep {:.0} MiB, peak {:.0} MiB",
-        rss_mib("VmRSS:"),
-        rss_mib("VmHWM:")
+        outpost_tests::bench::memory_mib("VmRSS:"),
+        outpost_tests::bench::memory_mib("VmHWM:")
     );
     server.shutdown().await;
 }

@@ -384,6 +384,20 @@ pub(crate) async fn commit(
     actor: Actor,
     axum::extract::Path(import_id): axum::extract::Path<String>,
 ) -> Result<axum::Json<ImportReport>, ApiError> {
+    // The commit runs in its own task: if the request times out, the import goes on, and
+    // asking again reports (or finishes) it.
+    tokio::spawn(run_commit(state, actor, import_id))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(axum::Json)
+}
+
+/// The commit itself.
+async fn run_commit(
+    state: AppState,
+    actor: Actor,
+    import_id: String,
+) -> Result<ImportReport, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     if uuid::Uuid::try_parse(&import_id).is_err() {
         return Err(ApiError::InvalidId(import_id.chars().take(64).collect()));
@@ -396,7 +410,7 @@ pub(crate) async fn commit(
     let mut report: ImportReport =
         serde_json::from_value(saved["report"].clone()).unwrap_or_default();
     if row.status == "committed" {
-        return Ok(axum::Json(report));
+        return Ok(report);
     }
     let pool = saved["pool_id"].as_str().map(str::to_string);
     let allow_duplicates = saved["allow_duplicates"].as_bool().unwrap_or(false);
@@ -417,42 +431,37 @@ pub(crate) async fn commit(
             .map(|r| DocumentId::derived(&format!("import:{import_id}:{}", r.row)).to_string())
             .collect::<std::collections::HashSet<String>>()
             .into();
-        let checked: Vec<Result<Checked, ApiError>> =
-            futures_util::stream::iter(batch.to_vec())
-                .map(|ready| {
-                    let (state, pool, own_ids, import_id) = (
-                        state.clone(),
-                        pool.clone(),
-                        own_ids.clone(),
-                        import_id.clone(),
-                    );
-                    async move {
-                        let id = DocumentId::derived(&format!("import:{import_id}:{}", ready.row));
-                        let doc = document_of(&ready.fields, pool.as_deref(), now);
-                        let mut refusal = None;
-                        if !allow_duplicates {
-                            let found = duplicates::candidates(
-                                &state.db,
-                                &Probe::of(&doc),
-                                Some(id.as_str()),
-                            )
-                            .await?;
-                            // Rows created by an earlier, interrupted run of this commit are
-                            // not duplicates of themselves.
-                            if let Some(first) = found.iter().find(|c| !own_ids.contains(&c.doc_id))
-                            {
-                                refusal = Some(format!(
-                                    "row {} now matches existing customer {}",
-                                    ready.row, first.doc_id
-                                ));
-                            }
+        let checked: Vec<Result<Checked, ApiError>> = futures_util::stream::iter(batch.to_vec())
+            .map(|ready| {
+                let (state, pool, own_ids, import_id) = (
+                    state.clone(),
+                    pool.clone(),
+                    own_ids.clone(),
+                    import_id.clone(),
+                );
+                async move {
+                    let id = DocumentId::derived(&format!("import:{import_id}:{}", ready.row));
+                    let doc = document_of(&ready.fields, pool.as_deref(), now);
+                    let mut refusal = None;
+                    if !allow_duplicates {
+                        let found =
+                            duplicates::candidates(&state.db, &Probe::of(&doc), Some(id.as_str()))
+                                .await?;
+                        // Rows created by an earlier, interrupted run of this commit are
+                        // not duplicates of themselves.
+                        if let Some(first) = found.iter().find(|c| !own_ids.contains(&c.doc_id)) {
+                            refusal = Some(format!(
+                                "row {} now matches existing customer {}",
+                                ready.row, first.doc_id
+                            ));
                         }
-                        Ok(((id, doc), refusal))
                     }
-                })
-                .buffered(PARALLEL_CREATES)
-                .collect()
-                .await;
+                    Ok(((id, doc), refusal))
+                }
+            })
+            .buffered(PARALLEL_CREATES)
+            .collect()
+            .await;
         let mut docs = Vec::with_capacity(batch.len());
         let mut refusal: Option<String> = None;
         for result in checked {
@@ -513,7 +522,7 @@ pub(crate) async fn commit(
         serde_json::json!({ "import_id": import_id, "created": report.created, "failed_batches": report.failed_batches.len() }),
     )
     .await?;
-    Ok(axum::Json(report))
+    Ok(report)
 }
 
 /// The body limit of the import route.

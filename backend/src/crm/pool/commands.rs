@@ -334,22 +334,46 @@ pub(crate) async fn assign(
         }
         _ => return Err(ApiError::NotFound("customer")),
     }
-    check_target(&state, &actor, &body.user_id).await?;
-    let _rep = state.rep_locks.lock(&body.user_id).await;
-    if let Some(pool_id) = &customer.pool_id
-        && let Some(pool) = find_pool(&state, pool_id).await?
-        && customer.owner_id.as_deref() != Some(body.user_id.as_str())
-    {
-        check_owned_cap(&state, &pool, customer.level.as_deref(), &body.user_id).await?;
-    }
-    let (me, to, now) = (
-        actor.user_id.clone(),
-        body.user_id.clone(),
-        state.clock.now(),
-    );
     let expected_owner = customer.owner_id.clone();
-    let result = change_hands(&state, &actor, &id, |doc| {
-        if doc.server.owner.as_deref() == Some(to.as_str()) {
+    let result = give(
+        &state,
+        &actor,
+        &id,
+        &customer,
+        expected_owner,
+        &body.user_id,
+        "assign",
+        reason,
+    )
+    .await?;
+    Ok(axum::Json(result))
+}
+
+/// Gives `customer` to `to` if it is still with `expected_owner`: the target must be an
+/// active user in the actor's scope, under the pool's owned cap. Giving it to its owner is a
+/// no-op.
+#[allow(clippy::too_many_arguments)]
+async fn give(
+    state: &AppState,
+    actor: &Actor,
+    id: &DocumentId,
+    customer: &Customer,
+    expected_owner: Option<String>,
+    to: &str,
+    action: &str,
+    reason: Option<String>,
+) -> Result<Customer, ApiError> {
+    check_target(state, actor, to).await?;
+    let _rep = state.rep_locks.lock(to).await;
+    if let Some(pool_id) = &customer.pool_id
+        && let Some(pool) = find_pool(state, pool_id).await?
+        && customer.owner_id.as_deref() != Some(to)
+    {
+        check_owned_cap(state, &pool, customer.level.as_deref(), to).await?;
+    }
+    let (me, now) = (actor.user_id.clone(), state.clock.now());
+    change_hands(state, actor, id, |doc| {
+        if doc.server.owner.as_deref() == Some(to) {
             return Ok(());
         }
         if doc.server.owner != expected_owner {
@@ -358,11 +382,10 @@ pub(crate) async fn assign(
                 owner_id: doc.server.owner.clone(),
             });
         }
-        hand_over(doc, Some(&to), "assign", Some(&me), reason, now);
+        hand_over(doc, Some(to), action, Some(&me), reason, now);
         Ok(())
     })
-    .await?;
-    Ok(axum::Json(result))
+    .await
 }
 
 /// Moves an owned customer from one rep to another (both within the caller's scope).
@@ -387,32 +410,16 @@ pub(crate) async fn transfer(
     else {
         return Err(ApiError::NotFound("customer"));
     };
-    check_target(&state, &actor, &body.user_id).await?;
-    let _rep = state.rep_locks.lock(&body.user_id).await;
-    if let Some(pool_id) = &customer.pool_id
-        && let Some(pool) = find_pool(&state, pool_id).await?
-        && owner != body.user_id
-    {
-        check_owned_cap(&state, &pool, customer.level.as_deref(), &body.user_id).await?;
-    }
-    let (me, to, now) = (
-        actor.user_id.clone(),
-        body.user_id.clone(),
-        state.clock.now(),
-    );
-    let result = change_hands(&state, &actor, &id, |doc| {
-        if doc.server.owner.as_deref() == Some(to.as_str()) {
-            return Ok(());
-        }
-        if doc.server.owner.as_deref() != Some(owner.as_str()) {
-            return Err(ApiError::AlreadyOwned {
-                message: "the customer changed hands meanwhile; look again".into(),
-                owner_id: doc.server.owner.clone(),
-            });
-        }
-        hand_over(doc, Some(&to), "transfer", Some(&me), reason, now);
-        Ok(())
-    })
+    let result = give(
+        &state,
+        &actor,
+        &id,
+        &customer,
+        Some(owner),
+        &body.user_id,
+        "transfer",
+        reason,
+    )
     .await?;
     Ok(axum::Json(result))
 }
