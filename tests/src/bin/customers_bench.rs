@@ -146,7 +146,7 @@ async fn main() {
     assert_eq!(pool.status, StatusCode::CREATED, "{:?}", pool.body);
     let pool_id = pool.body["id"].as_str().unwrap().to_string();
 
-    // Load: every 100th import is the rep's, so the rep owns about 1% of the customers.
+    // Load: every 10th import is the rep's, so the rep owns about 10% of the customers.
     let load = Instant::now();
     let mut loaded = 0;
     let mut chunk = 0;
@@ -156,7 +156,7 @@ async fn main() {
         for i in loaded..loaded + n {
             csv.push_str(&row(i, args.returns));
         }
-        let token = if chunk % 100 == 99 {
+        let token = if chunk % 10 == 9 {
             server.token_of("rep@bench.cn").await
         } else {
             server.admin_token().await
@@ -390,7 +390,7 @@ async fn main() {
     println!(
         "customers_bench: {} customers ({} by the rep {rep_id}), {} follow-ups, surrealkv, release build",
         args.customers,
-        args.customers / args.rows_per_import / 100 * args.rows_per_import,
+        args.customers / args.rows_per_import / 10 * args.rows_per_import,
         follow_ups
     );
     println!();

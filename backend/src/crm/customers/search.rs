@@ -60,7 +60,7 @@ pub struct CustomerFilter {
 /// Term-index rows read per round while a search fills a page.
 const TERM_CHUNK: i64 = 256;
 /// Term-index rows one page may scan before it answers with what it has (and a cursor).
-const MAX_TERMS_SCANNED: usize = 8192;
+const MAX_TERMS_SCANNED: usize = 2048;
 
 /// The conditions on customer rows: scope, not deleted, and every filter but the search term.
 fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<Query, ApiError> {
