@@ -260,7 +260,14 @@ async fn by_key(
     } else {
         "list_key"
     };
-    let index = if matches!(actor_scope, Scope::All) || filter.pool_id.is_some() {
+    // A pool or a level narrows the scan to its own part of the order (compound indexes
+    // `(pool, key)` and `(level, key)`), so a page never walks past other pools' or levels'
+    // customers.
+    let index = if filter.pool_id.is_some() {
+        format!("WITH INDEX customer_pool_{key}")
+    } else if filter.level.is_some() && matches!(actor_scope, Scope::All) {
+        format!("WITH INDEX customer_level_{key}")
+    } else if matches!(actor_scope, Scope::All) {
         format!("WITH INDEX customer_{key}")
     } else {
         String::new()
