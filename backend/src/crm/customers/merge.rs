@@ -184,6 +184,16 @@ async fn linked(state: &AppState, loser: &str) -> Result<Vec<Moved>, ApiError> {
         .collect())
 }
 
+/// The ids of a customer's history entries.
+async fn history_of(state: &AppState, customer: &str) -> Result<Vec<String>, ApiError> {
+    Ok(
+        Query::new("SELECT VALUE record::id(id) FROM customer_history WHERE customer = $c")
+            .bind("c", customer.to_string())
+            .take(&state.db, 0)
+            .await?,
+    )
+}
+
 /// Points one record at `customer`, unless it points elsewhere than `from` by now.
 async fn repoint(
     state: &AppState,
@@ -271,13 +281,9 @@ pub(crate) async fn merge_customers(
     let survivor = document(&state, &survivor_id).await?;
     let loser = document(&state, &loser_id).await?;
     let (merged, added) = plan(&survivor, &loser);
-    let moved = linked(&state, loser_id.as_str()).await?;
-    let history: Vec<String> =
-        Query::new("SELECT VALUE record::id(id) FROM customer_history WHERE customer = $c")
-            .bind("c", loser_id.to_string())
-            .take(&state.db, 0)
-            .await?;
     if body.dry_run {
+        let moved = linked(&state, loser_id.as_str()).await?;
+        let history = history_of(&state, loser_id.as_str()).await?;
         let mut preview: Customer =
             visible::<CustomerRow, Customer>(&state, &actor, &survivor_id).await?;
         preview.phones = merged.phones.clone();
@@ -412,11 +418,7 @@ pub(crate) async fn merge_customers(
     }
     // What still points at the loser moves, and is recorded before it moves.
     let moved = linked(&state, loser_id.as_str()).await?;
-    let history: Vec<String> =
-        Query::new("SELECT VALUE record::id(id) FROM customer_history WHERE customer = $c")
-            .bind("c", loser_id.to_string())
-            .take(&state.db, 0)
-            .await?;
+    let history = history_of(&state, loser_id.as_str()).await?;
     Query::new(
         "UPDATE $merge SET moved = array::union(moved, $moved), history = array::union(history, $history)",
     )
