@@ -9,7 +9,7 @@ use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields};
 use outpost_sync::{Commit, DocumentId, StorageError, StoredDocument, SyncStorage};
 use sha2::{Digest, Sha256};
-use surrealdb::types::{Bytes, SurrealValue};
+use surrealdb::types::{Bytes, RecordId, SurrealValue};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,10 +77,25 @@ fn failed(e: DbError) -> StorageError {
     StorageError::Failed(e.to_string())
 }
 
+/// A stored document as [`SyncStorage::load`] reads it.
 #[derive(Debug, SurrealValue)]
-struct DocumentRow {
+struct LoadedDocument {
     kind: String,
-    chunks: i64,
+    chunks: Vec<Bytes>,
+}
+
+/// What a commit needs to know of the stored document and its projection before it writes:
+/// read once, under the engine's lock on the document, so nothing else changes them meanwhile.
+#[derive(Debug)]
+struct BeforeCommit {
+    /// Incremental chunks stored so far (0 for a new document).
+    chunks: Option<i64>,
+    /// The customer projection's search terms.
+    terms: Option<Vec<String>>,
+    /// The customer projection's owner.
+    owner: Option<String>,
+    /// When the customer projection last changed hands.
+    custody_changed_at: Option<String>,
 }
 
 fn state_key(storage_id: &str, id: &DocumentId) -> String {
@@ -139,11 +154,23 @@ struct CustodyChange {
     to_owner: Option<String>,
 }
 
-/// What the projection knew of a customer before this commit.
+/// A row of the customer search index: one term of one customer.
 #[derive(Debug, SurrealValue)]
-struct PreviousCustody {
-    owner: Option<String>,
-    custody_changed_at: Option<String>,
+struct TermRow {
+    id: RecordId,
+    doc: String,
+    key: String,
+}
+
+/// The index row of `term` for customer `doc`.
+fn term_record(term: &str, doc: &str) -> RecordId {
+    RecordId::new(
+        "customer_term",
+        surrealdb::types::RecordIdKey::Array(surrealdb::types::Array::from(vec![
+            surrealdb::types::Value::String(term.to_string()),
+            surrealdb::types::Value::String(doc.to_string()),
+        ])),
+    )
 }
 
 fn optional_time(value: Option<&str>) -> Option<DateTime<Utc>> {
@@ -357,30 +384,59 @@ impl From<&Event> for EventRow {
     }
 }
 
+impl SurrealSyncStorage {
+    /// Reads, in one round trip, the stored chunk count and (for a customer) what the
+    /// projection held before this commit.
+    async fn before_commit(&self, kind: &str, id: &str) -> Result<BeforeCommit, DbError> {
+        let customer = kind == Customer::KIND;
+        let mut results = Query::new(if customer {
+            "SELECT VALUE chunks FROM ONLY $document; SELECT terms, owner, custody_changed_at FROM ONLY $projection;"
+        } else {
+            "SELECT VALUE chunks FROM ONLY $document;"
+        })
+        .bind("document", ids::record("sync_document", id))
+        .bind("projection", ids::record(Customer::KIND, id))
+        .run(&self.db)
+        .await?;
+        let chunks: Option<i64> = results.take(0)?;
+        let previous: Option<PreviousCustomer> = if customer { results.take(1)? } else { None };
+        let previous = previous.unwrap_or_default();
+        Ok(BeforeCommit {
+            chunks,
+            terms: previous.terms,
+            owner: previous.owner,
+            custody_changed_at: previous.custody_changed_at,
+        })
+    }
+}
+
+/// What the customer projection held before a commit.
+#[derive(Debug, Default, SurrealValue)]
+struct PreviousCustomer {
+    terms: Option<Vec<String>>,
+    owner: Option<String>,
+    custody_changed_at: Option<String>,
+}
+
 impl SyncStorage for SurrealSyncStorage {
     async fn load(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StorageError> {
-        let document: Option<DocumentRow> = self
-            .db
-            .get("sync_document", id.as_str())
-            .await
-            .map_err(failed)?;
-        let Some(document) = document else {
+        // One round trip: the document's type and its chunks in order.
+        let document: Option<LoadedDocument> = Query::new(
+            "SELECT kind, (SELECT VALUE bytes FROM sync_chunk WHERE document = $document ORDER BY id) AS chunks FROM ONLY $record",
+        )
+        .bind("document", id.to_string())
+        .bind("record", ids::record("sync_document", id.as_str()))
+        .take(&self.db, 0)
+        .await
+        .map_err(failed)?;
+        let Some(LoadedDocument { kind, chunks }) = document else {
             return Ok(None);
         };
-        let chunks: Vec<Bytes> =
-            Query::new("SELECT VALUE bytes FROM sync_chunk WHERE document = $document ORDER BY id")
-                .bind("document", id.to_string())
-                .take(&self.db, 0)
-                .await
-                .map_err(failed)?;
         let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
         for chunk in chunks {
             bytes.extend_from_slice(&chunk);
         }
-        Ok(Some(StoredDocument {
-            kind: document.kind,
-            bytes,
-        }))
+        Ok(Some(StoredDocument { kind, bytes }))
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
@@ -449,11 +505,8 @@ impl SyncStorage for SurrealSyncStorage {
             outpost_mobile::manifest::KIND => None,
             other => return Err(StorageError::Failed(format!("no projection for {other}"))),
         };
-        let existing: Option<DocumentRow> =
-            self.db.get("sync_document", &id).await.map_err(failed)?;
-        let compact = existing
-            .as_ref()
-            .is_some_and(|d| d.chunks + 1 >= COMPACT_AFTER_CHUNKS);
+        let before = self.before_commit(commit.kind, &id).await.map_err(failed)?;
+        let compact = before.chunks.unwrap_or(0) + 1 >= COMPACT_AFTER_CHUNKS;
 
         let mut tx = Tx::new();
         tx.extend(follow_on_jobs);
@@ -489,14 +542,8 @@ impl SyncStorage for SurrealSyncStorage {
             if let Some(change) = custody_change {
                 // A new change of hands (each is stamped with its time) goes into the history
                 // and the audit log in the same transaction as the ownership it sets.
-                let previous: Option<PreviousCustody> =
-                    self.db.get(Customer::KIND, &id).await.map_err(failed)?;
-                let from_owner = previous.as_ref().and_then(|p| p.owner.clone());
-                if previous
-                    .as_ref()
-                    .and_then(|p| p.custody_changed_at.as_deref())
-                    != Some(change.at_text.as_str())
-                {
+                let from_owner = before.owner.clone();
+                if before.custody_changed_at.as_deref() != Some(change.at_text.as_str()) {
                     let entry = tx.bind(ids::record("customer_history", &ids::new_key()));
                     let customer = tx.bind(id.clone());
                     let action = tx.bind(change.action.clone());
@@ -528,17 +575,34 @@ impl SyncStorage for SurrealSyncStorage {
                 // The search index follows the projection: terms that went away are deleted,
                 // new ones added, in the same transaction. Fields derived from other records
                 // (the follow-up and deal clocks) are kept.
-                let terms_b = tx.bind(customer_terms.clone());
-                let separator = tx.bind(crate::crm::customers::keys::TERM_SEPARATOR.to_string());
-                tx.push(format!(
-                    "FOR $gone IN array::complement((SELECT VALUE terms FROM ONLY {projection}) ?? [], {terms_b}) {{ DELETE type::record('customer_term', [$gone, {id_b}]) }}"
-                ));
-                tx.push(format!(
-                    "FOR $new IN array::complement({terms_b}, (SELECT VALUE terms FROM ONLY {projection}) ?? []) {{ UPSERT type::record('customer_term', [$new, {id_b}]) SET doc = {id_b}, key = $new + {separator} + {id_b} }}"
-                ));
+                let previous: std::collections::HashSet<&String> =
+                    before.terms.iter().flatten().collect();
+                let current: std::collections::HashSet<&String> = customer_terms.iter().collect();
+                let gone: Vec<RecordId> = previous
+                    .difference(&current)
+                    .map(|term| term_record(term, &id))
+                    .collect();
+                if !gone.is_empty() {
+                    let gone = tx.bind(gone);
+                    tx.push(format!("DELETE {gone}"));
+                }
+                let new: Vec<TermRow> = current
+                    .difference(&previous)
+                    .map(|term| TermRow {
+                        id: term_record(term, &id),
+                        doc: id.clone(),
+                        key: format!("{term}{}{id}", crate::crm::customers::keys::TERM_SEPARATOR),
+                    })
+                    .collect();
+                if !new.is_empty() {
+                    let new = tx.bind(new);
+                    tx.push(format!("INSERT IGNORE INTO customer_term {new}"));
+                }
+                // The fields derived from other records (the follow-up and deal clocks) are
+                // not in the row, so a merge keeps them.
                 let row_b = tx.bind(row);
                 tx.push(format!(
-                    "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now(), last_follow_up_at: (SELECT VALUE last_follow_up_at FROM ONLY {projection}), last_deal_at: (SELECT VALUE last_deal_at FROM ONLY {projection}) }})"
+                    "UPSERT {projection} MERGE object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
                 ));
             } else {
                 let row_b = tx.bind(row);

@@ -32,6 +32,8 @@ pub const QUEUE: &str = "pool.returns";
 pub const SCHEDULE: &str = "0 */10 * * * *";
 /// Customers returned concurrently (their commits share group transactions).
 const PARALLEL_RETURNS: usize = 32;
+/// Customers re-read together just before they are returned.
+const REREAD_BLOCK: usize = 512;
 
 /// An owned pool customer as the sweep reads it.
 #[derive(Debug, Clone, SurrealValue)]
@@ -153,12 +155,17 @@ pub async fn sweep(
                                 .map(|(_, why)| (h.clone(), why))
                         })
                         .collect();
-                    let results: Vec<bool> = futures_util::stream::iter(due_now)
-                        .map(|(held, _)| return_one(engine, db, &pool, held, now))
-                        .buffer_unordered(PARALLEL_RETURNS)
-                        .collect()
-                        .await;
-                    report.returned += results.into_iter().filter(|r| *r).count();
+                    for block in due_now.chunks(REREAD_BLOCK) {
+                        // Re-read now: a follow-up or a level change may have arrived since
+                        // the sweep listed them.
+                        let fresh = reread(db, block.iter().map(|(h, _)| h.id.clone())).await?;
+                        let results: Vec<bool> = futures_util::stream::iter(fresh)
+                            .map(|held| return_one(engine, &pool, held, now))
+                            .buffer_unordered(PARALLEL_RETURNS)
+                            .collect()
+                            .await;
+                        report.returned += results.into_iter().filter(|r| *r).count();
+                    }
                 }
             }
             // Warnings.
@@ -209,33 +216,20 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Returns one customer if it is still due (re-read now: a follow-up or a level change may have
-/// arrived since the sweep listed it) and, under its lock, still with the same owner, pool, claim
-/// and level.
-async fn return_one(
-    engine: &SyncEngine,
-    db: &Db,
-    pool: &Pool,
-    held: Held,
-    now: DateTime<Utc>,
-) -> bool {
-    let Some(id) = outpost_sync::DocumentId::parse(&ids::key_of(&held.id)) else {
-        return false;
-    };
-    let fresh: Option<Held> = match Query::new(
-        "SELECT id, name, owner, level, owned_since, last_follow_up_at, last_deal_at FROM ONLY $id",
+/// The customers of `ids` as they stand now, in one query.
+async fn reread(db: &Db, ids: impl Iterator<Item = RecordId>) -> Result<Vec<Held>, DbError> {
+    Query::new(
+        "SELECT id, name, owner, level, owned_since, last_follow_up_at, last_deal_at FROM $ids",
     )
-    .bind("id", held.id.clone())
+    .bind("ids", ids.collect::<Vec<RecordId>>())
     .take(db, 0)
     .await
-    {
-        Ok(fresh) => fresh,
-        Err(e) => {
-            tracing::error!(error = %e, customer = %id, "cannot re-read a customer due back");
-            return false;
-        }
-    };
-    let Some(held) = fresh else {
+}
+
+/// Returns one customer, freshly re-read, if it is still due and, under its lock, still with
+/// the same owner, pool, claim and level.
+async fn return_one(engine: &SyncEngine, pool: &Pool, held: Held, now: DateTime<Utc>) -> bool {
+    let Some(id) = outpost_sync::DocumentId::parse(&ids::key_of(&held.id)) else {
         return false;
     };
     let Some((deadline, why)) = due(&held, &pool.rules_for(held.level.as_deref())) else {
