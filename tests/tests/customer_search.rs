@@ -610,3 +610,67 @@ async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_sho
         .await;
     assert_eq!(audit.body["items"].as_array().unwrap().len(), 2);
 }
+
+/// Pages through `/api/v1/customers?{query}` two at a time and returns the names in list order.
+async fn paged_names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let after = cursor
+            .as_deref()
+            .map(|c| format!("&cursor={}", enc(c)))
+            .unwrap_or_default();
+        let reply = server
+            .get(&format!("/api/v1/customers?limit=2&{query}{after}"), token)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {:?}", reply.body);
+        for item in reply.body["items"].as_array().unwrap() {
+            names.push(item["name"].as_str().unwrap().to_string());
+        }
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return names,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_teams_list_merges_its_owners_in_creation_order_across_pages() {
+    let o = office().await;
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        for (who, token) in [("mgr", &o.manager), ("rep", &o.rep), ("admin", &o.admin)] {
+            let name = format!("{who} customer {i}");
+            create(&o.server, token, json!({ "name": name })).await;
+            if who != "admin" {
+                expected.push(name);
+            }
+            // Distinct creation times, so creation order is the list order.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    // The manager sees their own and their rep's customers, in creation order, each once.
+    assert_eq!(
+        paged_names(&o.server, &o.manager, "sort=created").await,
+        expected
+    );
+    let mut newest_first = expected.clone();
+    newest_first.reverse();
+    assert_eq!(
+        paged_names(&o.server, &o.manager, "sort=-created").await,
+        newest_first
+    );
+    // One owner's part, for the manager and for the rep.
+    let reps: Vec<String> = expected
+        .iter()
+        .filter(|n| n.starts_with("rep"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        paged_names(&o.server, &o.manager, &format!("owner_id={}", o.rep_id)).await,
+        reps
+    );
+    assert_eq!(paged_names(&o.server, &o.rep, "sort=created").await, reps);
+    // The admin's list holds everything, the admin's own customers among them.
+    assert_eq!(paged_names(&o.server, &o.admin, "").await.len(), 9);
+}

@@ -215,7 +215,12 @@ async fn main() {
         .await
         .unwrap()
     };
-    let follow_ups = args.customers * args.follow_ups;
+    // Follow-ups go to customers that do not return; when all of them return there are none.
+    let follow_ups = if ids.is_empty() {
+        0
+    } else {
+        args.customers * args.follow_ups
+    };
     let load_follow_ups = Instant::now();
     if !ids.is_empty() && follow_ups > 0 {
         use futures_util::StreamExt;

@@ -61,6 +61,9 @@ pub struct CustomerFilter {
 const TERM_CHUNK: i64 = 256;
 /// Term-index rows one page may scan before it answers with what it has (and a cursor).
 const MAX_TERMS_SCANNED: usize = 2048;
+/// Owners whose parts of the list order a scoped list walks one by one; a wider scope leaves
+/// the plan to the query planner.
+const MAX_OWNERS_WALKED: usize = 32;
 
 /// The conditions on customer rows: scope, not deleted, and every filter but the search term.
 fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<Query, ApiError> {
@@ -263,6 +266,43 @@ async fn by_key(
     // A pool or a level narrows the scan to its own part of the order (compound indexes
     // `(pool, key)` and `(level, key)`), so a page never walks past other pools' or levels'
     // customers.
+    // A rep's or a team's list (or one owner's) walks each owner's part of the order through
+    // the `(owner, key)` index and merges the pages, so it never walks past other owners'
+    // customers.
+    let owners: Option<Vec<String>> = match (&filter.pool_id, &filter.owner_id, actor_scope) {
+        (Some(_), _, _) => None,
+        (None, Some(owner), _) => Some(vec![owner.clone()]),
+        (None, None, Scope::Owners(owners)) if owners.len() <= MAX_OWNERS_WALKED => {
+            Some(owners.iter().cloned().collect())
+        }
+        _ => None,
+    };
+    if let Some(owners) = owners {
+        let query = Query::new(format!(
+            "SELECT * OMIT terms, phone_keys, email_keys FROM customer WITH INDEX customer_owner_{key} WHERE owner = $walked_owner AND {key} > $after AND {} ORDER BY {key} LIMIT $limit",
+            conditions.sql()
+        ));
+        let mut rows: Vec<CustomerRow> = Vec::new();
+        for owner in owners {
+            let mut part: Vec<CustomerRow> = conditions
+                .clone()
+                .rebind(query.clone())
+                .bind("walked_owner", owner)
+                .bind("after", after.clone().unwrap_or_default())
+                .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
+                .take(&state.db, 0)
+                .await?;
+            rows.append(&mut part);
+        }
+        rows.sort_by(|a, b| {
+            if newest_first {
+                a.list_key_newest.cmp(&b.list_key_newest)
+            } else {
+                a.list_key.cmp(&b.list_key)
+            }
+        });
+        return Ok(page_by_key(rows, limit, newest_first));
+    }
     let index = if filter.pool_id.is_some() {
         format!("WITH INDEX customer_pool_{key}")
     } else if filter.level.is_some() && matches!(actor_scope, Scope::All) {
@@ -276,13 +316,19 @@ async fn by_key(
         "SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {key} > $after AND {} ORDER BY {key} LIMIT $limit",
         conditions.sql()
     ));
-    let mut rows: Vec<CustomerRow> = conditions
+    let rows: Vec<CustomerRow> = conditions
         .clone()
         .rebind(query)
         .bind("after", after.unwrap_or_default())
         .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .take(&state.db, 0)
         .await?;
+    Ok(page_by_key(rows, limit, newest_first))
+}
+
+/// A page of up to `limit` rows in key order (`rows` holds one more when the list goes on),
+/// with the cursor after its last row.
+fn page_by_key(mut rows: Vec<CustomerRow>, limit: usize, newest_first: bool) -> Page<CustomerRow> {
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| {
@@ -295,10 +341,10 @@ async fn by_key(
     } else {
         None
     };
-    Ok(Page {
+    Page {
         items: rows,
         next_cursor,
-    })
+    }
 }
 
 /// One entry of the term index.

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_customers.surql",
         sql: include_str!("migrations/0005_customers.surql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_customer_owner_order.surql",
+        sql: include_str!("migrations/0006_customer_owner_order.surql"),
+    },
 ];
 
 #[derive(Debug, SurrealValue)]
