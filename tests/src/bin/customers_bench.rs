@@ -423,5 +423,8 @@ async fn main() {
         outpost_tests::bench::memory_mib("VmRSS:"),
         outpost_tests::bench::memory_mib("VmHWM:")
     );
+    // The store closes when its last handle goes: drop this one first, so SurrealKV flushes
+    // before the temporary directory is removed.
+    drop(db);
     server.shutdown().await;
 }
