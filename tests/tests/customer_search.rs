@@ -142,42 +142,11 @@ async fn search_finds_names_by_pinyin_initials_and_parts_and_phones_in_any_forma
     assert_eq!(names(s, &o.admin, "q=zhangsan").await.len(), 2);
 
     // Pages: one at a time, every match once.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/customers?q=zhang&limit=1&cursor={c}"),
-            None => "/api/v1/customers?q=zhang&limit=1".to_string(),
-        };
-        let page = s.get(&path, &o.admin).await;
-        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
-        for item in page.body["items"].as_array().unwrap() {
-            seen.push(item["name"].as_str().unwrap().to_string());
-        }
-        match page.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let mut seen = paged_names(s, &o.admin, "q=zhang&limit=1").await;
     seen.sort();
     assert_eq!(seen, ["张三", "张三丰"]);
     // `z` matches each of them under several terms (zhangsan, zs, ...): still listed once.
-    let mut once = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/customers?q=z&limit=1&cursor={c}"),
-            None => "/api/v1/customers?q=z&limit=1".to_string(),
-        };
-        let page = s.get(&path, &o.admin).await;
-        for item in page.body["items"].as_array().unwrap() {
-            once.push(item["name"].as_str().unwrap().to_string());
-        }
-        match page.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let mut once = paged_names(s, &o.admin, "q=z&limit=1").await;
     once.sort();
     assert_eq!(once, ["张三", "张三丰"], "no customer on two pages");
     let bad = s
@@ -611,7 +580,7 @@ async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_sho
     assert_eq!(audit.body["items"].as_array().unwrap().len(), 2);
 }
 
-/// Pages through `/api/v1/customers?{query}` two at a time and returns the names in list order.
+/// Pages through `/api/v1/customers?{query}` and returns the names in list order.
 async fn paged_names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut cursor: Option<String> = None;
@@ -621,7 +590,7 @@ async fn paged_names(server: &TestServer, token: &str, query: &str) -> Vec<Strin
             .map(|c| format!("&cursor={}", enc(c)))
             .unwrap_or_default();
         let reply = server
-            .get(&format!("/api/v1/customers?limit=2&{query}{after}"), token)
+            .get(&format!("/api/v1/customers?{query}{after}"), token)
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{query}: {:?}", reply.body);
         for item in reply.body["items"].as_array().unwrap() {
@@ -651,13 +620,13 @@ async fn a_teams_list_merges_its_owners_in_creation_order_across_pages() {
     }
     // The manager sees their own and their rep's customers, in creation order, each once.
     assert_eq!(
-        paged_names(&o.server, &o.manager, "sort=created").await,
+        paged_names(&o.server, &o.manager, "limit=2&sort=created").await,
         expected
     );
     let mut newest_first = expected.clone();
     newest_first.reverse();
     assert_eq!(
-        paged_names(&o.server, &o.manager, "sort=-created").await,
+        paged_names(&o.server, &o.manager, "limit=2&sort=-created").await,
         newest_first
     );
     // One owner's part, for the manager and for the rep.
@@ -667,10 +636,18 @@ async fn a_teams_list_merges_its_owners_in_creation_order_across_pages() {
         .cloned()
         .collect();
     assert_eq!(
-        paged_names(&o.server, &o.manager, &format!("owner_id={}", o.rep_id)).await,
+        paged_names(
+            &o.server,
+            &o.manager,
+            &format!("limit=2&owner_id={}", o.rep_id)
+        )
+        .await,
         reps
     );
-    assert_eq!(paged_names(&o.server, &o.rep, "sort=created").await, reps);
+    assert_eq!(
+        paged_names(&o.server, &o.rep, "limit=2&sort=created").await,
+        reps
+    );
     // The admin's list holds everything, the admin's own customers among them.
-    assert_eq!(paged_names(&o.server, &o.admin, "").await.len(), 9);
+    assert_eq!(paged_names(&o.server, &o.admin, "limit=2").await.len(), 9);
 }

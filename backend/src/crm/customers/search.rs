@@ -277,52 +277,50 @@ async fn by_key(
         }
         _ => None,
     };
-    if let Some(owners) = owners {
-        let query = Query::new(format!(
-            "SELECT * OMIT terms, phone_keys, email_keys FROM customer WITH INDEX customer_owner_{key} WHERE owner = $walked_owner AND {key} > $after AND {} ORDER BY {key} LIMIT $limit",
-            conditions.sql()
-        ));
-        let mut rows: Vec<CustomerRow> = Vec::new();
-        for owner in owners {
-            let mut part: Vec<CustomerRow> = conditions
-                .clone()
-                .rebind(query.clone())
-                .bind("walked_owner", owner)
-                .bind("after", after.clone().unwrap_or_default())
-                .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
-                .take(&state.db, 0)
-                .await?;
-            rows.append(&mut part);
-        }
-        rows.sort_by(|a, b| {
-            if newest_first {
-                a.list_key_newest.cmp(&b.list_key_newest)
-            } else {
-                a.list_key.cmp(&b.list_key)
-            }
-        });
-        return Ok(page_by_key(rows, limit, newest_first));
-    }
-    let index = if filter.pool_id.is_some() {
-        format!("WITH INDEX customer_pool_{key}")
+    let (index, walks): (String, Vec<Option<String>>) = if let Some(owners) = owners {
+        (
+            format!("WITH INDEX customer_owner_{key}"),
+            owners.into_iter().map(Some).collect(),
+        )
+    } else if filter.pool_id.is_some() {
+        (format!("WITH INDEX customer_pool_{key}"), vec![None])
     } else if filter.level.is_some() && matches!(actor_scope, Scope::All) {
-        format!("WITH INDEX customer_level_{key}")
+        (format!("WITH INDEX customer_level_{key}"), vec![None])
     } else if matches!(actor_scope, Scope::All) {
-        format!("WITH INDEX customer_{key}")
+        (format!("WITH INDEX customer_{key}"), vec![None])
     } else {
-        String::new()
+        (String::new(), vec![None])
+    };
+    // The owner condition is in the text only for owner walks, so the planner sees an equality
+    // on the compound index's first field.
+    let owner_condition = if walks.iter().any(Option::is_some) {
+        "owner = $walked_owner AND "
+    } else {
+        ""
     };
     let query = Query::new(format!(
-        "SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {key} > $after AND {} ORDER BY {key} LIMIT $limit",
+        "SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {owner_condition}{key} > $after AND {} ORDER BY {key} LIMIT $limit",
         conditions.sql()
     ));
-    let rows: Vec<CustomerRow> = conditions
-        .clone()
-        .rebind(query)
-        .bind("after", after.unwrap_or_default())
-        .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
-        .take(&state.db, 0)
-        .await?;
+    let mut rows: Vec<CustomerRow> = Vec::new();
+    for owner in walks {
+        let mut part: Vec<CustomerRow> = conditions
+            .clone()
+            .rebind(query.clone())
+            .bind("walked_owner", owner)
+            .bind("after", after.clone().unwrap_or_default())
+            .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
+            .take(&state.db, 0)
+            .await?;
+        rows.append(&mut part);
+    }
+    rows.sort_by(|a, b| {
+        if newest_first {
+            a.list_key_newest.cmp(&b.list_key_newest)
+        } else {
+            a.list_key.cmp(&b.list_key)
+        }
+    });
     Ok(page_by_key(rows, limit, newest_first))
 }
 
