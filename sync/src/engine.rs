@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::DocumentId;
 use crate::kinds::{Kinds, Rejection};
 use crate::protocol::{self, Message, PROTOCOL_V1, PeerMetadata};
-use crate::storage::{AccessGate, Commit, PeerIdentity, SyncStorage};
+use crate::storage::{AccessGate, Commit, PeerIdentity, SyncStorage, TypedRecord};
 
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
@@ -444,6 +444,60 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         Ok(entry)
     }
 
+    /// Loads into the cache, in one storage round trip, those of `ids` that are not there yet:
+    /// for work that changes many documents in a row (the pool sweep). Each new slot stays
+    /// locked until its document is in, so nobody sees it half-loaded or loads it twice.
+    pub async fn preload(&self, ids: &[DocumentId]) -> Result<(), crate::storage::StorageError> {
+        let mut claimed = Vec::new();
+        {
+            let tick = self.inner.clock.fetch_add(1, Ordering::Relaxed);
+            let mut docs = lock(&self.inner.docs);
+            for id in ids {
+                if docs.contains_key(id) {
+                    continue;
+                }
+                let entry = Arc::new(Mutex::new(DocEntry::default()));
+                let Ok(guard) = entry.clone().try_lock_owned() else {
+                    continue;
+                };
+                docs.insert(
+                    id.clone(),
+                    Slot {
+                        entry,
+                        last_used: tick,
+                    },
+                );
+                claimed.push((id.clone(), guard));
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<DocumentId> = claimed.iter().map(|(id, _)| id.clone()).collect();
+        // A slot left unloaded (on error, or for a corrupt document) loads on its first use.
+        let mut stored: HashMap<DocumentId, crate::storage::StoredDocument> = self
+            .inner
+            .storage
+            .load_many(&wanted)
+            .await?
+            .into_iter()
+            .collect();
+        for (id, mut guard) in claimed {
+            match stored.remove(&id) {
+                Some(found) => {
+                    if let Ok(doc) = outpost_mobile::records::load_document(&found.bytes) {
+                        guard.doc = Some(doc);
+                        guard.kind = found.kind;
+                        guard.loaded = true;
+                    }
+                }
+                None => guard.loaded = true,
+            }
+        }
+        self.evict();
+        Ok(())
+    }
+
     /// Drops the least recently used idle documents beyond the cache capacity.
     fn evict(&self) {
         let capacity = self.inner.config.cache_capacity;
@@ -716,6 +770,8 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             created: !exists,
             chunk,
             document: proposed,
+            record: None,
+            previous: None,
             author: &connection.identity,
             corrections: &corrections,
             channel: "sync",
@@ -882,7 +938,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         if guard.doc.is_some() {
             return Ok(None);
         }
-        self.persist(author, id, T::KIND, None, &mut doc, &[])
+        self.persist(author, id, &mut doc, &[], &record, None)
             .await?;
         guard.kind = T::KIND.to_string();
         guard.doc = Some(doc);
@@ -924,32 +980,37 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         if !violations.is_empty() {
             return Err(ChangeError::Invalid(violations));
         }
-        let mut proposed = current.fork().with_actor(self.inner.server_actor.clone());
-        autosurgeon::reconcile(&mut proposed, &after)
-            .map_err(|e| ChangeError::Malformed(e.to_string()))?;
-        self.persist(
-            author,
-            id,
-            T::KIND,
-            Some(before.server().state.clone()),
-            &mut proposed,
-            &current.get_heads(),
-        )
-        .await?;
-        guard.doc = Some(proposed);
+        // The change is made in place (forking would copy the whole document). If it cannot
+        // be stored, the cached copy is dropped and the next use reloads what was stored.
+        let since = current.get_heads();
+        current.set_actor(self.inner.server_actor.clone());
+        if let Err(e) = after.reconcile_change(&before, current) {
+            current.rollback();
+            return Err(ChangeError::Malformed(e.to_string()));
+        }
+        let persisted = self
+            .persist(author, id, current, &since, &after, Some(&before))
+            .await;
+        if let Err(e) = persisted {
+            guard.doc = None;
+            guard.loaded = false;
+            return Err(e);
+        }
         self.push(&mut guard, id, None);
         self.manifests_stale();
         Ok(after)
     }
 
-    async fn persist(
+    /// Stores the server's own change of `doc` since `since`: `record` is the document now,
+    /// `previous` what it was (`None` for a new one).
+    async fn persist<T: outpost_mobile::records::RecordType>(
         &self,
         author: &Author,
         id: &DocumentId,
-        kind: &str,
-        previous_state: Option<String>,
         doc: &mut AutoCommit,
         since: &[automerge::ChangeHash],
+        record: &T,
+        previous: Option<&T>,
     ) -> Result<(), ChangeError> {
         let chunk = doc.save_after(since);
         let heads = doc.get_heads().iter().map(|h| h.to_string()).collect();
@@ -957,17 +1018,19 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             .storage
             .commit(Commit {
                 document_id: id,
-                kind,
-                created: previous_state.is_none(),
+                kind: T::KIND,
+                created: previous.is_none(),
                 chunk,
                 document: doc,
+                record: Some(record as &TypedRecord),
+                previous: previous.map(|p| p as &TypedRecord),
                 author: &author.identity,
                 corrections: &[],
                 channel: author.channel,
                 request_id: author.request_id.as_deref(),
                 heads,
                 new_actors: Vec::new(),
-                previous_state,
+                previous_state: previous.map(|p| p.server().state.clone()),
             })
             .await?;
         Ok(())

@@ -14,4 +14,6 @@ pub use outpost_mobile::{document_id, protocol};
 
 pub use engine::{Author, ChangeError, Connection, Engine, EngineConfig, Outgoing, ProtocolError};
 pub use outpost_mobile::DocumentId;
-pub use storage::{AccessGate, Commit, PeerIdentity, StorageError, StoredDocument, SyncStorage};
+pub use storage::{
+    AccessGate, Commit, PeerIdentity, StorageError, StoredDocument, SyncStorage, TypedRecord,
+};

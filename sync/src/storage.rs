@@ -39,6 +39,10 @@ pub struct StoredDocument {
     pub bytes: Vec<u8>,
 }
 
+/// A typed record (`outpost_mobile::records::RecordType`) passed through a [`Commit`]; storage
+/// downcasts it to the type the commit's kind names.
+pub type TypedRecord = dyn std::any::Any + Send + Sync;
+
 /// One accepted change of one document, to persist atomically with its projection.
 pub struct Commit<'a> {
     /// Which document.
@@ -51,6 +55,12 @@ pub struct Commit<'a> {
     pub chunk: Vec<u8>,
     /// The document after the change, to project into queryable rows.
     pub document: &'a AutoCommit,
+    /// The typed record after the change, when the caller has it (the server's own changes):
+    /// storage projects it without hydrating the document again.
+    pub record: Option<&'a TypedRecord>,
+    /// The typed record before the change, when the caller has it: storage can tell which
+    /// derived values (search terms) need recomputing.
+    pub previous: Option<&'a TypedRecord>,
     /// Who sent the change.
     pub author: &'a PeerIdentity,
     /// Server corrections made to the author's change, for the audit log.
@@ -76,6 +86,23 @@ pub trait SyncStorage: Send + Sync + 'static {
         &self,
         id: &DocumentId,
     ) -> impl Future<Output = Result<Option<StoredDocument>, StorageError>> + Send;
+
+    /// Loads several documents at once (those that exist), for work that touches many: one
+    /// round trip instead of one per document.
+    fn load_many(
+        &self,
+        ids: &[DocumentId],
+    ) -> impl Future<Output = Result<Vec<(DocumentId, StoredDocument)>, StorageError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(stored) = self.load(id).await? {
+                    out.push((id.clone(), stored));
+                }
+            }
+            Ok(out)
+        }
+    }
 
     /// Persists a chunk and updates the record's projection in one transaction.
     fn commit(&self, commit: Commit<'_>) -> impl Future<Output = Result<(), StorageError>> + Send;

@@ -47,7 +47,8 @@ async fn create(server: &TestServer, token: &str, body: Value) -> String {
     reply.body["doc_id"].as_str().unwrap().to_string()
 }
 
-async fn names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
+/// The names (sorted) of the customers a list query returns.
+pub(crate) async fn names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
     let reply = server
         .get(&format!("/api/v1/customers?{query}"), token)
         .await;

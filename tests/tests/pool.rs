@@ -434,6 +434,34 @@ async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_coun
         .collect();
     assert_eq!(names, ["无人跟进"]);
     assert_eq!(f.history(&quiet).await[0], "return");
+    // The return is audited once, as itself, by the sweep.
+    let audit = f
+        .server
+        .get(&format!("/api/v1/audit?target_id={quiet}"), &f.admin)
+        .await;
+    assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
+    let entries = audit.body["items"].as_array().unwrap();
+    let newest = &entries[0];
+    assert_eq!(newest["action"], "customer.return", "{entries:?}");
+    assert_eq!(newest["channel"], "job");
+    assert_eq!(newest["summary"]["reason"], "no follow-up for 3 days");
+    assert_eq!(newest["summary"]["via"], "job");
+    assert_eq!(newest["summary"]["to_owner"], Value::Null);
+    // A change of hands keeps the search terms (reused, not derived again): pinyin
+    // initials and a phone still find it in the pool.
+    for q in ["wrgj", "wurengen", "13800000000"] {
+        let query = format!("pool_id={}&state=pool&q={q}", f.pool);
+        let names = crate::customer_search::names(&f.server, &f.rep_b, &query).await;
+        assert_eq!(names, ["无人跟进"], "searching {q}");
+    }
+    let count = |action: &str| entries.iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("customer.return"), 1, "{entries:?}");
+    assert_eq!(count("customer.claim"), 1, "{entries:?}");
+    assert_eq!(
+        count("customer.update"),
+        0,
+        "changes of hands are not also generic updates: {entries:?}"
+    );
     let mine = f.server.get("/api/v1/customers", &f.rep_a).await;
     assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
 }

@@ -142,6 +142,34 @@ pub struct Custody {
     pub changed_at: Option<String>,
 }
 
+impl Custody {
+    /// The fields by name, for [`super::put_changed`].
+    pub fn text_fields(&self) -> super::TextFields<'_, 9> {
+        let Self {
+            pool,
+            owned_since,
+            previous_owner,
+            released_at,
+            merged_into,
+            action,
+            reason,
+            changed_by,
+            changed_at,
+        } = self;
+        [
+            ("pool", pool.as_deref()),
+            ("owned_since", owned_since.as_deref()),
+            ("previous_owner", previous_owner.as_deref()),
+            ("released_at", released_at.as_deref()),
+            ("merged_into", merged_into.as_deref()),
+            ("action", action.as_deref()),
+            ("reason", reason.as_deref()),
+            ("changed_by", changed_by.as_deref()),
+            ("changed_at", changed_at.as_deref()),
+        ]
+    }
+}
+
 /// A person at a customer. Identified by `id`, so that concurrent edits to different contacts,
 /// and inserts and deletes, merge by identity rather than by position.
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
@@ -322,6 +350,35 @@ impl RecordType for Customer {
             corrections.push(Violation::new("custody", "is written by the server only"));
         }
         (fixed, corrections)
+    }
+
+    /// Commands and the pool sweep change only `server` and `custody`: those two are
+    /// reconciled alone.
+    fn reconcile_change(
+        &self,
+        before: &Self,
+        doc: &mut automerge::AutoCommit,
+    ) -> Result<(), autosurgeon::ReconcileError> {
+        let mut rest = self.clone();
+        rest.server = before.server.clone();
+        rest.custody = before.custody.clone();
+        if rest != *before {
+            return autosurgeon::reconcile(doc, self);
+        }
+        super::reconcile_text_map(
+            doc,
+            "server",
+            before.server.text_fields(),
+            self.server.text_fields(),
+            &self.server,
+        )?;
+        super::reconcile_text_map(
+            doc,
+            "custody",
+            before.custody.text_fields(),
+            self.custody.text_fields(),
+            &self.custody,
+        )
     }
 }
 

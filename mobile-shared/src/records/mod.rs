@@ -112,6 +112,31 @@ pub trait RecordType:
 
     /// The server-owned fields, for the server to set.
     fn server_mut(&mut self) -> &mut ServerFields;
+
+    /// Writes `self` into `doc`, which holds `before`, with the same result as reconciling the
+    /// whole record. When only the server-owned fields changed (a command, the pool sweep) only
+    /// they are reconciled: a full reconcile reads every field of the document, which is most of
+    /// the cost of such a change.
+    fn reconcile_change(
+        &self,
+        before: &Self,
+        doc: &mut automerge::AutoCommit,
+    ) -> Result<(), autosurgeon::ReconcileError> {
+        if self.server() != before.server() {
+            let mut rest = self.clone();
+            *rest.server_mut() = before.server().clone();
+            if rest == *before {
+                return reconcile_text_map(
+                    doc,
+                    "server",
+                    before.server().text_fields(),
+                    self.server().text_fields(),
+                    self.server(),
+                );
+            }
+        }
+        autosurgeon::reconcile(doc, self)
+    }
 }
 
 /// The fields every synced document carries and only the server writes.
@@ -165,7 +190,72 @@ impl Default for ServerFields {
     }
 }
 
+/// A map of text fields by name, for [`put_changed`]; built by destructuring the struct
+/// without `..`, so a new field cannot be left out.
+pub type TextFields<'a, const N: usize> = [(&'static str, Option<&'a str>); N];
+
+/// Writes into the map `key` of the document's root only those of its text fields that differ
+/// between `before` and `after` (`None` as null, the way autosurgeon writes it), which is much
+/// cheaper than reconciling the map. Returns false, writing nothing, when the document has no
+/// such map; the caller then reconciles the whole value.
+pub fn put_changed<const N: usize>(
+    doc: &mut automerge::AutoCommit,
+    key: &str,
+    before: TextFields<'_, N>,
+    after: TextFields<'_, N>,
+) -> Result<bool, automerge::AutomergeError> {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ReadDoc, ScalarValue, Value};
+    let Some((Value::Object(ObjType::Map), map)) = doc.get(automerge::ROOT, key)? else {
+        return Ok(false);
+    };
+    for ((field, old), (_, new)) in before.into_iter().zip(after) {
+        if old != new {
+            match new {
+                Some(text) => doc.put(&map, field, text)?,
+                None => doc.put(&map, field, ScalarValue::Null)?,
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Reconciles the map `key` of the document's root from `before` to `after` (the text fields
+/// of `value`): only the changed fields when the map exists, else the whole value.
+pub fn reconcile_text_map<const N: usize, R: Reconcile>(
+    doc: &mut automerge::AutoCommit,
+    key: &str,
+    before: TextFields<'_, N>,
+    after: TextFields<'_, N>,
+    value: &R,
+) -> Result<(), autosurgeon::ReconcileError> {
+    if before != after && !put_changed(doc, key, before, after)? {
+        autosurgeon::reconcile_prop(doc, automerge::ROOT, key, value)?;
+    }
+    Ok(())
+}
+
 impl ServerFields {
+    /// The fields by name, for [`put_changed`].
+    pub fn text_fields(&self) -> TextFields<'_, 6> {
+        let Self {
+            owner,
+            state,
+            created_by,
+            updated_by,
+            created_at,
+            updated_at,
+        } = self;
+        [
+            ("owner", owner.as_deref()),
+            ("state", Some(state.as_str())),
+            ("created_by", created_by.as_deref()),
+            ("updated_by", updated_by.as_deref()),
+            ("created_at", created_at.as_deref()),
+            ("updated_at", updated_at.as_deref()),
+        ]
+    }
+
     /// The server fields of a record `user_id` creates now: owned by its creator.
     pub fn created_by(user_id: &str) -> Self {
         let now = timestamp_now();

@@ -126,6 +126,8 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             created,
             chunk,
             document: &doc,
+            record: None,
+            previous: None,
             author: identity,
             corrections: &[],
             channel: "sync",

@@ -31,7 +31,7 @@ pub const QUEUE: &str = "pool.returns";
 /// Every ten minutes.
 pub const SCHEDULE: &str = "0 */10 * * * *";
 /// Customers returned concurrently (their commits share group transactions).
-const PARALLEL_RETURNS: usize = 32;
+const PARALLEL_RETURNS: usize = 64;
 /// Customers re-read together just before they are returned.
 const REREAD_BLOCK: usize = 512;
 
@@ -155,17 +155,24 @@ pub async fn sweep(
                                 .map(|(_, why)| (h.clone(), why))
                         })
                         .collect();
-                    for block in due_now.chunks(REREAD_BLOCK) {
-                        // Re-read now: a follow-up or a level change may have arrived since
-                        // the sweep listed them.
-                        let fresh = reread(db, block.iter().map(|(h, _)| h.id.clone())).await?;
-                        let results: Vec<bool> = futures_util::stream::iter(fresh)
-                            .map(|held| return_one(engine, &pool, held, now))
-                            .buffer_unordered(PARALLEL_RETURNS)
-                            .collect()
-                            .await;
-                        report.returned += results.into_iter().filter(|r| *r).count();
-                    }
+                    // One pipeline: each block of candidates is re-read (a follow-up or a
+                    // level change may have arrived since the sweep listed them) and its
+                    // documents loaded in one round trip each, while the returns of the block
+                    // before are still being committed.
+                    let blocks: Vec<Vec<RecordId>> = due_now
+                        .chunks(REREAD_BLOCK)
+                        .map(|block| block.iter().map(|(h, _)| h.id.clone()).collect())
+                        .collect();
+                    let blocks = futures_util::stream::iter(blocks)
+                        .then(|block| next_block(engine.clone(), db.clone(), block))
+                        .flat_map(futures_util::stream::iter);
+                    let pool = &pool;
+                    report.returned += blocks
+                        .map(|held| return_one(engine, pool, held, now))
+                        .buffer_unordered(PARALLEL_RETURNS)
+                        .filter(|returned| std::future::ready(*returned))
+                        .count()
+                        .await;
                 }
             }
             // Warnings.
@@ -214,6 +221,26 @@ pub async fn sweep(
         }
     }
     Ok(report)
+}
+
+/// The customers of `block` as they stand now, with their documents loaded: two round trips
+/// for the whole block. A block that cannot be read is skipped (the next sweep retries it).
+async fn next_block(engine: SyncEngine, db: Db, block: Vec<RecordId>) -> Vec<Held> {
+    let fresh = match reread(&db, block.into_iter()).await {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot re-read customers to return");
+            return Vec::new();
+        }
+    };
+    let documents: Vec<outpost_sync::DocumentId> = fresh
+        .iter()
+        .filter_map(|h| outpost_sync::DocumentId::parse(&ids::key_of(&h.id)))
+        .collect();
+    if let Err(e) = engine.preload(&documents).await {
+        tracing::warn!(error = %e, "cannot preload the customers to return; they load one by one");
+    }
+    fresh
 }
 
 /// The customers of `ids` as they stand now, in one query.
