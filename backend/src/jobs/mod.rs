@@ -317,6 +317,15 @@ impl<J> Backend for Queue<J> {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, JobError>>> {
+        // apalis-core 1.0 panics (`unreachable!`) when `poll_next` finds a heartbeat in flight,
+        // which a slow store under load makes happen: seen once in a 100k-customer benchmark,
+        // where it killed that queue's worker. Driving `poll_ready` first finishes any
+        // heartbeat or event batch; in the fetching states it is a no-op.
+        match self.persisted.poll_ready(cx, worker, self.config.heartbeat) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {}
+        }
         self.persisted.poll_next(cx, worker)
     }
 
