@@ -13,7 +13,7 @@ use crate::crm::identity::users::create_user_in;
 use crate::crm::identity::validate;
 use crate::platform::audit::AuditContext;
 use crate::platform::auth::hash_password;
-use crate::platform::db::Tx;
+use crate::platform::db::{Query, Tx};
 use crate::platform::ids;
 
 /// Outpost, an offline-first CRM backend.
@@ -149,20 +149,16 @@ async fn create_admin(
         writeln!(out, "created the company and its first admin {email}").ok();
         return Ok(());
     }
-    let admin_role: Option<RoleRow> = db
-        .client()
-        .query("SELECT * FROM ONLY role WHERE name = 'admin' AND builtin = true LIMIT 1")
-        .await
-        .and_then(|r| r.check())
-        .and_then(|mut r| r.take(0))
-        .map_err(|e| CliError::Refused(e.to_string()))?;
-    let root: Option<String> = db
-        .client()
-        .query("SELECT VALUE record::id(id) FROM ONLY department WHERE parent = NONE LIMIT 1")
-        .await
-        .and_then(|r| r.check())
-        .and_then(|mut r| r.take(0))
-        .map_err(|e| CliError::Refused(e.to_string()))?;
+    let admin_role: Option<RoleRow> =
+        Query::new("SELECT * FROM ONLY role WHERE name = 'admin' AND builtin = true LIMIT 1")
+            .take(&db, 0)
+            .await
+            .map_err(|e| CliError::Refused(e.to_string()))?;
+    let root: Option<String> =
+        Query::new("SELECT VALUE record::id(id) FROM ONLY department WHERE parent = NONE LIMIT 1")
+            .take(&db, 0)
+            .await
+            .map_err(|e| CliError::Refused(e.to_string()))?;
     let (Some(role), Some(root)) = (admin_role, root) else {
         return Err(CliError::Refused(
             "the store has no admin role or root department".into(),

@@ -167,6 +167,13 @@ pub struct DatabaseConfig {
     pub username: Option<String>,
     /// Root password for a `ws://` server.
     pub password: Option<Secret>,
+    /// MiB of read cache the embedded store (`surrealkv://`) may keep. Left alone, SurrealKV
+    /// takes half the machine's memory minus 1 GiB.
+    pub cache_mib: u64,
+    /// MiB of writes the embedded store buffers in memory before flushing them to disk. One
+    /// transaction must fit (a group commit or an import batch is a few MiB); left alone,
+    /// SurrealKV takes up to 1 GiB.
+    pub memtable_mib: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -177,6 +184,8 @@ impl Default for DatabaseConfig {
             database: "main".into(),
             username: None,
             password: None,
+            cache_mib: 256,
+            memtable_mib: 128,
         }
     }
 }

@@ -8,12 +8,19 @@ fn defaults_file_then_environment_and_secrets_are_redacted() {
         let defaults = Config::load(std::path::Path::new("missing.toml")).expect("no file is fine");
         assert_eq!(defaults.database.url, "surrealkv://data");
         assert_eq!(defaults.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (defaults.database.cache_mib, defaults.database.memtable_mib),
+            (256, 128),
+            "the embedded store's memory is capped out of the box"
+        );
 
         jail.create_file(
             "outpost.toml",
             r#"
             [server]
             max_body_bytes = 4096
+            [database]
+            cache_mib = 64
             [auth]
             jwt_secret = "file-secret-value"
             [bootstrap]
@@ -22,12 +29,17 @@ fn defaults_file_then_environment_and_secrets_are_redacted() {
         )?;
         jail.set_env("OUTPOST__SERVER__MAX_BODY_BYTES", "8192");
         jail.set_env("OUTPOST__DATABASE__PASSWORD", "env-db-password");
+        jail.set_env("OUTPOST__DATABASE__MEMTABLE_MIB", "32");
         let config = Config::load(std::path::Path::new("outpost.toml")).expect("loads");
         assert_eq!(
             config.server.max_body_bytes, 8192,
             "the environment wins over the file"
         );
         assert_eq!(config.bootstrap.company_name, "北京示例科技有限公司");
+        assert_eq!(
+            (config.database.cache_mib, config.database.memtable_mib),
+            (64, 32)
+        );
         assert_eq!(
             config.auth.jwt_secret,
             Some(Secret::new("file-secret-value"))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use outpost::config::Config;
-use outpost::platform::db::{Db, DbError, MIGRATIONS, Migration, apply_migrations};
+use outpost::platform::db::{Db, DbError, MIGRATIONS, Migration, Query, apply_migrations};
 use outpost_tests::TestServer;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -14,11 +14,9 @@ async fn concurrent_writers_to_one_record_all_succeed_through_the_retry_helper()
     let db = Db::connect(&Config::for_database("mem://").database)
         .await
         .unwrap();
-    db.client()
-        .query("CREATE counter:one SET n = 0")
+    Query::new("CREATE counter:one SET n = 0")
+        .run(&db)
         .await
-        .unwrap()
-        .check()
         .unwrap();
     let attempts = Arc::new(AtomicUsize::new(0));
     // Two writers, as a real hot record sees them; with more, full-jitter backoff still wins but
@@ -35,11 +33,9 @@ async fn concurrent_writers_to_one_record_all_succeed_through_the_retry_helper()
                     attempts.fetch_add(1, Ordering::SeqCst);
                     let db = db.clone();
                     async move {
-                        let response = db
-                            .client()
-                            .query("BEGIN; LET $n = (SELECT VALUE n FROM ONLY counter:one); SLEEP 2ms; UPDATE counter:one SET n = $n + 1; COMMIT;")
+                        Query::new("BEGIN; LET $n = (SELECT VALUE n FROM ONLY counter:one); SLEEP 2ms; UPDATE counter:one SET n = $n + 1; COMMIT;")
+                            .run(&db)
                             .await?;
-                        outpost::platform::db::check(response)?;
                         Ok::<_, DbError>(())
                     }
                 })
@@ -51,14 +47,9 @@ async fn concurrent_writers_to_one_record_all_succeed_through_the_retry_helper()
     for task in tasks {
         task.await.unwrap();
     }
-    let n: Option<i64> = db
-        .client()
-        .query("SELECT VALUE n FROM ONLY counter:one")
+    let n: Option<i64> = Query::new("SELECT VALUE n FROM ONLY counter:one")
+        .take(&db, 0)
         .await
-        .unwrap()
-        .check()
-        .unwrap()
-        .take(0)
         .unwrap();
     assert_eq!(n, Some((writers * increments) as i64), "no increment lost");
     assert!(
@@ -93,22 +84,14 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
         matches!(err, DbError::Migration { version: 99, .. }),
         "{err}"
     );
-    let rows: Vec<surrealdb::types::Value> = db
-        .client()
-        .query("SELECT * FROM half_done")
+    let rows: Vec<surrealdb::types::Value> = Query::new("SELECT * FROM half_done")
+        .take(&db, 0)
         .await
-        .unwrap()
-        .take(0)
         .unwrap_or_default();
     assert!(rows.is_empty(), "nothing of the failed migration stays");
-    let tables: surrealdb::types::Value = db
-        .client()
-        .query("INFO FOR DB")
+    let tables: surrealdb::types::Value = Query::new("(INFO FOR DB).tables")
+        .take(&db, 0)
         .await
-        .unwrap()
-        .check()
-        .unwrap()
-        .take((0, "tables"))
         .unwrap();
     let tables = format!("{tables:?}");
     assert!(
@@ -119,22 +102,59 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
         !tables.contains("half_done"),
         "the failed migration's table definition was rolled back: {tables}"
     );
-    let recorded: Vec<i64> = db
-        .client()
-        .query("SELECT VALUE version FROM migration")
+    let recorded: Vec<i64> = Query::new("SELECT VALUE version FROM migration")
+        .take(&db, 0)
         .await
-        .unwrap()
-        .check()
-        .unwrap()
-        .take(0)
         .unwrap();
     let all: Vec<i64> = MIGRATIONS.iter().map(|m| i64::from(m.version)).collect();
     assert_eq!(recorded, all);
 
     // A store migrated by a newer build is refused.
-    db.client().query("CREATE migration:7 SET version = 7, name = 'future', checksum = 'x', applied_at = time::now()").await.unwrap().check().unwrap();
+    Query::new("CREATE migration:7 SET version = 7, name = 'future', checksum = 'x', applied_at = time::now()")
+        .run(&db)
+        .await
+        .unwrap();
     let newer = apply_migrations(&db, MIGRATIONS).await.unwrap_err();
     assert!(matches!(newer, DbError::SchemaMismatch(_)), "{newer}");
+}
+
+#[tokio::test]
+async fn the_embedded_store_takes_its_memory_limits_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let mut config = Config::for_database(&url).database;
+    config.cache_mib = 16;
+    config.memtable_mib = 16;
+    let db = Db::connect(&config).await.unwrap();
+    // Forty MiB in small transactions flush through a 16 MiB write buffer.
+    let row = "x".repeat(1000);
+    for batch in 0..40 {
+        Query::new("FOR $i IN 0..1000 { CREATE note SET batch = $batch, i = $i, text = $row }")
+            .bind("batch", batch)
+            .bind("row", row.clone())
+            .run(&db)
+            .await
+            .unwrap();
+    }
+    // One transaction bigger than the buffer cannot fit it: SurrealKV refuses it, which shows
+    // the limit reached the store (its own default here would be a gigabyte).
+    let too_big =
+        Query::new("FOR $i IN 0..30000 { CREATE note SET batch = 99, i = $i, text = $row }")
+            .bind("row", row.clone())
+            .run(&db)
+            .await;
+    let refused = too_big.expect_err("a 30 MiB transaction fits a 16 MiB buffer");
+    assert!(
+        refused.to_string().contains("Memtable arena is full"),
+        "{refused}"
+    );
+    drop(db);
+    let db = Db::connect(&config).await.unwrap();
+    let count: Option<i64> = Query::new("(SELECT count() AS n FROM note GROUP ALL)[0].n")
+        .take(&db, 0)
+        .await
+        .unwrap();
+    assert_eq!(count, Some(40_000), "nothing lost, nothing half-written");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::platform::audit::AuditContext;
 use crate::platform::auth::{generate_password, hash_password, random_token};
 use crate::platform::db::Tx;
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{Db, DbError, Query};
 use crate::platform::ids;
 
 use super::access::{DataScope, Permission};
@@ -64,13 +64,11 @@ pub async fn signing_secret(db: &Db, config: &Config) -> Result<String, DbError>
     }
     let candidate = random_token();
     db.retry(|| async {
-        let setting: Option<Setting> = db
-            .client()
-            .query("UPSERT setting:jwt_secret SET value = value ?? $candidate RETURN AFTER")
-            .bind(("candidate", candidate.clone()))
-            .await?
-            .check()?
-            .take(0)?;
+        let setting: Option<Setting> =
+            Query::new("UPSERT setting:jwt_secret SET value = value ?? $candidate RETURN AFTER")
+                .bind("candidate", candidate.clone())
+                .take(db, 0)
+                .await?;
         setting
             .map(|s| s.value)
             .ok_or_else(|| DbError::Unexpected("no signing secret".into()))
@@ -80,12 +78,9 @@ pub async fn signing_secret(db: &Db, config: &Config) -> Result<String, DbError>
 
 /// Whether the company exists already.
 pub async fn is_bootstrapped(db: &Db) -> Result<bool, DbError> {
-    let company: Option<surrealdb::types::Value> = db
-        .client()
-        .query("SELECT * FROM ONLY company:main")
-        .await?
-        .check()?
-        .take(0)?;
+    let company: Option<surrealdb::types::Value> = Query::new("SELECT * FROM ONLY company:main")
+        .take(db, 0)
+        .await?;
     Ok(company.is_some())
 }
 

@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 use surrealdb::types::SurrealValue;
 
-use super::{Db, DbError};
+use super::{Db, DbError, Query};
 
 /// One schema step.
 #[derive(Debug, Clone, Copy)]
@@ -70,22 +70,19 @@ fn checksum(sql: &str) -> String {
 /// Refuses to touch a store that records a migration this build does not know (a newer Outpost
 /// migrated it) or whose recorded text differs from ours.
 pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize, DbError> {
-    db.client()
-        .query(
-            "DEFINE TABLE IF NOT EXISTS migration SCHEMAFULL;
+    Query::new(
+        "DEFINE TABLE IF NOT EXISTS migration SCHEMAFULL;
              DEFINE FIELD IF NOT EXISTS version ON migration TYPE int;
              DEFINE FIELD IF NOT EXISTS name ON migration TYPE string;
              DEFINE FIELD IF NOT EXISTS checksum ON migration TYPE string;
              DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;",
-        )
-        .await
-        .and_then(|r| r.check())?;
-    let applied: Vec<Applied> = db
-        .client()
-        .query("SELECT version, name, checksum FROM migration ORDER BY version")
-        .await?
-        .check()?
-        .take(0)?;
+    )
+    .run(db)
+    .await?;
+    let applied: Vec<Applied> =
+        Query::new("SELECT version, name, checksum FROM migration ORDER BY version")
+            .take(db, 0)
+            .await?;
     for row in &applied {
         let known = migrations
             .iter()
@@ -120,11 +117,13 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
              name = $name, checksum = $checksum, applied_at = time::now();\nCOMMIT TRANSACTION;",
             migration.sql
         );
-        db.client()
-            .query(sql)
-            .bind(("version", i64::from(migration.version)))
-            .bind(("name", migration.name.to_string()))
-            .bind(("checksum", checksum(migration.sql)))
+        let bindings = [
+            ("version", i64::from(migration.version).into_value()),
+            ("name", migration.name.to_string().into_value()),
+            ("checksum", checksum(migration.sql).into_value()),
+        ]
+        .map(|(name, value)| (name.to_string(), value));
+        db.send(&sql, &bindings)
             .await
             .and_then(super::check)
             .map_err(|source| DbError::Migration {
@@ -144,12 +143,9 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
 
 /// Whether every migration of this build is recorded in the store (for `/readyz`).
 pub async fn migrations_current(db: &Db) -> Result<bool, DbError> {
-    let latest: Option<i64> = db
-        .client()
-        .query("RETURN math::max((SELECT VALUE version FROM migration))")
-        .await?
-        .check()?
-        .take(0)?;
+    let latest: Option<i64> = Query::new("RETURN math::max((SELECT VALUE version FROM migration))")
+        .take(db, 0)
+        .await?;
     let expected = MIGRATIONS.last().map_or(0, |m| i64::from(m.version));
     Ok(latest.unwrap_or(0) >= expected)
 }

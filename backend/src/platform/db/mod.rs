@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
+use surrealdb::engine::local::Db as Local;
 use surrealdb::opt::auth::Root;
 use surrealdb::types::QueryError;
 
@@ -142,8 +143,59 @@ impl RetryPolicy {
 /// The one handle to the store, cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    inner: Surreal<Any>,
+    inner: Client,
     retry_policy: RetryPolicy,
+}
+
+/// The SDK handle. An embedded `surrealkv://` store is opened by Outpost itself, because the
+/// SDK's `connect` passes SurrealKV no settings and SurrealKV's own defaults take half the
+/// machine's memory; every other URL goes through `Surreal<Any>`.
+#[derive(Clone)]
+enum Client {
+    Any(Surreal<Any>),
+    Local(Surreal<Local>),
+}
+
+/// Runs `$body` with `$client` bound to the SDK handle, whichever engine it is.
+macro_rules! with_client {
+    ($handle:expr, $client:ident => $body:expr) => {
+        match $handle {
+            Client::Any($client) => $body,
+            Client::Local($client) => $body,
+        }
+    };
+}
+
+/// Opens an embedded SurrealKV store at `url` with its memory capped by `config`, doing what
+/// the SDK's `connect` does: the version check, the bootstrap, then the maintenance tasks.
+async fn open_surrealkv(
+    url: &str,
+    config: &DatabaseConfig,
+) -> Result<Surreal<Local>, surrealdb::Error> {
+    use surrealdb_engine_local::Datastore;
+    const MIB: u64 = 1024 * 1024;
+    let settings = surrealdb_cnf::ConfigMap::empty()
+        .with_key_value(
+            "surrealkv_block_cache_capacity",
+            (config.cache_mib.max(16) * MIB).to_string(),
+        )
+        .with_key_value(
+            "surrealkv_max_memtable_size",
+            (config.memtable_mib.max(16) * MIB).to_string(),
+        );
+    fn failed(e: impl std::fmt::Display) -> surrealdb::Error {
+        surrealdb::Error::internal(e.to_string())
+    }
+    let datastore = Datastore::builder()
+        .with_config(settings)
+        .without_maintenance_tasks()
+        .build_with_path(url)
+        .await
+        .map_err(failed)?;
+    datastore.check_version().await.map_err(failed)?;
+    datastore.bootstrap().await.map_err(failed)?;
+    datastore.start_maintenance_tasks();
+    Surreal::<Local>::unstable_from_datastore(datastore, None).await
 }
 
 impl std::fmt::Debug for Db {
@@ -164,8 +216,16 @@ impl Db {
         // An embedded store is locked by one process; a handle of this process that was just
         // dropped releases it a moment later, so wait briefly before giving up.
         let mut waited = Duration::ZERO;
+        let embedded = url.starts_with("surrealkv://");
         let inner = loop {
-            match surrealdb::engine::any::connect(url.as_str()).await {
+            let opened = if embedded {
+                open_surrealkv(&url, config).await.map(Client::Local)
+            } else {
+                surrealdb::engine::any::connect(url.as_str())
+                    .await
+                    .map(Client::Any)
+            };
+            match opened {
                 Ok(inner) => break inner,
                 Err(e)
                     if e.message().contains("already locked")
@@ -181,6 +241,20 @@ impl Db {
             }
         };
         let remote = config.url.starts_with("ws") || config.url.starts_with("http");
+        with_client!(&inner, client => Self::select_database(client, config, remote).await)
+            .map_err(connect_err)?;
+        Ok(Self {
+            inner,
+            retry_policy: RetryPolicy::default(),
+        })
+    }
+
+    /// Signs in to a server and selects (on a server, first defines) namespace and database.
+    async fn select_database<C: surrealdb::Connection>(
+        inner: &Surreal<C>,
+        config: &DatabaseConfig,
+        remote: bool,
+    ) -> Result<(), surrealdb::Error> {
         if remote {
             if let (Some(username), Some(password)) = (&config.username, &config.password) {
                 inner
@@ -188,8 +262,7 @@ impl Db {
                         username: username.clone(),
                         password: password.expose().to_string(),
                     })
-                    .await
-                    .map_err(connect_err)?;
+                    .await?;
             }
             inner
                 .query(format!(
@@ -198,23 +271,28 @@ impl Db {
                     db = config.database
                 ))
                 .await
-                .and_then(|r| r.check())
-                .map_err(connect_err)?;
+                .and_then(|r| r.check())?;
         }
         inner
             .use_ns(config.namespace.clone())
             .use_db(config.database.clone())
-            .await
-            .map_err(connect_err)?;
-        Ok(Self {
-            inner,
-            retry_policy: RetryPolicy::default(),
-        })
+            .await?;
+        Ok(())
     }
 
-    /// The raw SDK handle, for reads and single statements.
-    pub fn client(&self) -> &Surreal<Any> {
-        &self.inner
+    /// Sends `sql` with its bindings and returns the unchecked responses (see [`check`]).
+    pub async fn send(
+        &self,
+        sql: &str,
+        bindings: &[(String, surrealdb::types::Value)],
+    ) -> Result<surrealdb::IndexedResults, surrealdb::Error> {
+        with_client!(&self.inner, client => {
+            let mut query = client.query(sql);
+            for (name, value) in bindings {
+                query = query.bind((name.clone(), value.clone()));
+            }
+            query.await
+        })
     }
 
     /// Runs `op` until it succeeds, fails with something other than a transaction conflict, or
@@ -239,8 +317,7 @@ impl Db {
 
     /// Whether the store answers a trivial query.
     pub async fn ping(&self) -> bool {
-        self.inner
-            .query("RETURN 1")
+        self.send("RETURN 1", &[])
             .await
             .and_then(|r| r.check())
             .is_ok()
@@ -324,11 +401,7 @@ impl Query {
 
     /// Runs the query and fails on the first statement that failed.
     pub async fn run(&self, db: &Db) -> Result<surrealdb::IndexedResults, DbError> {
-        let mut query = db.client().query(self.sql.as_str());
-        for (name, value) in &self.bindings {
-            query = query.bind((name.clone(), value.clone()));
-        }
-        Ok(check(query.await?)?)
+        Ok(check(db.send(&self.sql, &self.bindings).await?)?)
     }
 
     /// Runs the query and takes the result of statement `index`.
@@ -348,9 +421,7 @@ impl Db {
         table: &str,
         key: &str,
     ) -> Result<Option<T>, DbError> {
-        Ok(self
-            .inner
-            .select(crate::platform::ids::record(table, key))
-            .await?)
+        let record = crate::platform::ids::record(table, key);
+        Ok(with_client!(&self.inner, client => client.select(record).await)?)
     }
 }
