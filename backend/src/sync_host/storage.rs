@@ -282,18 +282,20 @@ impl SearchKeys {
         previous: Option<&Customer>,
         stored: &PreviousCustomer,
     ) -> Self {
-        let inputs = |c: &Customer| {
+        /// What the keys are derived from, borrowed (this runs on every customer commit).
+        type Contacts<'c> = Vec<(&'c str, &'c [String], &'c [String])>;
+        fn inputs(c: &Customer) -> (&str, &[String], &[String], Contacts<'_>, bool) {
             (
-                c.name.clone(),
-                c.phones.clone(),
-                c.emails.clone(),
+                &c.name,
+                &c.phones,
+                &c.emails,
                 c.contacts
                     .iter()
-                    .map(|c| (c.name.clone(), c.phones.clone(), c.emails.clone()))
-                    .collect::<Vec<_>>(),
+                    .map(|c| (c.name.as_str(), c.phones.as_slice(), c.emails.as_slice()))
+                    .collect(),
                 c.server().state == "deleted",
             )
-        };
+        }
         match (
             previous,
             &stored.company_key,
