@@ -27,6 +27,14 @@ pub struct SurrealSyncStorage {
     db: Db,
     clock: crate::platform::clock::Clock,
     commits: mpsc::UnboundedSender<PendingCommit>,
+    reads: mpsc::UnboundedSender<PendingRead>,
+}
+
+/// One document's pre-commit read waiting for the next batched read.
+struct PendingRead {
+    id: String,
+    customer: bool,
+    done: oneshot::Sender<Result<BeforeCommit, String>>,
 }
 
 /// One document's transaction waiting for the group commit.
@@ -39,6 +47,8 @@ struct PendingCommit {
 /// query for each statement it runs, so a group's cost grows with the square of its size:
 /// measured on the pool sweep, groups of 128 were 30% slower per document than groups of 32.
 const MAX_GROUP: usize = 32;
+/// Most pre-commit reads answered by one query.
+const MAX_READS: usize = 64;
 /// Group commits that run at once: while one waits for its fsync or runs its statements, the
 /// next group is already being written.
 const COMMITTERS: usize = 2;
@@ -51,7 +61,14 @@ impl SurrealSyncStorage {
         for _ in 0..COMMITTERS {
             tokio::spawn(group_commits(db.clone(), queue.clone()));
         }
-        Self { db, clock, commits }
+        let (reads, read_queue) = mpsc::unbounded_channel();
+        tokio::spawn(batched_reads(db.clone(), read_queue));
+        Self {
+            db,
+            clock,
+            commits,
+            reads,
+        }
     }
 
     /// Moves the customer's follow-up clock (which the pool's return rules read) to a new
@@ -128,7 +145,7 @@ fn stored(LoadedDocument { kind, chunks }: LoadedDocument) -> StoredDocument {
 
 /// What a commit needs to know of the stored document and its projection before it writes:
 /// read once, under the engine's lock on the document, so nothing else changes them meanwhile.
-#[derive(Debug, Default, SurrealValue)]
+#[derive(Debug, Default)]
 struct BeforeCommit {
     /// Incremental chunks stored so far (none for a new document).
     chunks: Option<i64>,
@@ -490,25 +507,95 @@ impl From<&Event> for EventRow {
 }
 
 impl SurrealSyncStorage {
-    /// Reads, in one round trip, the stored chunk count and (for a customer) what the
-    /// projection held before this commit.
-    async fn before_commit(&self, kind: &str, id: &str) -> Result<BeforeCommit, DbError> {
-        let read: Option<BeforeCommit> = Query::new(if kind == Customer::KIND {
-            "RETURN { chunks: $document.chunks, customer: $projection.{ terms, company_key, phone_keys, email_keys, owner, custody_changed_at } }"
-        } else {
-            "RETURN { chunks: $document.chunks }"
-        })
-        .bind("document", ids::record("sync_document", id))
-        .bind("projection", ids::record(Customer::KIND, id))
-        .take(&self.db, 0)
-        .await?;
-        Ok(read.unwrap_or_default())
+    /// The stored chunk count and (for a customer) what the projection held before this
+    /// commit. Documents committing at the same time are read together, in one query.
+    async fn before_commit(&self, kind: &str, id: &str) -> Result<BeforeCommit, StorageError> {
+        let (done, result) = oneshot::channel();
+        self.reads
+            .send(PendingRead {
+                id: id.to_string(),
+                customer: kind == Customer::KIND,
+                done,
+            })
+            .map_err(|_| StorageError::Failed("the store is shutting down".into()))?;
+        result
+            .await
+            .map_err(|_| StorageError::Failed("the pre-commit read was dropped".into()))?
+            .map_err(StorageError::Failed)
+    }
+}
+
+/// A document's stored chunk count, as the batched pre-commit read returns it.
+#[derive(Debug, SurrealValue)]
+struct ChunkCount {
+    id: String,
+    chunks: Option<i64>,
+}
+
+/// Answers pre-commit reads in batches: whatever has queued while the previous batch was read
+/// is read by the next single query (two statements, each over record ids), so a burst of
+/// commits (an import, a pool sweep) costs one round trip per batch rather than per document.
+async fn batched_reads(db: Db, mut queue: mpsc::UnboundedReceiver<PendingRead>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_READS {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let documents: Vec<RecordId> = batch
+            .iter()
+            .map(|r| ids::record("sync_document", &r.id))
+            .collect();
+        let customers: Vec<RecordId> = batch
+            .iter()
+            .filter(|r| r.customer)
+            .map(|r| ids::record(Customer::KIND, &r.id))
+            .collect();
+        let read = async {
+            let mut results = Query::new(
+                "SELECT record::id(id) AS id, chunks FROM $documents; SELECT record::id(id) AS id, terms, company_key, phone_keys, email_keys, owner, custody_changed_at FROM $customers;",
+            )
+            .bind("documents", documents)
+            .bind("customers", customers)
+            .run(&db)
+            .await?;
+            let chunks: Vec<ChunkCount> = results.take(0)?;
+            let customers: Vec<PreviousCustomer> = results.take(1)?;
+            Ok::<_, DbError>((chunks, customers))
+        };
+        match read.await {
+            Ok((chunks, customers)) => {
+                let mut chunks: std::collections::HashMap<String, Option<i64>> =
+                    chunks.into_iter().map(|c| (c.id, c.chunks)).collect();
+                let mut customers: std::collections::HashMap<String, PreviousCustomer> = customers
+                    .into_iter()
+                    .filter_map(|c| Some((c.id.clone()?, c)))
+                    .collect();
+                for pending in batch {
+                    let before = BeforeCommit {
+                        chunks: chunks.remove(&pending.id).flatten(),
+                        customer: customers.remove(&pending.id),
+                    };
+                    let _ = pending.done.send(Ok(before));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for pending in batch {
+                    let _ = pending.done.send(Err(message.clone()));
+                }
+            }
+        }
     }
 }
 
 /// What the customer projection held before a commit.
 #[derive(Debug, Default, SurrealValue)]
 struct PreviousCustomer {
+    /// The customer's key (read in batches, to tell the rows apart).
+    id: Option<String>,
     terms: Option<Vec<String>>,
     company_key: Option<String>,
     phone_keys: Option<Vec<String>>,
@@ -581,7 +668,7 @@ impl SyncStorage for SurrealSyncStorage {
         let mut follow_on_jobs = Tx::new();
         let mut customer_terms: Vec<String> = Vec::new();
         let mut custody_change: Option<CustodyChange> = None;
-        let before = self.before_commit(commit.kind, &id).await.map_err(failed)?;
+        let before = self.before_commit(commit.kind, &id).await?;
         let previous_customer = before.customer.unwrap_or_default();
         // A manifest is the server's own bookkeeping: stored, but neither projected nor custody_audited.
         let projected: Option<(surrealdb::types::Value, ServerFields)> = match commit.kind {

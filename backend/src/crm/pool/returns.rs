@@ -31,9 +31,12 @@ pub const QUEUE: &str = "pool.returns";
 /// Every ten minutes.
 pub const SCHEDULE: &str = "0 */10 * * * *";
 /// Customers returned concurrently (their commits share group transactions).
-const PARALLEL_RETURNS: usize = 64;
+const PARALLEL_RETURNS: usize = 128;
+/// Blocks read ahead of the returns, so the next block's documents are in while this one's
+/// commit (all blocks ahead stay well within the engine's document cache).
+const BLOCKS_AHEAD: usize = 2;
 /// Customers re-read together just before they are returned.
-const REREAD_BLOCK: usize = 512;
+const REREAD_BLOCK: usize = 256;
 
 /// An owned pool customer as the sweep reads it.
 #[derive(Debug, Clone, SurrealValue)]
@@ -164,7 +167,8 @@ pub async fn sweep(
                         .map(|block| block.iter().map(|(h, _)| h.id.clone()).collect())
                         .collect();
                     let blocks = futures_util::stream::iter(blocks)
-                        .then(|block| next_block(engine.clone(), db.clone(), block))
+                        .map(|block| next_block(engine.clone(), db.clone(), block))
+                        .buffered(BLOCKS_AHEAD)
                         .flat_map(futures_util::stream::iter);
                     let pool = &pool;
                     report.returned += blocks
