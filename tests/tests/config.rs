@@ -10,7 +10,7 @@ fn defaults_file_then_environment_and_secrets_are_redacted() {
         assert_eq!(defaults.server.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(
             (defaults.database.cache_mib, defaults.database.memtable_mib),
-            (256, 128),
+            (256, 512),
             "the embedded store's memory is capped out of the box"
         );
 
