@@ -37,6 +37,12 @@ struct Args {
     returns: usize,
     queries: usize,
     rows_per_import: usize,
+    /// A store kept between runs: loaded once, then reused (copy it first, the sweep changes it).
+    data: Option<std::path::PathBuf>,
+    /// SurrealKV's memtable, MiB (the server's default when absent).
+    memtable_mib: Option<usize>,
+    /// Stop after loading (to keep `data` as it was before the sweep).
+    load_only: bool,
 }
 
 fn args() -> Args {
@@ -46,18 +52,27 @@ fn args() -> Args {
         returns: 10_000,
         queries: 200,
         rows_per_import: 5_000,
+        data: None,
+        memtable_mib: None,
+        load_only: false,
     };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut raw: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = raw.iter().position(|a| a == "--load-only") {
+        raw.remove(at);
+        args.load_only = true;
+    }
     for pair in raw.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
         match pair[0].as_str() {
+            "--memtable-mib" => args.memtable_mib = Some(value),
+            "--data" => args.data = pair.get(1).map(std::path::PathBuf::from),
             "--customers" => args.customers = value,
             "--follow-ups" => args.follow_ups = value,
             "--returns" => args.returns = value,
             "--queries" => args.queries = value,
             "--rows-per-import" => args.rows_per_import = value.max(1),
             other => panic!(
-                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N"
+                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --memtable-mib N"
             ),
         }
     }
@@ -122,16 +137,27 @@ fn print_queries(table: &[(&str, Duration, Duration, usize)], q: usize) {
     println!();
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args = args();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("surrealkv://{}", dir.path().join("data").display());
-    let clock = Clock::system();
-    let server = TestServer::start_with_clock(Config::for_database(&url), clock.clone()).await;
+/// An admin with a known password, so a kept store can be used again.
+const BENCH_ADMIN: &str = "admin@bench.cn";
+
+/// What loading left, kept beside a reused store.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Loaded {
+    rep_id: String,
+    customer_secs: f64,
+    follow_ups: usize,
+    follow_up_secs: f64,
+}
+
+/// Creates the pool, the rep and the admin, then loads customers and follow-ups.
+async fn load(server: &TestServer, args: &Args) -> Loaded {
     let admin = server.admin_token().await;
     let root = server.root_department(&admin).await;
     let rep_role = server.role(&admin, "rep").await;
+    let admin_role = server.role(&admin, "admin").await;
+    server
+        .user(&admin, BENCH_ADMIN, &root, None, &[&admin_role])
+        .await;
     let rep_id = server
         .user(&admin, "rep@bench.cn", &root, None, &[&rep_role])
         .await;
@@ -159,7 +185,7 @@ async fn main() {
         let token = if chunk % 10 == 9 {
             server.token_of("rep@bench.cn").await
         } else {
-            server.admin_token().await
+            server.token_of(BENCH_ADMIN).await
         };
         let dry_started = Instant::now();
         let dry = server
@@ -224,7 +250,7 @@ async fn main() {
     let load_follow_ups = Instant::now();
     if !ids.is_empty() && follow_ups > 0 {
         use futures_util::StreamExt;
-        let token = server.admin_token().await;
+        let token = server.token_of(BENCH_ADMIN).await;
         let mut done = 0;
         let batches: Vec<Vec<usize>> = (0..follow_ups)
             .collect::<Vec<_>>()
@@ -235,7 +261,7 @@ async fn main() {
         for batch in batches {
             let results: Vec<StatusCode> = futures_util::stream::iter(batch)
                 .map(|i| {
-                    let (server, token, customer) = (&server, &token, &ids[i % ids.len()]);
+                    let (server, token, customer) = (server, &token, &ids[i % ids.len()]);
                     async move {
                         server
                             .post(
@@ -252,7 +278,7 @@ async fn main() {
                 .await;
             assert!(results.iter().all(|s| *s == StatusCode::CREATED));
             done += results.len();
-            token = server.admin_token().await;
+            token = server.token_of(BENCH_ADMIN).await;
             eprintln!(
                 "loaded {done} follow-ups, {:.0}/s",
                 done as f64 / load_follow_ups.elapsed().as_secs_f64()
@@ -260,10 +286,55 @@ async fn main() {
         }
     }
     let follow_up_secs = load_follow_ups.elapsed().as_secs_f64();
+    Loaded {
+        rep_id,
+        customer_secs,
+        follow_ups,
+        follow_up_secs,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_path_buf());
+    let url = format!("surrealkv://{}", dir.join("data").display());
+    let clock = Clock::system();
+    let mut config = Config::for_database(&url);
+    if let Some(mib) = args.memtable_mib {
+        config.database.memtable_mib = mib as u64;
+    }
+    let server = TestServer::start_with_clock(config, clock.clone()).await;
+    let marker = dir.join("loaded.json");
+    let loaded: Loaded = match std::fs::read(&marker) {
+        Ok(bytes) => {
+            eprintln!("reusing the store loaded in {}", dir.display());
+            serde_json::from_slice(&bytes).unwrap()
+        }
+        Err(_) => {
+            let loaded = load(&server, &args).await;
+            std::fs::write(&marker, serde_json::to_vec(&loaded).unwrap()).unwrap();
+            loaded
+        }
+    };
+    if args.load_only {
+        server.shutdown().await;
+        return;
+    }
+    let Loaded {
+        rep_id,
+        customer_secs,
+        follow_ups,
+        follow_up_secs,
+    } = loaded;
     let rss_after_load = outpost_tests::bench::memory_mib("VmRSS:");
 
     // Queries.
-    let token = server.admin_token().await;
+    let token = server.token_of(BENCH_ADMIN).await;
     let rep = server.token_of("rep@bench.cn").await;
     let q = args.queries;
     let enc = outpost_tests::query_value;
@@ -372,7 +443,7 @@ async fn main() {
     let report = server
         .post(
             "/api/v1/pools/sweep",
-            &server.admin_token().await,
+            &server.token_of(BENCH_ADMIN).await,
             json!({}),
         )
         .await;
@@ -388,7 +459,7 @@ async fn main() {
         if report.status == StatusCode::OK || pooled >= args.returns {
             break pooled;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let sweep_secs = sweep.elapsed().as_secs_f64();
     println!();
