@@ -105,6 +105,33 @@ impl Floor {
         reply.body
     }
 
+    /// Sweeps once and expects `n` returns, then again and expects none.
+    async fn sweep_returns(&self, n: usize) {
+        let report = self.sweep().await;
+        assert_eq!(report["returned"], n, "{report:?}");
+        assert_eq!(
+            self.sweep().await["returned"],
+            0,
+            "a second sweep finds nothing"
+        );
+    }
+
+    /// The customers in the pool, as `token` lists them.
+    async fn in_pool(&self, token: &str) -> Vec<Value> {
+        let reply = self
+            .server
+            .get(
+                &format!(
+                    "/api/v1/customers?pool_id={}&state=pool&limit=100",
+                    self.pool
+                ),
+                token,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.body["items"].as_array().unwrap().clone()
+    }
+
     async fn history(&self, doc: &str) -> Vec<String> {
         let view = self
             .server
@@ -412,26 +439,9 @@ async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_coun
 
     // The day after the deadline plus grace: the quiet one returns, the busy one stays.
     f.clock.advance(Duration::from_secs(86_400));
-    let report = f.sweep().await;
-    assert_eq!(report["returned"], 1, "{report:?}");
-    assert_eq!(
-        f.sweep().await["returned"],
-        0,
-        "a second sweep finds nothing"
-    );
-    let pooled = f
-        .server
-        .get(
-            &format!("/api/v1/customers?pool_id={}&state=pool", f.pool),
-            &f.rep_b,
-        )
-        .await;
-    let names: Vec<&str> = pooled.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    f.sweep_returns(1).await;
+    let pooled = f.in_pool(&f.rep_b).await;
+    let names: Vec<&str> = pooled.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["无人跟进"]);
     assert_eq!(f.history(&quiet).await[0], "return");
     // The return is audited once, as itself, by the sweep.
@@ -464,6 +474,94 @@ async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_coun
     );
     let mine = f.server.get("/api/v1/customers", &f.rep_a).await;
     assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_sweep_larger_than_one_lookup_returns_every_due_customer_whole() {
+    use base64::Engine;
+    let f = floor(json!({ "*": { "return_without_follow_up_days": 3 } }), 0).await;
+    // 75 customers of rep A: more than the sweep loads with one chunk lookup (32).
+    let mut csv = String::from("name,phones,level\n");
+    for i in 0..75 {
+        csv.push_str(&format!("批量客户{i:03},1391234{i:04},B\n"));
+    }
+    let dry = f
+        .server
+        .post(
+            "/api/v1/customers/imports",
+            &f.rep_a,
+            json!({ "format": "csv", "content_base64": base64::engine::general_purpose::STANDARD.encode(&csv), "pool_id": f.pool }),
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::CREATED, "{:?}", dry.body);
+    assert_eq!(dry.body["importable_rows"], 75, "{:?}", dry.body);
+    let commit = f
+        .server
+        .post(
+            &format!(
+                "/api/v1/customers/imports/{}/commit",
+                dry.body["import_id"].as_str().unwrap()
+            ),
+            &f.rep_a,
+            json!({}),
+        )
+        .await;
+    assert_eq!(commit.status, StatusCode::OK, "{:?}", commit.body);
+    assert_eq!(commit.body["created"], 75);
+    // Every fifth one is edited after the import, so its document is stored in two chunks.
+    let mine = f.server.get("/api/v1/customers?limit=100", &f.rep_a).await;
+    let docs: Vec<String> = mine.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["doc_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(docs.len(), 75);
+    let edited: Vec<(String, String)> = docs
+        .iter()
+        .step_by(5)
+        .enumerate()
+        .map(|(n, doc)| (doc.clone(), format!("第{n}次拜访前的备注")))
+        .collect();
+    for (doc, notes) in &edited {
+        let reply = f
+            .server
+            .patch(
+                &format!("/api/v1/customers/{doc}"),
+                &f.rep_a,
+                json!({ "notes": notes }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+
+    f.clock.advance(Duration::from_secs(4 * 86_400));
+    f.sweep_returns(75).await;
+    assert_eq!(f.in_pool(&f.rep_b).await.len(), 75);
+    // Each returned document was loaded whole: the edit in its second chunk survived the
+    // return, which was made on top of it.
+    for (doc, notes) in &edited {
+        let customer = f
+            .server
+            .get(&format!("/api/v1/customers/{doc}"), &f.rep_b)
+            .await;
+        assert_eq!(customer.status, StatusCode::OK, "{:?}", customer.body);
+        assert_eq!(customer.body["state"], "pool");
+        assert_eq!(
+            customer.body["notes"],
+            notes.as_str(),
+            "{:?}",
+            customer.body
+        );
+        assert_eq!(f.history(doc).await[0], "return");
+    }
+    assert!(
+        f.server.get("/api/v1/customers", &f.rep_a).await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "rep A keeps none of them"
+    );
 }
 
 #[tokio::test]

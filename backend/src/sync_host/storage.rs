@@ -18,6 +18,11 @@ use crate::platform::db::Tx;
 use crate::platform::db::{Db, DbError, Query};
 use crate::platform::ids;
 
+/// The longest list SurrealDB 3.3 turns `field INSIDE $list` into one index lookup per value
+/// for (`MAX_IN_EXPANSION_SIZE` in its planner); a longer list scans the whole table, which
+/// made loading a block of 256 documents read every stored chunk.
+const MAX_INDEXED_IN: usize = 32;
+
 /// After this many incremental chunks a document is compacted into one snapshot.
 const COMPACT_AFTER_CHUNKS: i64 = 64;
 
@@ -627,18 +632,27 @@ impl SyncStorage for SurrealSyncStorage {
             .map(|id| ids::record("sync_document", id.as_str()))
             .collect();
         let keys: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        // Two statements, each through an index: the documents' kinds, then all their chunks
-        // in order (a sub-select per document would not use the chunk index).
-        let mut results = Query::new(
-            "SELECT record::id(id) AS id, kind FROM $records; SELECT document, bytes FROM sync_chunk WHERE document INSIDE $keys ORDER BY id;",
-        )
-        .bind("records", records)
-        .bind("keys", keys)
-        .run(&self.db)
-        .await
-        .map_err(failed)?;
+        // One round trip: the documents' kinds, then their chunks in order, each statement
+        // through an index (a sub-select per document would not use the chunk index, and a
+        // list longer than SurrealDB expands into index lookups scans the whole table).
+        let groups: Vec<&[String]> = keys.chunks(MAX_INDEXED_IN).collect();
+        let mut sql = String::from("SELECT record::id(id) AS id, kind FROM $records;");
+        for i in 0..groups.len() {
+            sql.push_str(&format!(
+                " SELECT document, bytes FROM sync_chunk WHERE document INSIDE $keys{i} ORDER BY id;"
+            ));
+        }
+        let query = groups.iter().enumerate().fold(
+            Query::new(sql).bind("records", records),
+            |query, (i, group)| query.bind(&format!("keys{i}"), group.to_vec()),
+        );
+        let mut results = query.run(&self.db).await.map_err(failed)?;
         let kinds: Vec<DocumentKind> = results.take(0).map_err(|e| failed(e.into()))?;
-        let chunks: Vec<ChunkOf> = results.take(1).map_err(|e| failed(e.into()))?;
+        let mut chunks: Vec<ChunkOf> = Vec::new();
+        for i in 1..=groups.len() {
+            let group: Vec<ChunkOf> = results.take(i).map_err(|e| failed(e.into()))?;
+            chunks.extend(group);
+        }
         let mut bytes: std::collections::HashMap<String, Vec<u8>> =
             std::collections::HashMap::new();
         for chunk in chunks {
