@@ -305,6 +305,8 @@ async fn main() {
     let url = format!("surrealkv://{}", dir.join("data").display());
     let clock = Clock::system();
     let mut config = Config::for_database(&url);
+    // The bench times whole operations (an import commit, a sweep), not the HTTP timeout.
+    config.server.request_timeout_secs = 3_600;
     if let Some(mib) = args.memtable_mib {
         config.database.memtable_mib = mib as u64;
     }
