@@ -32,8 +32,8 @@ pub const QUEUE: &str = "pool.returns";
 pub const SCHEDULE: &str = "0 */10 * * * *";
 /// Customers returned concurrently (their commits share group transactions).
 const PARALLEL_RETURNS: usize = 128;
-/// Blocks read ahead of the returns, so the next block's documents are in while this one's
-/// commit (all blocks ahead stay well within the engine's document cache).
+/// Blocks read ahead of the returns, so the next block's documents are loaded while this
+/// block's returns commit (the blocks ahead stay well within the engine's document cache).
 const BLOCKS_AHEAD: usize = 2;
 /// Customers re-read together just before they are returned.
 const REREAD_BLOCK: usize = 256;
