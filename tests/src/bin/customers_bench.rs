@@ -7,6 +7,9 @@
 //! ```sh
 //! cargo run --release -p outpost-tests --bin customers_bench -- --customers 1000000 --follow-ups 3 --returns 100000
 //! ```
+//!
+//! `--data DIR --load-only` keeps the loaded store in `DIR`; `--data COPY` on a copy of it then
+//! runs only the queries and the sweep (which changes the store).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
