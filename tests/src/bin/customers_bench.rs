@@ -43,7 +43,7 @@ struct Args {
     /// A store kept between runs: loaded once, then reused (copy it first, the sweep changes it).
     data: Option<std::path::PathBuf>,
     /// SurrealKV's memtable, MiB (the server's default when absent).
-    memtable_mib: Option<usize>,
+    memtable_mib: Option<u64>,
     /// Stop after loading (to keep `data` as it was before the sweep).
     load_only: bool,
 }
@@ -67,7 +67,7 @@ fn args() -> Args {
     for pair in raw.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
         match pair[0].as_str() {
-            "--memtable-mib" => args.memtable_mib = Some(value),
+            "--memtable-mib" => args.memtable_mib = pair.get(1).and_then(|v| v.parse().ok()),
             "--data" => args.data = pair.get(1).map(std::path::PathBuf::from),
             "--customers" => args.customers = value,
             "--follow-ups" => args.follow_ups = value,
@@ -311,10 +311,11 @@ async fn main() {
     // The bench times whole operations (an import commit, a sweep), not the HTTP timeout.
     config.server.request_timeout_secs = 3_600;
     if let Some(mib) = args.memtable_mib {
-        config.database.memtable_mib = mib as u64;
+        config.database.memtable_mib = mib;
     }
     let server = TestServer::start_with_clock(config, clock.clone()).await;
     let marker = dir.join("loaded.json");
+    let reused = marker.exists();
     let loaded: Loaded = match std::fs::read(&marker) {
         Ok(bytes) => {
             eprintln!("reusing the store loaded in {}", dir.display());
@@ -495,7 +496,12 @@ async fn main() {
     );
     println!();
     println!(
-        "memory: RSS after load {rss_after_load:.0} MiB, after sweep {:.0} MiB, peak {:.0} MiB",
+        "memory: RSS after {} {rss_after_load:.0} MiB, after sweep {:.0} MiB, peak {:.0} MiB",
+        if reused {
+            "reopening the kept store"
+        } else {
+            "load"
+        },
         outpost_tests::bench::memory_mib("VmRSS:"),
         outpost_tests::bench::memory_mib("VmHWM:")
     );
