@@ -110,7 +110,9 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
     assert_eq!(recorded, all);
 
     // A store migrated by a newer build is refused.
-    Query::new("CREATE migration:7 SET version = 7, name = 'future', checksum = 'x', applied_at = time::now()")
+    let future = all.iter().max().copied().unwrap_or(0) + 1;
+    Query::new("CREATE type::record('migration', $version) SET version = $version, name = 'future', checksum = 'x', applied_at = time::now()")
+        .bind("version", future)
         .run(&db)
         .await
         .unwrap();

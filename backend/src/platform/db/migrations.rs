@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_customer_owner_order.surql",
         sql: include_str!("migrations/0006_customer_owner_order.surql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_drop_customer_owner_index.surql",
+        sql: include_str!("migrations/0007_drop_customer_owner_index.surql"),
+    },
 ];
 
 #[derive(Debug, SurrealValue)]
