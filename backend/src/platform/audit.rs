@@ -137,7 +137,7 @@ impl Tx {
             object.remove("id");
         }
         let content = self.bind(content);
-        self.push(format!("CREATE {id} CONTENT {content}"))
+        self.push(format!("CREATE {id} CONTENT {content} RETURN NONE"))
     }
 }
 

@@ -33,6 +33,46 @@ pub struct SurrealSyncStorage {
     clock: crate::platform::clock::Clock,
     commits: mpsc::UnboundedSender<PendingCommit>,
     reads: mpsc::UnboundedSender<PendingRead>,
+    prefetched: std::sync::Arc<std::sync::Mutex<Prefetched>>,
+}
+
+/// Pre-commit states read together with the documents they belong to, so the first commit
+/// after a load needs no read of its own (a pool sweep returning a block of customers read
+/// each row twice before). Loads and commits of a document both run under the engine's lock
+/// on it, and every commit takes its document's entry out, so an entry always describes what
+/// is stored; one older than [`PREFETCH_TTL`] is not trusted, since another node may have
+/// written since.
+#[derive(Default)]
+struct Prefetched {
+    states: std::collections::HashMap<String, (std::time::Instant, BeforeCommit)>,
+}
+
+/// How long a prefetched pre-commit state is trusted.
+const PREFETCH_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most prefetched states kept (documents loaded but never changed leave theirs behind until
+/// they expire).
+const MAX_PREFETCHED: usize = 4096;
+
+impl Prefetched {
+    /// Keeps `states` after dropping the expired ones; beyond [`MAX_PREFETCHED`] the rest are
+    /// not kept (their commits read for themselves).
+    fn keep(&mut self, states: impl IntoIterator<Item = (String, BeforeCommit)>) {
+        let now = std::time::Instant::now();
+        self.states
+            .retain(|_, (at, _)| now.duration_since(*at) < PREFETCH_TTL);
+        for (id, state) in states {
+            if self.states.len() >= MAX_PREFETCHED {
+                break;
+            }
+            self.states.insert(id, (now, state));
+        }
+    }
+
+    /// Takes the state of `id`, if one was read recently.
+    fn take(&mut self, id: &str) -> Option<BeforeCommit> {
+        let (at, state) = self.states.remove(id)?;
+        (at.elapsed() < PREFETCH_TTL).then_some(state)
+    }
 }
 
 /// One document's pre-commit read waiting for the next batched read.
@@ -73,6 +113,7 @@ impl SurrealSyncStorage {
             clock,
             commits,
             reads,
+            prefetched: std::sync::Arc::default(),
         }
     }
 
@@ -97,7 +138,7 @@ impl SurrealSyncStorage {
         let customer = tx.bind(ids::record("customer", &doc.customer));
         let effective = tx.bind(effective);
         tx.push(format!(
-            "UPDATE {customer} SET last_follow_up_at = {effective} WHERE last_follow_up_at = NONE OR last_follow_up_at < {effective}"
+            "UPDATE {customer} SET last_follow_up_at = {effective} WHERE last_follow_up_at = NONE OR last_follow_up_at < {effective} RETURN NONE"
         ));
         Ok(())
     }
@@ -122,14 +163,17 @@ fn failed(e: DbError) -> StorageError {
 #[derive(Debug, SurrealValue)]
 struct LoadedDocument {
     kind: String,
+    /// The incremental chunk count the document's row keeps.
+    stored_chunks: Option<i64>,
     chunks: Vec<Bytes>,
 }
 
-/// A document's type, as [`SyncStorage::load_many`] reads it.
+/// A document's type and chunk count, as [`SyncStorage::load_many`] reads them.
 #[derive(Debug, SurrealValue)]
 struct DocumentKind {
     id: String,
     kind: String,
+    chunks: Option<i64>,
 }
 
 /// One stored chunk of a document.
@@ -140,7 +184,7 @@ struct ChunkOf {
 }
 
 /// The bytes of a loaded document: its chunks in order, which automerge loads as one.
-fn stored(LoadedDocument { kind, chunks }: LoadedDocument) -> StoredDocument {
+fn stored(LoadedDocument { kind, chunks, .. }: LoadedDocument) -> StoredDocument {
     let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
     for chunk in chunks {
         bytes.extend_from_slice(&chunk);
@@ -512,9 +556,19 @@ impl From<&Event> for EventRow {
 }
 
 impl SurrealSyncStorage {
+    /// The pre-commit states read with their documents.
+    fn prefetched(&self) -> std::sync::MutexGuard<'_, Prefetched> {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The stored chunk count and (for a customer) what the projection held before this
     /// commit. Documents committing at the same time are read together, in one query.
     async fn before_commit(&self, kind: &str, id: &str) -> Result<BeforeCommit, StorageError> {
+        if let Some(state) = self.prefetched().take(id) {
+            return Ok(state);
+        }
         let (done, result) = oneshot::channel();
         self.reads
             .send(PendingRead {
@@ -560,7 +614,7 @@ async fn batched_reads(db: Db, mut queue: mpsc::UnboundedReceiver<PendingRead>) 
             .collect();
         let read = async {
             let mut results = Query::new(
-                "SELECT record::id(id) AS id, chunks FROM $documents; SELECT record::id(id) AS id, terms, company_key, phone_keys, email_keys, owner, custody_changed_at FROM $customers;",
+                format!("SELECT record::id(id) AS id, chunks FROM $documents; {PREVIOUS_CUSTOMER} FROM $customers;"),
             )
             .bind("documents", documents)
             .bind("customers", customers)
@@ -596,6 +650,9 @@ async fn batched_reads(db: Db, mut queue: mpsc::UnboundedReceiver<PendingRead>) 
     }
 }
 
+/// The projection fields of [`PreviousCustomer`], selected (followed by `FROM ...`).
+const PREVIOUS_CUSTOMER: &str = "SELECT record::id(id) AS id, terms, company_key, phone_keys, email_keys, owner, custody_changed_at";
+
 /// What the customer projection held before a commit.
 #[derive(Debug, Default, SurrealValue)]
 struct PreviousCustomer {
@@ -611,15 +668,26 @@ struct PreviousCustomer {
 
 impl SyncStorage for SurrealSyncStorage {
     async fn load(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StorageError> {
-        // One round trip: the document's type and its chunks in order.
-        let document: Option<LoadedDocument> = Query::new(
-            "SELECT kind, (SELECT VALUE bytes FROM sync_chunk WHERE document = $document ORDER BY id) AS chunks FROM ONLY $record",
-        )
+        // One round trip: the document's type and its chunks in order, and what its next
+        // commit needs to know (see [`Prefetched`]).
+        let mut results = Query::new(format!(
+            "SELECT kind, chunks AS stored_chunks, (SELECT VALUE bytes FROM sync_chunk WHERE document = $document ORDER BY id) AS chunks FROM ONLY $record; {PREVIOUS_CUSTOMER} FROM ONLY $customer;"
+        ))
         .bind("document", id.to_string())
         .bind("record", ids::record("sync_document", id.as_str()))
-        .take(&self.db, 0)
+        .bind("customer", ids::record(Customer::KIND, id.as_str()))
+        .run(&self.db)
         .await
         .map_err(failed)?;
+        let document: Option<LoadedDocument> = results.take(0).map_err(|e| failed(e.into()))?;
+        let customer: Option<PreviousCustomer> = results.take(1).map_err(|e| failed(e.into()))?;
+        if let Some(document) = &document {
+            let before = BeforeCommit {
+                chunks: document.stored_chunks,
+                customer: customer.filter(|_| document.kind == Customer::KIND),
+            };
+            self.prefetched().keep([(id.to_string(), before)]);
+        }
         Ok(document.map(stored))
     }
 
@@ -636,20 +704,33 @@ impl SyncStorage for SurrealSyncStorage {
         // through an index (a sub-select per document would not use the chunk index, and a
         // list longer than SurrealDB expands into index lookups scans the whole table).
         let groups: Vec<&[String]> = keys.chunks(MAX_INDEXED_IN).collect();
-        let mut sql = String::from("SELECT record::id(id) AS id, kind FROM $records;");
+        let customers: Vec<RecordId> = ids
+            .iter()
+            .map(|id| ids::record(Customer::KIND, id.as_str()))
+            .collect();
+        let mut sql = format!(
+            "SELECT record::id(id) AS id, kind, chunks FROM $records; {PREVIOUS_CUSTOMER} FROM $customers;"
+        );
         for i in 0..groups.len() {
             sql.push_str(&format!(
                 " SELECT document, bytes FROM sync_chunk WHERE document INSIDE $keys{i} ORDER BY id;"
             ));
         }
         let query = groups.iter().enumerate().fold(
-            Query::new(sql).bind("records", records),
+            Query::new(sql)
+                .bind("records", records)
+                .bind("customers", customers),
             |query, (i, group)| query.bind(&format!("keys{i}"), group.to_vec()),
         );
         let mut results = query.run(&self.db).await.map_err(failed)?;
         let kinds: Vec<DocumentKind> = results.take(0).map_err(|e| failed(e.into()))?;
+        let previous: Vec<PreviousCustomer> = results.take(1).map_err(|e| failed(e.into()))?;
+        let mut previous: std::collections::HashMap<String, PreviousCustomer> = previous
+            .into_iter()
+            .filter_map(|c| Some((c.id.clone()?, c)))
+            .collect();
         let mut chunks: Vec<ChunkOf> = Vec::new();
-        for i in 1..=groups.len() {
+        for i in 2..groups.len() + 2 {
             let group: Vec<ChunkOf> = results.take(i).map_err(|e| failed(e.into()))?;
             chunks.extend(group);
         }
@@ -661,11 +742,17 @@ impl SyncStorage for SurrealSyncStorage {
                 .or_default()
                 .extend_from_slice(&chunk.bytes);
         }
-        Ok(kinds
+        let mut states = Vec::with_capacity(kinds.len());
+        let loaded = kinds
             .into_iter()
             .filter_map(|d| {
                 let bytes = bytes.remove(&d.id)?;
                 let id = DocumentId::parse(&d.id)?;
+                let before = BeforeCommit {
+                    chunks: d.chunks,
+                    customer: previous.remove(&d.id).filter(|_| d.kind == Customer::KIND),
+                };
+                states.push((d.id, before));
                 Some((
                     id,
                     StoredDocument {
@@ -674,7 +761,9 @@ impl SyncStorage for SurrealSyncStorage {
                     },
                 ))
             })
-            .collect())
+            .collect();
+        self.prefetched().keep(states);
+        Ok(loaded)
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
@@ -762,18 +851,18 @@ impl SyncStorage for SurrealSyncStorage {
             let bytes = tx.bind(Bytes::from(snapshot));
             tx.push(format!("DELETE sync_chunk WHERE document = {id_b}"));
             tx.push(format!(
-                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes}"
+                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes} RETURN NONE"
             ));
             tx.push(format!(
-                "UPDATE {doc_record} SET chunks = 1, heads = {heads_b}, updated_at = time::now()"
+                "UPDATE {doc_record} SET chunks = 1, heads = {heads_b}, updated_at = time::now() RETURN NONE"
             ));
         } else {
             let bytes = tx.bind(Bytes::from(commit.chunk));
             tx.push(format!(
-                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes}"
+                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes} RETURN NONE"
             ));
             tx.push(format!(
-                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now()"
+                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now() RETURN NONE"
             ));
         }
         if let Some((row, server)) = projected {
@@ -798,7 +887,7 @@ impl SyncStorage for SurrealSyncStorage {
                     let reason = tx.bind(change.reason.clone());
                     let at = tx.bind(change.at);
                     tx.push(format!(
-                        "CREATE {entry} SET customer = {customer}, action = {action}, from_owner = {from}, to_owner = {to}, by = {by}, pool = {pool}, reason = {reason}, at = {at}"
+                        "CREATE {entry} SET customer = {customer}, action = {action}, from_owner = {from}, to_owner = {to}, by = {by}, pool = {pool}, reason = {reason}, at = {at} RETURN NONE"
                     ));
                     let ctx = AuditContext {
                         actor: change.by.clone().or(Some(commit.author.user_id.clone())),
@@ -841,18 +930,20 @@ impl SyncStorage for SurrealSyncStorage {
                     .collect();
                 if !new.is_empty() {
                     let new = tx.bind(new);
-                    tx.push(format!("INSERT IGNORE INTO customer_term {new}"));
+                    tx.push(format!(
+                        "INSERT IGNORE INTO customer_term {new} RETURN NONE"
+                    ));
                 }
                 // The fields derived from other records (the follow-up and deal clocks) are
                 // not in the row, so a merge keeps them.
                 let row_b = tx.bind(row);
                 tx.push(format!(
-                    "UPSERT {projection} MERGE object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
+                    "UPSERT {projection} MERGE object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }}) RETURN NONE"
                 ));
             } else {
                 let row_b = tx.bind(row);
                 tx.push(format!(
-                    "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }})"
+                    "UPSERT {projection} CONTENT object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }}) RETURN NONE"
                 ));
             }
             let ctx = AuditContext {
@@ -896,7 +987,7 @@ impl SyncStorage for SurrealSyncStorage {
             tx.push(format!(
                 "IF (SELECT * FROM ONLY {record}) AND ((SELECT VALUE user FROM ONLY {record}) != {user} OR (SELECT VALUE device FROM ONLY {record}) != {device}) {{ THROW {taken} }}"
             ));
-            tx.push(format!("UPSERT {record} SET user = {user}, device = {device}, created_at = created_at ?? time::now()"));
+            tx.push(format!("UPSERT {record} SET user = {user}, device = {device}, created_at = created_at ?? time::now() RETURN NONE"));
         }
         let (done, result) = oneshot::channel();
         self.commits
