@@ -44,6 +44,8 @@ struct Args {
     data: Option<std::path::PathBuf>,
     /// SurrealKV's memtable, MiB (the server's default when absent).
     memtable_mib: Option<u64>,
+    /// SurrealKV's block cache, MiB (the server's default when absent).
+    cache_mib: Option<u64>,
     /// Stop after loading (to keep `data` as it was before the sweep).
     load_only: bool,
 }
@@ -57,6 +59,7 @@ fn args() -> Args {
         rows_per_import: 5_000,
         data: None,
         memtable_mib: None,
+        cache_mib: None,
         load_only: false,
     };
     let mut raw: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +71,7 @@ fn args() -> Args {
         let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
         match pair[0].as_str() {
             "--memtable-mib" => args.memtable_mib = pair.get(1).and_then(|v| v.parse().ok()),
+            "--cache-mib" => args.cache_mib = pair.get(1).and_then(|v| v.parse().ok()),
             "--data" => args.data = pair.get(1).map(std::path::PathBuf::from),
             "--customers" => args.customers = value,
             "--follow-ups" => args.follow_ups = value,
@@ -75,7 +79,7 @@ fn args() -> Args {
             "--queries" => args.queries = value,
             "--rows-per-import" => args.rows_per_import = value.max(1),
             other => panic!(
-                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --memtable-mib N"
+                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --memtable-mib N --cache-mib N"
             ),
         }
     }
@@ -312,6 +316,9 @@ async fn main() {
     config.server.request_timeout_secs = 3_600;
     if let Some(mib) = args.memtable_mib {
         config.database.memtable_mib = mib;
+    }
+    if let Some(mib) = args.cache_mib {
+        config.database.cache_mib = mib;
     }
     let server = TestServer::start_with_clock(config, clock.clone()).await;
     let marker = dir.join("loaded.json");
