@@ -118,9 +118,8 @@ impl Tx {
         target: Option<(&str, &str)>,
         summary: serde_json::Value,
     ) -> &mut Self {
-        let id = self.bind(ids::record("audit", &ids::new_key()));
         let row = AuditRow {
-            id: ids::record("audit", "unused"),
+            id: ids::record("audit", &ids::new_key()),
             at: Utc::now(),
             actor: ctx.actor.clone(),
             action: action.to_string(),
@@ -132,12 +131,7 @@ impl Tx {
             address: ctx.address.clone(),
             summary: summary.to_string(),
         };
-        let mut content = row.into_value();
-        if let surrealdb::types::Value::Object(ref mut object) = content {
-            object.remove("id");
-        }
-        let content = self.bind(content);
-        self.push(format!("CREATE {id} CONTENT {content} RETURN NONE"))
+        self.create("audit", row.into_value())
     }
 }
 

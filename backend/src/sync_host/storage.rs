@@ -176,6 +176,28 @@ struct DocumentKind {
     chunks: Option<i64>,
 }
 
+/// A new chunk of a document, as it is created.
+#[derive(Debug, SurrealValue)]
+struct ChunkRow {
+    id: RecordId,
+    document: String,
+    bytes: Bytes,
+}
+
+/// A new entry of a customer's history (a change of hands), as it is created.
+#[derive(Debug, SurrealValue)]
+struct HistoryRow {
+    id: RecordId,
+    customer: String,
+    action: String,
+    from_owner: Option<String>,
+    to_owner: Option<String>,
+    by: Option<String>,
+    pool: Option<String>,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+}
+
 /// One stored chunk of a document.
 #[derive(Debug, SurrealValue)]
 struct ChunkOf {
@@ -842,25 +864,24 @@ impl SyncStorage for SurrealSyncStorage {
         let doc_record = tx.bind(ids::record("sync_document", &id));
         let kind = tx.bind(commit.kind.to_string());
         let id_b = tx.bind(id.clone());
-        let chunk_id = tx.bind(ids::record("sync_chunk", &ids::new_key()));
+        let chunk = |bytes: Vec<u8>| ChunkRow {
+            id: ids::record("sync_chunk", &ids::new_key()),
+            document: id.clone(),
+            bytes: Bytes::from(bytes),
+        };
         let mut heads = commit.heads.clone();
         heads.sort();
         let heads_b = tx.bind(heads);
         if compact {
             let snapshot = commit.document.clone().save();
-            let bytes = tx.bind(Bytes::from(snapshot));
+            // The old chunks go first; the snapshot is created after every statement.
             tx.push(format!("DELETE sync_chunk WHERE document = {id_b}"));
-            tx.push(format!(
-                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes} RETURN NONE"
-            ));
+            tx.create("sync_chunk", chunk(snapshot).into_value());
             tx.push(format!(
                 "UPDATE {doc_record} SET chunks = 1, heads = {heads_b}, updated_at = time::now() RETURN NONE"
             ));
         } else {
-            let bytes = tx.bind(Bytes::from(commit.chunk));
-            tx.push(format!(
-                "CREATE {chunk_id} SET document = {id_b}, bytes = {bytes} RETURN NONE"
-            ));
+            tx.create("sync_chunk", chunk(commit.chunk).into_value());
             tx.push(format!(
                 "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now() RETURN NONE"
             ));
@@ -877,18 +898,18 @@ impl SyncStorage for SurrealSyncStorage {
                 let from_owner = previous_customer.owner.clone();
                 if previous_customer.custody_changed_at.as_deref() != Some(change.at_text.as_str())
                 {
-                    let entry = tx.bind(ids::record("customer_history", &ids::new_key()));
-                    let customer = tx.bind(id.clone());
-                    let action = tx.bind(change.action.clone());
-                    let from = tx.bind(from_owner.clone());
-                    let to = tx.bind(change.to_owner.clone());
-                    let by = tx.bind(change.by.clone());
-                    let pool = tx.bind(change.pool.clone());
-                    let reason = tx.bind(change.reason.clone());
-                    let at = tx.bind(change.at);
-                    tx.push(format!(
-                        "CREATE {entry} SET customer = {customer}, action = {action}, from_owner = {from}, to_owner = {to}, by = {by}, pool = {pool}, reason = {reason}, at = {at} RETURN NONE"
-                    ));
+                    let entry = HistoryRow {
+                        id: ids::record("customer_history", &ids::new_key()),
+                        customer: id.clone(),
+                        action: change.action.clone(),
+                        from_owner: from_owner.clone(),
+                        to_owner: change.to_owner.clone(),
+                        by: change.by.clone(),
+                        pool: change.pool.clone(),
+                        reason: change.reason.clone(),
+                        at: change.at,
+                    };
+                    tx.create("customer_history", entry.into_value());
                     let ctx = AuditContext {
                         actor: change.by.clone().or(Some(commit.author.user_id.clone())),
                         channel: commit.channel.to_string(),

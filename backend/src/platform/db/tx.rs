@@ -13,6 +13,10 @@ use super::{Db, DbError, Query};
 pub struct Tx {
     statements: Vec<String>,
     bindings: Vec<(String, surrealdb::types::Value)>,
+    /// New rows by table, written after the statements by one `INSERT` per table: a group
+    /// commit of many transactions then creates each table's rows in one statement rather than
+    /// one each (SurrealDB parses, plans and binds every statement on its own).
+    creates: Vec<(&'static str, Vec<surrealdb::types::Value>)>,
 }
 
 impl Tx {
@@ -37,6 +41,28 @@ impl Tx {
     pub fn extend(&mut self, other: Tx) {
         self.statements.extend(other.statements);
         self.bindings.extend(other.bindings);
+        for (table, rows) in other.creates {
+            self.rows_of(table).extend(rows);
+        }
+    }
+
+    /// Creates `row` (an object with its record `id`) in `table`, after every statement of the
+    /// transaction; it fails like `CREATE` if the id exists. For rows that nothing else in the
+    /// transaction reads or changes (audit entries, history, document chunks).
+    pub fn create(&mut self, table: &'static str, row: surrealdb::types::Value) -> &mut Self {
+        self.rows_of(table).push(row);
+        self
+    }
+
+    fn rows_of(&mut self, table: &'static str) -> &mut Vec<surrealdb::types::Value> {
+        let at = match self.creates.iter().position(|(t, _)| *t == table) {
+            Some(at) => at,
+            None => {
+                self.creates.push((table, Vec::new()));
+                self.creates.len() - 1
+            }
+        };
+        &mut self.creates[at].1
     }
 
     /// Adds a statement (without the trailing semicolon).
@@ -47,16 +73,26 @@ impl Tx {
 
     /// Runs the statements as one transaction, retrying on conflicts.
     pub async fn run(&self, db: &Db) -> Result<surrealdb::IndexedResults, DbError> {
+        let inserts = self
+            .creates
+            .iter()
+            .enumerate()
+            .map(|(i, (table, _))| format!("INSERT INTO {table} $created{i} RETURN NONE"));
+        let statements: Vec<String> = self.statements.iter().cloned().chain(inserts).collect();
         let sql = format!(
             "BEGIN TRANSACTION;\n{};\nCOMMIT TRANSACTION;",
-            self.statements.join(";\n")
+            statements.join(";\n")
         );
         let query = self
-            .bindings
+            .creates
             .iter()
-            .fold(Query::new(sql), |query, (name, value)| {
-                query.bind(name, value.clone())
+            .enumerate()
+            .fold(Query::new(sql), |query, (i, (_, rows))| {
+                query.bind(&format!("created{i}"), rows.clone())
             });
+        let query = self.bindings.iter().fold(query, |query, (name, value)| {
+            query.bind(name, value.clone())
+        });
         db.retry(|| query.run(db)).await
     }
 }
