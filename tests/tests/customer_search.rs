@@ -65,6 +65,17 @@ pub(crate) async fn names(server: &TestServer, token: &str, query: &str) -> Vec<
 
 use outpost_tests::query_value as enc;
 
+/// Commits the import `import_id` (a dry run's id) as `token`.
+async fn commit_import(server: &TestServer, token: &str, import_id: &str) -> outpost_tests::Reply {
+    server
+        .post(
+            &format!("/api/v1/customers/imports/{import_id}/commit"),
+            token,
+            json!({}),
+        )
+        .await
+}
+
 /// A valid unified social credit code with the given 17-character body.
 fn credit_code(body: &str) -> String {
     "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -180,6 +191,40 @@ async fn search_finds_names_by_pinyin_initials_and_parts_and_phones_in_any_forma
         names(s, &o.rep, "q=ww").await.is_empty(),
         "a tombstone leaves the index"
     );
+}
+
+/// A prefix search reads the term index in chunks of 256 entries; 150 customers with two `c`
+/// terms each (full pinyin and initials) need two chunks for one page and several pages, and
+/// each customer must still come back exactly once.
+#[tokio::test]
+async fn a_search_with_more_matches_than_one_index_chunk_lists_each_customer_once() {
+    let o = office().await;
+    let s = &o.server;
+    let expected: Vec<String> = (0..150).map(|i| format!("陈氏{i:03}号")).collect();
+    let mut csv = String::from("客户名称\n");
+    for name in &expected {
+        csv.push_str(name);
+        csv.push('\n');
+    }
+    let body = json!({ "format": "csv", "content_base64": base64::engine::general_purpose::STANDARD.encode(csv) });
+    let dry = s.post("/api/v1/customers/imports", &o.admin, body).await;
+    assert_eq!(dry.status, StatusCode::CREATED, "{:?}", dry.body);
+    assert_eq!(dry.body["importable_rows"], 150, "{:?}", dry.body);
+    let import_id = dry.body["import_id"].as_str().unwrap();
+    let commit = commit_import(s, &o.admin, import_id).await;
+    assert_eq!(commit.body["created"], 150, "{:?}", commit.body);
+
+    assert_eq!(
+        names(s, &o.admin, "q=c&limit=200").await,
+        expected,
+        "one page reads past the first chunk"
+    );
+    let mut paged = paged_names(s, &o.admin, "q=c&limit=40").await;
+    paged.sort();
+    assert_eq!(paged, expected, "pages cover every match once");
+    let mut initials = paged_names(s, &o.admin, "q=cs&limit=40").await;
+    initials.sort();
+    assert_eq!(initials, expected);
 }
 
 #[tokio::test]
@@ -469,23 +514,11 @@ async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_sho
     );
 
     let import_id = dry.body["import_id"].as_str().unwrap();
-    let commit = s
-        .post(
-            &format!("/api/v1/customers/imports/{import_id}/commit"),
-            &o.rep,
-            json!({}),
-        )
-        .await;
+    let commit = commit_import(s, &o.rep, import_id).await;
     assert_eq!(commit.status, StatusCode::OK, "{:?}", commit.body);
     assert_eq!(commit.body["created"], 2);
     assert_eq!(commit.body["status"], "committed");
-    let again = s
-        .post(
-            &format!("/api/v1/customers/imports/{import_id}/commit"),
-            &o.rep,
-            json!({}),
-        )
-        .await;
+    let again = commit_import(s, &o.rep, import_id).await;
     assert_eq!(again.body["created"], 2);
     assert_eq!(
         names(s, &o.rep, "").await,
@@ -493,13 +526,7 @@ async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_sho
     );
     assert_eq!(names(s, &o.rep, "q=xkhy").await, ["新客户一"]);
     // Someone else cannot commit it.
-    let foreign = s
-        .post(
-            &format!("/api/v1/customers/imports/{import_id}/commit"),
-            &o.admin,
-            json!({}),
-        )
-        .await;
+    let foreign = commit_import(s, &o.admin, import_id).await;
     assert_eq!(foreign.status, StatusCode::NOT_FOUND);
 
     // XLSX, with the phone typed as a number and an explicit mapping.
@@ -519,12 +546,7 @@ async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_sho
         .await;
     assert_eq!(dry.status, StatusCode::CREATED, "{:?}", dry.body);
     let import_id = dry.body["import_id"].as_str().unwrap();
-    s.post(
-        &format!("/api/v1/customers/imports/{import_id}/commit"),
-        &o.rep,
-        json!({}),
-    )
-    .await;
+    commit_import(s, &o.rep, import_id).await;
     assert_eq!(
         names(s, &o.rep, "q=13800000201").await,
         ["Excel Import Ltd"]

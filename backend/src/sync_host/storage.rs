@@ -284,8 +284,6 @@ struct CustodyChange {
 #[derive(Debug, SurrealValue)]
 struct TermRow {
     id: RecordId,
-    doc: String,
-    key: String,
 }
 
 /// The index row of `term` for customer `doc`.
@@ -945,8 +943,6 @@ impl SyncStorage for SurrealSyncStorage {
                     .difference(&previous)
                     .map(|term| TermRow {
                         id: term_record(term, &id),
-                        doc: id.clone(),
-                        key: format!("{term}{}{id}", crate::crm::customers::keys::TERM_SEPARATOR),
                     })
                     .collect();
                 if !new.is_empty() {

@@ -104,7 +104,8 @@ pub async fn candidates(
     let company = (probe.company_key.chars().count() >= 2
         && (!probe.company_key.is_ascii() || probe.company_key.len() >= 4))
         .then(|| probe.company_key.clone());
-    // Phones and emails are found through the search index (exact terms, a range each); the
+    // Phones and emails are found through the search index (exact terms, a range each, wrapped
+    // in a function call so the LIMIT is pushed into the scan, as in `search::by_term`); the
     // code and the company key through their own indexes.
     let terms: Vec<String> = probe
         .phone_keys
@@ -120,7 +121,9 @@ pub async fn candidates(
     let mut ids: Vec<RecordId> = Vec::new();
     for term in terms {
         let docs: Vec<String> =
-            Query::new("SELECT VALUE doc FROM customer_term:[$term]..[$term_end] LIMIT 20")
+            Query::new(
+                "SELECT VALUE record::id(id)[1] FROM array::first([customer_term:[$term]..[$term_end]]) LIMIT 20",
+            )
                 .bind("term_end", format!("{term}\u{0}"))
                 .bind("term", term)
                 .take(db, 0)

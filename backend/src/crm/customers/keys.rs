@@ -11,8 +11,8 @@ pub const NAME_TERM: &str = "n:";
 pub const PHONE_TERM: &str = "p:";
 /// Namespace of email terms.
 pub const EMAIL_TERM: &str = "e:";
-/// Separates the term from the document id in an index key; it sorts before every character a
-/// term holds, so `key > term` starts at the term's first entry.
+/// Separates the term from the document id in a search cursor (`term`, separator, `doc`); no
+/// term holds it, so the cursor splits back at its last one.
 pub const TERM_SEPARATOR: char = '\u{1}';
 /// Most name terms one customer puts into the index.
 const MAX_TERMS: usize = 64;

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_drop_customer_owner_index.surql",
         sql: include_str!("migrations/0007_drop_customer_owner_index.surql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_slimmer_customer_indexes.surql",
+        sql: include_str!("migrations/0008_slimmer_customer_indexes.surql"),
+    },
 ];
 
 #[derive(Debug, SurrealValue)]
