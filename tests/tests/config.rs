@@ -13,6 +13,7 @@ fn defaults_file_then_environment_and_secrets_are_redacted() {
             (256, 512),
             "the embedded store's memory is capped out of the box"
         );
+        assert_eq!(defaults.database.block_kib, 64);
 
         jail.create_file(
             "outpost.toml",

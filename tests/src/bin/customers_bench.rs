@@ -46,6 +46,8 @@ struct Args {
     memtable_mib: Option<u64>,
     /// SurrealKV's block cache, MiB (the server's default when absent).
     cache_mib: Option<u64>,
+    /// SurrealKV's block size, KiB (the server's default when absent; files written from then on).
+    block_kib: Option<u64>,
     /// Stop after loading (to keep `data` as it was before the sweep).
     load_only: bool,
 }
@@ -60,6 +62,7 @@ fn args() -> Args {
         data: None,
         memtable_mib: None,
         cache_mib: None,
+        block_kib: None,
         load_only: false,
     };
     let mut raw: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +75,7 @@ fn args() -> Args {
         match pair[0].as_str() {
             "--memtable-mib" => args.memtable_mib = pair.get(1).and_then(|v| v.parse().ok()),
             "--cache-mib" => args.cache_mib = pair.get(1).and_then(|v| v.parse().ok()),
+            "--block-kib" => args.block_kib = pair.get(1).and_then(|v| v.parse().ok()),
             "--data" => args.data = pair.get(1).map(std::path::PathBuf::from),
             "--customers" => args.customers = value,
             "--follow-ups" => args.follow_ups = value,
@@ -79,7 +83,7 @@ fn args() -> Args {
             "--queries" => args.queries = value,
             "--rows-per-import" => args.rows_per_import = value.max(1),
             other => panic!(
-                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --memtable-mib N --cache-mib N"
+                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --memtable-mib N --cache-mib N --block-kib N"
             ),
         }
     }
@@ -319,6 +323,9 @@ async fn main() {
     }
     if let Some(mib) = args.cache_mib {
         config.database.cache_mib = mib;
+    }
+    if let Some(kib) = args.block_kib {
+        config.database.block_kib = kib;
     }
     let server = TestServer::start_with_clock(config, clock.clone()).await;
     let marker = dir.join("loaded.json");

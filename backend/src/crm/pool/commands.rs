@@ -77,7 +77,7 @@ async fn check_owned_cap(
         return Ok(());
     };
     let owned: Option<i64> = Query::new(
-        "(SELECT count() AS n FROM customer WHERE owner = $user AND state = 'owned' AND pool = $pool GROUP ALL)[0].n",
+        "(SELECT count() AS n FROM customer WITH INDEX customer_owner_list_key WHERE owner = $user AND state = 'owned' AND pool = $pool GROUP ALL)[0].n",
     )
     .bind("user", user.to_string())
     .bind("pool", pool.id.clone())

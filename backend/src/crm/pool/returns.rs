@@ -459,6 +459,7 @@ pub async fn returning_soon(
             let (condition, levels) = level_condition(&pool, level);
             let held: Vec<Held> = Query::new(format!(
                 "SELECT id, name, owner, level, owned_since, last_follow_up_at, last_deal_at FROM customer
+                   WITH INDEX customer_owner_list_key
                    WHERE owner = $user AND state = 'owned' AND pool = $pool AND owned_since <= $cutoff AND {condition}"
             ))
             .bind("user", user.to_string())

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_slimmer_customer_indexes.surql",
         sql: include_str!("migrations/0008_slimmer_customer_indexes.surql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_drop_customer_pool_state_index.surql",
+        sql: include_str!("migrations/0009_drop_customer_pool_state_index.surql"),
+    },
 ];
 
 #[derive(Debug, SurrealValue)]

@@ -182,6 +182,10 @@ async fn open_surrealkv(
         .with_key_value(
             "surrealkv_max_memtable_size",
             (config.memtable_mib.max(16) * MIB).to_string(),
+        )
+        .with_key_value(
+            "surrealkv_block_size",
+            (config.block_kib.clamp(1, 1024) * 1024).to_string(),
         );
     fn failed(e: impl std::fmt::Display) -> surrealdb::Error {
         surrealdb::Error::internal(e.to_string())
