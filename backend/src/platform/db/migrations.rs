@@ -19,53 +19,29 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// One entry of [`MIGRATIONS`]: the version and the file under `migrations/`, whose name is
+/// also the migration's name in messages.
+macro_rules! migration {
+    ($version:literal, $file:literal) => {
+        Migration {
+            version: $version,
+            name: $file,
+            sql: include_str!(concat!("migrations/", $file)),
+        }
+    };
+}
+
 /// Every migration of this build, in order.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "0001_identity.surql",
-        sql: include_str!("migrations/0001_identity.surql"),
-    },
-    Migration {
-        version: 2,
-        name: "0002_sync.surql",
-        sql: include_str!("migrations/0002_sync.surql"),
-    },
-    Migration {
-        version: 3,
-        name: "0003_jobs.surql",
-        sql: include_str!("migrations/0003_jobs.surql"),
-    },
-    Migration {
-        version: 4,
-        name: "0004_tasks.surql",
-        sql: include_str!("migrations/0004_tasks.surql"),
-    },
-    Migration {
-        version: 5,
-        name: "0005_customers.surql",
-        sql: include_str!("migrations/0005_customers.surql"),
-    },
-    Migration {
-        version: 6,
-        name: "0006_customer_owner_order.surql",
-        sql: include_str!("migrations/0006_customer_owner_order.surql"),
-    },
-    Migration {
-        version: 7,
-        name: "0007_drop_customer_owner_index.surql",
-        sql: include_str!("migrations/0007_drop_customer_owner_index.surql"),
-    },
-    Migration {
-        version: 8,
-        name: "0008_slimmer_customer_indexes.surql",
-        sql: include_str!("migrations/0008_slimmer_customer_indexes.surql"),
-    },
-    Migration {
-        version: 9,
-        name: "0009_drop_customer_pool_state_index.surql",
-        sql: include_str!("migrations/0009_drop_customer_pool_state_index.surql"),
-    },
+    migration!(1, "0001_identity.surql"),
+    migration!(2, "0002_sync.surql"),
+    migration!(3, "0003_jobs.surql"),
+    migration!(4, "0004_tasks.surql"),
+    migration!(5, "0005_customers.surql"),
+    migration!(6, "0006_customer_owner_order.surql"),
+    migration!(7, "0007_drop_customer_owner_index.surql"),
+    migration!(8, "0008_slimmer_customer_indexes.surql"),
+    migration!(9, "0009_drop_customer_pool_state_index.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
