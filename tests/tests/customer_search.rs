@@ -227,6 +227,101 @@ async fn a_search_with_more_matches_than_one_index_chunk_lists_each_customer_onc
     assert_eq!(initials, expected);
 }
 
+/// The `terms` field of record `table:doc`, read straight from the store.
+async fn stored_terms(
+    db: &outpost::platform::db::Db,
+    table: &str,
+    doc: &str,
+) -> Option<Vec<String>> {
+    outpost::platform::db::Query::new("SELECT VALUE terms FROM type::record($table, $doc)")
+        .bind("table", table.to_string())
+        .bind("doc", doc.to_string())
+        .take::<Vec<Option<Vec<String>>>>(db, 0)
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
+}
+
+/// A customer projected before migration 0010 keeps its search terms in its own row until it
+/// next changes; search still lists it by them, and a rename moves them to `customer_terms`,
+/// dropping the old name's terms from the index and the row.
+#[tokio::test]
+async fn terms_left_in_a_row_from_before_their_own_table_move_at_the_next_change() {
+    use outpost::platform::db::Query;
+    let o = office().await;
+    let s = &o.server;
+    let doc = create(
+        s,
+        &o.rep,
+        json!({ "name": "旧名字公司", "phones": ["13911112222"], "level": "B" }),
+    )
+    .await;
+    // Put the customer back into the shape a pre-0010 store has: terms in the customer row,
+    // no `customer_terms` row, and no `terms` field in the schema.
+    let db = s.db();
+    Query::new(
+        "DEFINE FIELD terms ON customer TYPE option<array<string>>; \
+         UPDATE type::record('customer', $doc) SET terms = (SELECT VALUE terms FROM ONLY type::record('customer_terms', $doc)); \
+         DELETE type::record('customer_terms', $doc); \
+         REMOVE FIELD terms ON customer;",
+    )
+    .bind("doc", doc.clone())
+    .run(&db)
+    .await
+    .unwrap();
+    let in_row = stored_terms(&db, "customer", &doc).await;
+    assert!(
+        in_row
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|t| t.contains("jiumingzi"))),
+        "{in_row:?}"
+    );
+    for q in ["jmz", "jiumingzi", "13911112222"] {
+        assert_eq!(
+            names(s, &o.rep, &format!("q={q}")).await,
+            ["旧名字公司"],
+            "{q}"
+        );
+    }
+
+    let renamed = s
+        .patch(
+            &format!("/api/v1/customers/{doc}"),
+            &o.rep,
+            json!({ "name": "新名字公司" }),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    for q in ["jmz", "jiumingzi", "旧名"] {
+        assert!(names(s, &o.rep, &format!("q={q}")).await.is_empty(), "{q}");
+    }
+    for q in ["xmz", "xinmingzi", "名字", "13911112222"] {
+        assert_eq!(
+            names(s, &o.rep, &format!("q={q}")).await,
+            ["新名字公司"],
+            "{q}"
+        );
+    }
+    let in_row = stored_terms(&db, "customer", &doc).await;
+    assert_eq!(in_row, None, "the rewrite drops the row's copy");
+    let own = stored_terms(&db, "customer_terms", &doc)
+        .await
+        .unwrap_or_default();
+    assert!(own.iter().any(|t| t.contains("xinmingzi")), "{own:?}");
+    assert!(!own.iter().any(|t| t.contains("jiumingzi")), "{own:?}");
+    // A change that leaves the name alone (a level) keeps them where they are.
+    let levelled = s
+        .patch(
+            &format!("/api/v1/customers/{doc}"),
+            &o.rep,
+            json!({ "level": "A" }),
+        )
+        .await;
+    assert_eq!(levelled.status, StatusCode::OK, "{:?}", levelled.body);
+    assert_eq!(names(s, &o.rep, "q=xmz").await, ["新名字公司"]);
+}
+
 #[tokio::test]
 async fn phones_are_masked_for_non_owners_unless_the_role_allows_full_view() {
     let o = office().await;

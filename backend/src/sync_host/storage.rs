@@ -99,6 +99,20 @@ const MAX_READS: usize = 64;
 const COMMITTERS: usize = 2;
 
 impl SurrealSyncStorage {
+    /// The search terms stored for customer `id` (none for one that has never had any).
+    async fn stored_terms(&self, id: &str) -> Result<Vec<String>, StorageError> {
+        #[derive(SurrealValue)]
+        struct Stored {
+            terms: Vec<String>,
+        }
+        let stored: Option<Stored> = Query::new("SELECT terms FROM ONLY $record")
+            .bind("record", ids::record("customer_terms", id))
+            .take(&self.db, 0)
+            .await
+            .map_err(failed)?;
+        Ok(stored.map(|s| s.terms).unwrap_or_default())
+    }
+
     /// Storage over `db`; `clock` stamps when follow-ups arrive.
     pub fn new(db: Db, clock: crate::platform::clock::Clock) -> Self {
         let (commits, queue) = mpsc::unbounded_channel();
@@ -258,7 +272,6 @@ struct CustomerRow {
     company_key: String,
     phone_keys: Vec<String>,
     email_keys: Vec<String>,
-    terms: Vec<String>,
     pool: Option<String>,
     owned_since: Option<DateTime<Utc>>,
     previous_owner: Option<String>,
@@ -311,7 +324,8 @@ struct SearchKeys {
     company_key: String,
     phone_keys: Vec<String>,
     email_keys: Vec<String>,
-    terms: Vec<String>,
+    /// The search terms to store, or `None` when they are unchanged and already stored.
+    terms: Option<Vec<String>>,
 }
 
 impl SearchKeys {
@@ -353,16 +367,17 @@ impl SearchKeys {
             phone_keys,
             email_keys,
             // A tombstone leaves the search index.
-            terms: if doc.server().state == "deleted" {
+            terms: Some(if doc.server().state == "deleted" {
                 Vec::new()
             } else {
                 keys::terms(&searchable)
-            },
+            }),
         }
     }
 
     /// The keys of `doc`, reused from the projection of `previous` when every field they come
-    /// from is unchanged.
+    /// from is unchanged. Reused terms are left where they are, unless the row still holds
+    /// them from before they had their own table, in which case they move there.
     fn reuse_or_derive(
         doc: &Customer,
         previous: Option<&Customer>,
@@ -387,20 +402,17 @@ impl SearchKeys {
             &stored.company_key,
             &stored.phone_keys,
             &stored.email_keys,
-            &stored.terms,
         ) {
-            (
-                Some(previous),
-                Some(company_key),
-                Some(phone_keys),
-                Some(email_keys),
-                Some(terms),
-            ) if inputs(previous) == inputs(doc) => Self {
-                company_key: company_key.clone(),
-                phone_keys: phone_keys.clone(),
-                email_keys: email_keys.clone(),
-                terms: terms.clone(),
-            },
+            (Some(previous), Some(company_key), Some(phone_keys), Some(email_keys))
+                if inputs(previous) == inputs(doc) =>
+            {
+                Self {
+                    company_key: company_key.clone(),
+                    phone_keys: phone_keys.clone(),
+                    email_keys: email_keys.clone(),
+                    terms: stored.terms_in_row.clone(),
+                }
+            }
             _ => Self::of(doc),
         }
     }
@@ -420,7 +432,6 @@ impl CustomerRow {
             company_key: keys.company_key,
             phone_keys: keys.phone_keys,
             email_keys: keys.email_keys,
-            terms: keys.terms,
             pool: doc.custody.pool.clone(),
             owned_since: optional_time(doc.custody.owned_since.as_deref()),
             previous_owner: doc.custody.previous_owner.clone(),
@@ -671,14 +682,16 @@ async fn batched_reads(db: Db, mut queue: mpsc::UnboundedReceiver<PendingRead>) 
 }
 
 /// The projection fields of [`PreviousCustomer`], selected (followed by `FROM ...`).
-const PREVIOUS_CUSTOMER: &str = "SELECT record::id(id) AS id, terms, company_key, phone_keys, email_keys, owner, custody_changed_at";
+const PREVIOUS_CUSTOMER: &str = "SELECT record::id(id) AS id, terms AS terms_in_row, company_key, phone_keys, email_keys, owner, custody_changed_at";
 
 /// What the customer projection held before a commit.
 #[derive(Debug, Default, SurrealValue)]
 struct PreviousCustomer {
     /// The customer's key (read in batches, to tell the rows apart).
     id: Option<String>,
-    terms: Option<Vec<String>>,
+    /// Search terms a row projected before migration 0010 still holds; they move to
+    /// `customer_terms` at the row's next change, which unsets them in the row.
+    terms_in_row: Option<Vec<String>>,
     company_key: Option<String>,
     phone_keys: Option<Vec<String>>,
     email_keys: Option<Vec<String>>,
@@ -789,19 +802,21 @@ impl SyncStorage for SurrealSyncStorage {
     async fn commit(&self, commit: Commit<'_>) -> Result<(), StorageError> {
         let id = commit.document_id.to_string();
         let mut follow_on_jobs = Tx::new();
-        let mut customer_terms: Vec<String> = Vec::new();
+        let mut new_terms: Option<Vec<String>> = None;
         let mut custody_change: Option<CustodyChange> = None;
         let before = self.before_commit(commit.kind, &id).await?;
+        let customer_existed = before.customer.is_some();
         let previous_customer = before.customer.unwrap_or_default();
         // A manifest is the server's own bookkeeping: stored, but neither projected nor custody_audited.
         let projected: Option<(surrealdb::types::Value, ServerFields)> = match commit.kind {
             Customer::KIND => {
                 let doc = typed::<Customer>(&commit)?;
-                let keys = SearchKeys::reuse_or_derive(
+                let mut keys = SearchKeys::reuse_or_derive(
                     &doc,
                     commit.previous.and_then(|p| p.downcast_ref::<Customer>()),
                     &previous_customer,
                 );
+                new_terms = keys.terms.take();
                 let mut row = CustomerRow::project(&doc, keys);
                 let created = parse_time(doc.server().created_at.as_deref());
                 row.list_key = format!(
@@ -812,7 +827,6 @@ impl SyncStorage for SurrealSyncStorage {
                     "{:013}|{id}",
                     9_999_999_999_999_i64 - created.timestamp_millis().clamp(0, 9_999_999_999_999)
                 );
-                customer_terms = row.terms.clone();
                 if let (Some(action), Some(at_text)) =
                     (&doc.custody.action, &doc.custody.changed_at)
                 {
@@ -926,30 +940,48 @@ impl SyncStorage for SurrealSyncStorage {
             }
             if commit.kind == Customer::KIND {
                 // The search index follows the projection: terms that went away are deleted,
-                // new ones added, in the same transaction. Fields derived from other records
-                // (the follow-up and deal clocks) are kept.
-                let previous: std::collections::HashSet<&String> =
-                    previous_customer.terms.iter().flatten().collect();
-                let current: std::collections::HashSet<&String> = customer_terms.iter().collect();
-                let gone: Vec<RecordId> = previous
-                    .difference(&current)
-                    .map(|term| term_record(term, &id))
-                    .collect();
-                if !gone.is_empty() {
-                    let gone = tx.bind(gone);
-                    tx.push(format!("DELETE {gone}"));
-                }
-                let new: Vec<TermRow> = current
-                    .difference(&previous)
-                    .map(|term| TermRow {
-                        id: term_record(term, &id),
-                    })
-                    .collect();
-                if !new.is_empty() {
-                    let new = tx.bind(new);
-                    tx.push(format!(
-                        "INSERT IGNORE INTO customer_term {new} RETURN NONE"
-                    ));
+                // new ones added, in the same transaction. A change that leaves the name,
+                // phones, emails and contacts alone (a claim, a return, a level) touches none
+                // of it: the terms live in their own row so that such a change neither reads
+                // nor rewrites them.
+                if let Some(current) = new_terms {
+                    let stored = match (customer_existed, &previous_customer.terms_in_row) {
+                        (_, Some(in_row)) => in_row.clone(),
+                        (false, None) => Vec::new(),
+                        (true, None) => self.stored_terms(&id).await?,
+                    };
+                    let previous: std::collections::HashSet<&String> = stored.iter().collect();
+                    let current_set: std::collections::HashSet<&String> = current.iter().collect();
+                    let gone: Vec<RecordId> = previous
+                        .difference(&current_set)
+                        .map(|term| term_record(term, &id))
+                        .collect();
+                    let new: Vec<TermRow> = current_set
+                        .difference(&previous)
+                        .map(|term| TermRow {
+                            id: term_record(term, &id),
+                        })
+                        .collect();
+                    // Unchanged terms already in their own row (a phone's edit of the notes
+                    // derives them again) are not written again.
+                    let unchanged = gone.is_empty() && new.is_empty();
+                    if !gone.is_empty() {
+                        let gone = tx.bind(gone);
+                        tx.push(format!("DELETE {gone}"));
+                    }
+                    if !new.is_empty() {
+                        let new = tx.bind(new);
+                        tx.push(format!(
+                            "INSERT IGNORE INTO customer_term {new} RETURN NONE"
+                        ));
+                    }
+                    if !unchanged || previous_customer.terms_in_row.is_some() || !customer_existed {
+                        let terms_record = tx.bind(ids::record("customer_terms", &id));
+                        let terms_b = tx.bind(current);
+                        tx.push(format!(
+                            "UPSERT {terms_record} SET terms = {terms_b} RETURN NONE"
+                        ));
+                    }
                 }
                 // The fields derived from other records (the follow-up and deal clocks) are
                 // not in the row, so a merge keeps them.
@@ -957,6 +989,11 @@ impl SyncStorage for SurrealSyncStorage {
                 tx.push(format!(
                     "UPSERT {projection} MERGE object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }}) RETURN NONE"
                 ));
+                if previous_customer.terms_in_row.is_some() {
+                    // A write keeps a field the schema no longer defines; the terms have just
+                    // moved to `customer_terms`, so the row's copy goes.
+                    tx.push(format!("UPDATE {projection} UNSET terms RETURN NONE"));
+                }
             } else {
                 let row_b = tx.bind(row);
                 tx.push(format!(

@@ -435,16 +435,37 @@ async fn by_term(
             doc: String,
             terms: Vec<String>,
         }
+        // The terms live in `customer_terms`; a row projected before migration 0010 and not
+        // changed since still holds its own.
         let all_terms: Vec<Terms> = if rows.is_empty() {
             Vec::new()
         } else {
-            Query::new("SELECT record::id(id) AS doc, terms FROM $records")
-                .bind(
-                    "records",
-                    rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            let keys: Vec<String> = rows.iter().map(|r| ids::key_of(&r.id)).collect();
+            let mut found: Vec<Terms> =
+                Query::new("SELECT record::id(id) AS doc, terms FROM $records")
+                    .bind(
+                        "records",
+                        keys.iter()
+                            .map(|k| ids::record("customer_terms", k))
+                            .collect::<Vec<_>>(),
+                    )
+                    .take(&state.db, 0)
+                    .await?;
+            let missing: Vec<RecordId> = rows
+                .iter()
+                .filter(|r| !found.iter().any(|t| t.doc == ids::key_of(&r.id)))
+                .map(|r| r.id.clone())
+                .collect();
+            if !missing.is_empty() {
+                let in_rows: Vec<Terms> = Query::new(
+                    "SELECT record::id(id) AS doc, terms FROM $records WHERE terms != NONE",
                 )
+                .bind("records", missing)
                 .take(&state.db, 0)
-                .await?
+                .await?;
+                found.extend(in_rows);
+            }
+            found
         };
         let firsts: std::collections::HashMap<String, String> = all_terms
             .into_iter()

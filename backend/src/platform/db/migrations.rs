@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_drop_customer_owner_index.surql"),
     migration!(8, "0008_slimmer_customer_indexes.surql"),
     migration!(9, "0009_drop_customer_pool_state_index.surql"),
+    migration!(10, "0010_customer_terms_table.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
