@@ -64,6 +64,22 @@ async fn web_and_phone_edits_meet_in_one_document() {
         .await;
     assert_eq!(read.body["address"], "深圳市南山区");
     assert_eq!(read.body["industry"], "Logistics");
+    // The edit left the searchable fields alone, so the search keys stayed; a phone's rename
+    // of the contact moves them.
+    use crate::customer_search::names;
+    for q in ["wangwu", "web"] {
+        assert_eq!(
+            names(&server, &token, &format!("q={q}")).await,
+            ["Web Co"],
+            "{q}"
+        );
+    }
+    customer = hydrate(phone.doc(&id)).unwrap();
+    customer.contacts[0].name = "赵六".into();
+    reconcile(phone.doc(&id), &customer).unwrap();
+    phone.settle().await;
+    assert!(names(&server, &token, "q=wangwu").await.is_empty());
+    assert_eq!(names(&server, &token, "q=zhaoliu").await, ["Web Co"]);
 
     // Bad input changes nothing.
     let invalid = server

@@ -375,58 +375,44 @@ impl SearchKeys {
         }
     }
 
-    /// The keys of `doc`, reused from the projection of `previous` when every field they come
-    /// from is unchanged. Reused terms are left where they are, unless the row still holds
-    /// them from before they had their own table, in which case they move there.
-    fn reuse_or_derive(
-        doc: &Customer,
-        previous: Option<&Customer>,
-        stored: &PreviousCustomer,
-    ) -> Self {
-        /// What the keys are derived from, borrowed (this runs on every customer commit).
-        type Contacts<'c> = Vec<(&'c str, &'c [String], &'c [String])>;
-        fn inputs(c: &Customer) -> (&str, &[String], &[String], Contacts<'_>, bool) {
-            (
-                &c.name,
-                &c.phones,
-                &c.emails,
-                c.contacts
-                    .iter()
-                    .map(|c| (c.name.as_str(), c.phones.as_slice(), c.emails.as_slice()))
-                    .collect(),
-                c.server().state == "deleted",
-            )
-        }
-        match (
-            previous,
-            &stored.company_key,
-            &stored.phone_keys,
-            &stored.email_keys,
-        ) {
-            (Some(previous), Some(company_key), Some(phone_keys), Some(email_keys))
-                if inputs(previous) == inputs(doc) =>
-            {
-                Self {
-                    company_key: company_key.clone(),
-                    phone_keys: phone_keys.clone(),
-                    email_keys: email_keys.clone(),
-                    terms: stored.terms_in_row.clone(),
-                }
-            }
+    /// The keys of `doc`, reused from what the projection holds when every field they come
+    /// from is unchanged there, so a change from any channel (a phone's edit of the notes, a
+    /// claim, a return) derives nothing. Reused terms are left where they are, unless the row
+    /// still holds them from before they had their own table, in which case they move there.
+    /// `contacts` is the row's contacts as [`contacts_json`] writes them.
+    fn reuse_or_derive(doc: &Customer, contacts: &str, stored: &PreviousCustomer) -> Self {
+        let deleted = |state: &str| state == "deleted";
+        let unchanged = stored.name.as_deref() == Some(doc.name.as_str())
+            && stored.phones.as_deref() == Some(doc.phones.as_slice())
+            && stored.emails.as_deref() == Some(doc.emails.as_slice())
+            && stored.contacts.as_deref() == Some(contacts)
+            && stored.state.as_deref().map(deleted) == Some(deleted(&doc.server().state));
+        match (&stored.company_key, &stored.phone_keys, &stored.email_keys) {
+            (Some(company_key), Some(phone_keys), Some(email_keys)) if unchanged => Self {
+                company_key: company_key.clone(),
+                phone_keys: phone_keys.clone(),
+                email_keys: email_keys.clone(),
+                terms: stored.terms_in_row.clone(),
+            },
             _ => Self::of(doc),
         }
     }
 }
 
+/// A customer's contacts as its projection row holds them (a JSON array).
+fn contacts_json(doc: &Customer) -> String {
+    let contacts: Vec<serde_json::Value> = doc
+        .contacts
+        .iter()
+        .map(|c| serde_json::json!({ "id": c.id, "name": c.name, "title": c.title, "phones": c.phones, "emails": c.emails }))
+        .collect();
+    serde_json::Value::Array(contacts).to_string()
+}
+
 impl CustomerRow {
-    /// The projection row of `doc`, with its search keys.
-    fn project(doc: &Customer, keys: SearchKeys) -> Self {
+    /// The projection row of `doc`, with its contacts (see [`contacts_json`]) and search keys.
+    fn project(doc: &Customer, contacts: String, keys: SearchKeys) -> Self {
         let server = doc.server();
-        let contacts: Vec<serde_json::Value> = doc
-            .contacts
-            .iter()
-            .map(|c| serde_json::json!({ "id": c.id, "name": c.name, "title": c.title, "phones": c.phones, "emails": c.emails }))
-            .collect();
         Self {
             credit_code: doc.credit_code.clone(),
             company_key: keys.company_key,
@@ -450,7 +436,7 @@ impl CustomerRow {
             address: doc.address.clone(),
             tags: doc.tags.clone(),
             notes: doc.notes.as_str().to_string(),
-            contacts: serde_json::Value::Array(contacts).to_string(),
+            contacts,
             owner: server.owner.clone(),
             state: server.state.clone(),
             created_by: server.created_by.clone(),
@@ -682,7 +668,7 @@ async fn batched_reads(db: Db, mut queue: mpsc::UnboundedReceiver<PendingRead>) 
 }
 
 /// The projection fields of [`PreviousCustomer`], selected (followed by `FROM ...`).
-const PREVIOUS_CUSTOMER: &str = "SELECT record::id(id) AS id, terms AS terms_in_row, company_key, phone_keys, email_keys, owner, custody_changed_at";
+const PREVIOUS_CUSTOMER: &str = "SELECT record::id(id) AS id, name, phones, emails, contacts, state, terms AS terms_in_row, company_key, phone_keys, email_keys, owner, custody_changed_at";
 
 /// What the customer projection held before a commit.
 #[derive(Debug, Default, SurrealValue)]
@@ -692,6 +678,12 @@ struct PreviousCustomer {
     /// Search terms a row projected before migration 0010 still holds; they move to
     /// `customer_terms` at the row's next change, which unsets them in the row.
     terms_in_row: Option<Vec<String>>,
+    /// What the search keys were derived from, to tell whether they still hold.
+    name: Option<String>,
+    phones: Option<Vec<String>>,
+    emails: Option<Vec<String>>,
+    contacts: Option<String>,
+    state: Option<String>,
     company_key: Option<String>,
     phone_keys: Option<Vec<String>>,
     email_keys: Option<Vec<String>>,
@@ -811,13 +803,10 @@ impl SyncStorage for SurrealSyncStorage {
         let projected: Option<(surrealdb::types::Value, ServerFields)> = match commit.kind {
             Customer::KIND => {
                 let doc = typed::<Customer>(&commit)?;
-                let mut keys = SearchKeys::reuse_or_derive(
-                    &doc,
-                    commit.previous.and_then(|p| p.downcast_ref::<Customer>()),
-                    &previous_customer,
-                );
+                let contacts = contacts_json(&doc);
+                let mut keys = SearchKeys::reuse_or_derive(&doc, &contacts, &previous_customer);
                 new_terms = keys.terms.take();
-                let mut row = CustomerRow::project(&doc, keys);
+                let mut row = CustomerRow::project(&doc, contacts, keys);
                 let created = parse_time(doc.server().created_at.as_deref());
                 row.list_key = format!(
                     "{}|{id}",
