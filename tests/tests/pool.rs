@@ -67,6 +67,11 @@ async fn floor(rules: Value, grace_hours: u32) -> Floor {
 impl Floor {
     /// A customer in the pool (created by the admin, then released to the pool).
     async fn pooled(&self, name: &str, level: &str) -> String {
+        self.pooled_at(name, Some(level)).await
+    }
+
+    /// A customer in the pool at `level`, or without one.
+    async fn pooled_at(&self, name: &str, level: Option<&str>) -> String {
         let created = self
             .server
             .post(
@@ -474,6 +479,51 @@ async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_coun
     );
     let mine = f.server.get("/api/v1/customers", &f.rep_a).await;
     assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
+}
+
+/// A level with rules of its own follows them, not the pool's `*` rules, which cover every
+/// other level and customers without one.
+#[tokio::test]
+async fn each_level_returns_under_its_own_rules_and_the_rest_under_the_pools_default() {
+    let f = floor(
+        json!({ "C": { "return_without_follow_up_days": 10 }, "*": { "return_without_follow_up_days": 3 } }),
+        0,
+    )
+    .await;
+    let c = f.pooled("慢慢跟的C类", "C").await;
+    let b = f.pooled("普通B类", "B").await;
+    let unrated = f.pooled_at("未分级客户", None).await;
+    for doc in [&c, &b, &unrated] {
+        assert_eq!(f.claim(&f.rep_a, doc).await.status, StatusCode::OK);
+    }
+    let pooled_names = |items: Vec<Value>| {
+        let mut names: Vec<String> = items
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // A day before the default deadline: nothing.
+    f.clock.advance(Duration::from_secs(2 * 86_400));
+    f.sweep_returns(0).await;
+    // The default deadline: the B and the unrated customer go back, the C customer stays.
+    f.clock.advance(Duration::from_secs(86_400 + 60));
+    f.sweep_returns(2).await;
+    assert_eq!(
+        pooled_names(f.in_pool(&f.rep_b).await),
+        ["普通B类", "未分级客户"]
+    );
+    // The C rule's own deadline, ten days after the claim.
+    f.clock.advance(Duration::from_secs(6 * 86_400));
+    f.sweep_returns(0).await;
+    f.clock.advance(Duration::from_secs(86_400));
+    f.sweep_returns(1).await;
+    assert_eq!(
+        pooled_names(f.in_pool(&f.rep_b).await),
+        ["慢慢跟的C类", "普通B类", "未分级客户"]
+    );
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_slimmer_customer_indexes.surql"),
     migration!(9, "0009_drop_customer_pool_state_index.surql"),
     migration!(10, "0010_customer_terms_table.surql"),
+    migration!(11, "0011_customer_due_index.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
