@@ -561,6 +561,39 @@ pub mod bench {
             / 1024.0
     }
 
+    /// CPU time this process has used, user and system, in seconds (Linux's `/proc`, whose
+    /// clock ticks are 1/100 s).
+    pub fn cpu_seconds() -> f64 {
+        std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // Fields after the command name (which may hold spaces) and its `)`.
+                let rest = s.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let user: f64 = fields.get(11)?.parse().ok()?;
+                let system: f64 = fields.get(12)?.parse().ok()?;
+                Some((user + system) / 100.0)
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (at most `limit`) until the process has stayed nearly idle for three seconds in a
+    /// row, and says how long that took. A store that was just loaded or reopened merges its
+    /// files in the background on the same cores the measured requests use; timing requests
+    /// during that merge measures the merge.
+    pub async fn settle(limit: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        let mut quiet = 0;
+        let mut last = cpu_seconds();
+        while quiet < 3 && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = cpu_seconds();
+            quiet = if now - last < 0.05 { quiet + 1 } else { 0 };
+            last = now;
+        }
+        started.elapsed()
+    }
+
     /// The `p` percentile (0 to 1) of sorted durations.
     pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
         if sorted.is_empty() {
