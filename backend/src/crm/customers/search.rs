@@ -451,10 +451,13 @@ async fn by_term(
                     )
                     .take(&state.db, 0)
                     .await?;
+            let have: std::collections::HashSet<&str> =
+                found.iter().map(|t| t.doc.as_str()).collect();
             let missing: Vec<RecordId> = rows
                 .iter()
-                .filter(|r| !found.iter().any(|t| t.doc == ids::key_of(&r.id)))
-                .map(|r| r.id.clone())
+                .zip(&keys)
+                .filter(|(_, key)| !have.contains(key.as_str()))
+                .map(|(r, _)| r.id.clone())
                 .collect();
             if !missing.is_empty() {
                 let in_rows: Vec<Terms> = Query::new(
