@@ -225,6 +225,38 @@ async fn a_search_with_more_matches_than_one_index_chunk_lists_each_customer_onc
     let mut initials = paged_names(s, &o.admin, "q=cs&limit=40").await;
     initials.sort();
     assert_eq!(initials, expected);
+
+    // A rep whose few customers are scattered among the admin's sees exactly those, each
+    // once, however the page reads its rows (most rows it reads are not the rep's).
+    let mut own: Vec<String> = Vec::new();
+    for i in [7, 49, 101, 148] {
+        let name = format!("陈氏{i:03}号分店");
+        // 陈氏007号分店 is close to 陈氏007号: confirmed as a separate customer.
+        create(
+            s,
+            &o.rep,
+            json!({ "name": name, "confirm_duplicate": true }),
+        )
+        .await;
+        own.push(name);
+    }
+    own.sort();
+    for query in [
+        "q=cs&limit=1",
+        "q=cs&limit=3",
+        "q=c&limit=2",
+        "q=陈氏&limit=50",
+    ] {
+        let mut found = paged_names(s, &o.rep, query).await;
+        found.sort();
+        assert_eq!(found, own, "{query}");
+    }
+    let mut everyone = paged_names(s, &o.admin, "q=chenshi&limit=7").await;
+    everyone.sort();
+    let mut all = expected.clone();
+    all.extend(own.iter().cloned());
+    all.sort();
+    assert_eq!(everyone, all, "pages of 7 cover all 154 matches once");
 }
 
 /// The `terms` field of record `table:doc`, read straight from the store.

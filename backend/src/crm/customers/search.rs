@@ -59,6 +59,8 @@ pub struct CustomerFilter {
 
 /// Term-index rows read per round while a search fills a page.
 const TERM_CHUNK: i64 = 256;
+/// Customer rows read at least per round trip while a search fills a page.
+const MIN_ROW_WINDOW: usize = 16;
 /// Term-index rows one page may scan before it answers with what it has (and a cursor).
 const MAX_TERMS_SCANNED: usize = 2048;
 /// Owners whose parts of the list order a scoped list walks one by one; a wider scope leaves
@@ -390,6 +392,10 @@ async fn by_term(
     let mut items: Vec<CustomerRow> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut scanned = 0;
+    // Rows read and rows that passed the filters, which size the next window of rows.
+    let (mut fetched, mut passed) = (0_usize, 0_usize);
+    // Only a page that goes on from a cursor can meet a customer an earlier page listed.
+    let resumed = cursor.is_some();
     loop {
         let start = match &after.1 {
             None => "[$after_term]",
@@ -410,15 +416,29 @@ async fn by_term(
         .await?;
         let exhausted = (terms.len() as i64) < TERM_CHUNK;
         scanned += terms.len();
-        let records: Vec<RecordId> = terms
+        // The customers met here for the first time, in term order: a customer matches under
+        // several terms (`zhangsan` and `zs` for `z`) and is listed only at the first of them.
+        let candidates: Vec<(usize, &TermRow)> = terms
             .iter()
-            .filter(|t| seen.insert(t.doc.clone()))
-            .map(|t| ids::record("customer", &t.doc))
+            .enumerate()
+            .filter(|(_, t)| seen.insert(t.doc.clone()))
             .collect();
-        let rows: Vec<CustomerRow> = if records.is_empty() {
-            Vec::new()
-        } else {
-            conditions
+        // Rows are read a window at a time, sized to what the page still needs at the share
+        // of rows the filters have let through so far, so a page of 50 reads about 50 rows
+        // rather than the whole chunk's.
+        let mut position = 0;
+        while position < candidates.len() {
+            let wanted = (limit - items.len()) as f64 / pass_rate(passed, fetched);
+            let window = (wanted.ceil() as usize)
+                .max(MIN_ROW_WINDOW)
+                .min(candidates.len() - position);
+            let slice = &candidates[position..position + window];
+            position += window;
+            let records: Vec<RecordId> = slice
+                .iter()
+                .map(|(_, t)| ids::record("customer", &t.doc))
+                .collect();
+            let rows: Vec<CustomerRow> = conditions
                 .clone()
                 .rebind(Query::new(format!(
                     "SELECT * OMIT terms, phone_keys, email_keys FROM $records WHERE {}",
@@ -426,74 +446,31 @@ async fn by_term(
                 )))
                 .bind("records", records)
                 .take(&state.db, 0)
-                .await?
-        };
-        // A customer matches under several terms (`zhangsan` and `zs` for `z`); it is listed
-        // only at the first of them, so no page repeats one from another page.
-        #[derive(Debug, SurrealValue)]
-        struct Terms {
-            doc: String,
-            terms: Vec<String>,
-        }
-        // The terms live in `customer_terms`; a row projected before migration 0010 and not
-        // changed since still holds its own.
-        let all_terms: Vec<Terms> = if rows.is_empty() {
-            Vec::new()
-        } else {
-            let keys: Vec<String> = rows.iter().map(|r| ids::key_of(&r.id)).collect();
-            let mut found: Vec<Terms> =
-                Query::new("SELECT record::id(id) AS doc, terms FROM $records")
-                    .bind(
-                        "records",
-                        keys.iter()
-                            .map(|k| ids::record("customer_terms", k))
-                            .collect::<Vec<_>>(),
-                    )
-                    .take(&state.db, 0)
-                    .await?;
-            let have: std::collections::HashSet<&str> =
-                found.iter().map(|t| t.doc.as_str()).collect();
-            let missing: Vec<RecordId> = rows
-                .iter()
-                .zip(&keys)
-                .filter(|(_, key)| !have.contains(key.as_str()))
-                .map(|(r, _)| r.id.clone())
-                .collect();
-            if !missing.is_empty() {
-                let in_rows: Vec<Terms> = Query::new(
-                    "SELECT record::id(id) AS doc, terms FROM $records WHERE terms != NONE",
-                )
-                .bind("records", missing)
-                .take(&state.db, 0)
                 .await?;
-                found.extend(in_rows);
-            }
-            found
-        };
-        let firsts: std::collections::HashMap<String, String> = all_terms
-            .into_iter()
-            .filter_map(|t| {
-                t.terms
-                    .into_iter()
-                    .filter(|candidate| candidate.starts_with(term))
-                    .min()
-                    .map(|first| (t.doc, first))
-            })
-            .collect();
-        let mut by_doc: std::collections::HashMap<String, CustomerRow> =
-            rows.into_iter().map(|r| (ids::key_of(&r.id), r)).collect();
-        for (i, t) in terms.iter().enumerate() {
-            if firsts.get(&t.doc).is_some_and(|first| *first != t.term) {
-                continue;
-            }
-            if let Some(row) = by_doc.remove(&t.doc) {
-                items.push(row);
-                if items.len() == limit {
-                    let more = !exhausted || i + 1 < terms.len();
-                    return Ok(Page {
-                        items,
-                        next_cursor: more.then(|| t.cursor()),
-                    });
+            fetched += slice.len();
+            passed += rows.len();
+            // A page that goes on from a cursor skips customers whose first matching term
+            // lies before the cursor: an earlier page listed them there.
+            let firsts = if resumed {
+                first_terms(state, &rows, term).await?
+            } else {
+                std::collections::HashMap::new()
+            };
+            let mut by_doc: std::collections::HashMap<String, CustomerRow> =
+                rows.into_iter().map(|r| (ids::key_of(&r.id), r)).collect();
+            for (i, t) in slice {
+                if firsts.get(&t.doc).is_some_and(|first| *first != t.term) {
+                    continue;
+                }
+                if let Some(row) = by_doc.remove(&t.doc) {
+                    items.push(row);
+                    if items.len() == limit {
+                        let more = !exhausted || i + 1 < terms.len();
+                        return Ok(Page {
+                            items,
+                            next_cursor: more.then(|| t.cursor()),
+                        });
+                    }
                 }
             }
         }
@@ -515,6 +492,66 @@ async fn by_term(
             }
         }
     }
+}
+
+/// The share of rows read so far that passed the filters, optimistic before the first read and
+/// never so small that a window grows past what a chunk holds anyway.
+fn pass_rate(passed: usize, fetched: usize) -> f64 {
+    ((passed + 1) as f64 / (fetched + 1) as f64).max(1.0 / TERM_CHUNK as f64)
+}
+
+/// The first term under which each of `rows` matches `term`: the place an earlier page of the
+/// same search listed it.
+async fn first_terms(
+    state: &AppState,
+    rows: &[CustomerRow],
+    term: &str,
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    #[derive(Debug, SurrealValue)]
+    struct Terms {
+        doc: String,
+        terms: Vec<String>,
+    }
+    if rows.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    // The terms live in `customer_terms`; a row projected before migration 0010 and not
+    // changed since still holds its own.
+    let keys: Vec<String> = rows.iter().map(|r| ids::key_of(&r.id)).collect();
+    let mut found: Vec<Terms> = Query::new("SELECT record::id(id) AS doc, terms FROM $records")
+        .bind(
+            "records",
+            keys.iter()
+                .map(|k| ids::record("customer_terms", k))
+                .collect::<Vec<_>>(),
+        )
+        .take(&state.db, 0)
+        .await?;
+    let have: std::collections::HashSet<&str> = found.iter().map(|t| t.doc.as_str()).collect();
+    let missing: Vec<RecordId> = rows
+        .iter()
+        .zip(&keys)
+        .filter(|(_, key)| !have.contains(key.as_str()))
+        .map(|(r, _)| r.id.clone())
+        .collect();
+    if !missing.is_empty() {
+        let in_rows: Vec<Terms> =
+            Query::new("SELECT record::id(id) AS doc, terms FROM $records WHERE terms != NONE")
+                .bind("records", missing)
+                .take(&state.db, 0)
+                .await?;
+        found.extend(in_rows);
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|t| {
+            t.terms
+                .into_iter()
+                .filter(|candidate| candidate.starts_with(term))
+                .min()
+                .map(|first| (t.doc, first))
+        })
+        .collect())
 }
 
 fn encode_cursor(raw: &str) -> String {
