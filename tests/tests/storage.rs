@@ -291,3 +291,103 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     // New connections are refused once it has stopped.
     assert!(tokio::net::TcpStream::connect(&address).await.is_err());
 }
+
+/// How many chunks of document `doc` each table holds, and its `chunk_layout`.
+async fn chunk_places(db: &Db, doc: &str) -> (i64, i64, Option<i64>) {
+    let mut results = Query::new(
+        "RETURN count(SELECT id FROM sync_chunk WHERE document = $doc);
+         RETURN count(SELECT id FROM document_chunk:[$doc]..[$doc, '~']);
+         RETURN (SELECT VALUE chunk_layout FROM ONLY type::record('sync_document', $doc));",
+    )
+    .bind("doc", doc.to_string())
+    .run(db)
+    .await
+    .unwrap();
+    let legacy: Option<i64> = results.take(0).unwrap();
+    let ranged: Option<i64> = results.take(1).unwrap();
+    let layout: Option<i64> = results.take(2).unwrap();
+    (legacy.unwrap_or(0), ranged.unwrap_or(0), layout)
+}
+
+#[tokio::test]
+async fn chunks_stored_before_their_ranged_table_load_grow_and_compact_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let token = server.admin_token().await;
+    let created = server
+        .post(
+            "/api/v1/customers",
+            &token,
+            json!({ "name": "Legacy Trading", "level": "B" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let doc = created.body["doc_id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/customers/{doc}");
+    let renamed = server
+        .patch(&path, &token, json!({ "name": "Legacy Trading Co" }))
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    let db = server.db();
+    let (legacy, ranged, layout) = chunk_places(&db, &doc).await;
+    assert_eq!(
+        (legacy, layout),
+        (0, Some(2)),
+        "a new document keeps its chunks in one range"
+    );
+    assert!(ranged >= 2, "{ranged}");
+
+    // The shape a store had before migration 0012: the chunks in `sync_chunk` under their
+    // time-ordered keys, found through the `document` index, and no layout mark.
+    Query::new(
+        "FOR $chunk IN (SELECT bytes, record::id(id)[1] AS key FROM document_chunk:[$doc]..[$doc, '~'] ORDER BY id) {
+             CREATE type::record('sync_chunk', $chunk.key) SET document = $doc, bytes = $chunk.bytes;
+         };
+         DELETE document_chunk:[$doc]..[$doc, '~'];
+         UPDATE type::record('sync_document', $doc) UNSET chunk_layout;",
+    )
+    .bind("doc", doc.clone())
+    .run(&db)
+    .await
+    .unwrap();
+    assert_eq!(chunk_places(&db, &doc).await, (ranged, 0, None));
+    drop(db);
+    server.shutdown().await;
+
+    // After a restart the document loads from its old chunks; a change adds a ranged one.
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let changed = server.patch(&path, &token, json!({ "level": "A" })).await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(
+        changed.body["name"], "Legacy Trading Co",
+        "the old chunks' edits are there"
+    );
+    let db = server.db();
+    assert_eq!(chunk_places(&db, &doc).await, (ranged, 1, None));
+
+    // Compaction moves the document whole into its range.
+    for i in 0..70 {
+        let level = if i % 2 == 0 { "C" } else { "D" };
+        let reply = server.patch(&path, &token, json!({ "level": level })).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+    let (legacy, ranged, layout) = chunk_places(&db, &doc).await;
+    assert_eq!((legacy, layout), (0, Some(2)), "compacted into the range");
+    assert!(ranged < 64, "one snapshot and the chunks since: {ranged}");
+    drop(db);
+    server.shutdown().await;
+
+    let server = TestServer::start_with(Config::for_database(&url)).await;
+    let last = server
+        .patch(&path, &token, json!({ "name": "Legacy Trading Group" }))
+        .await;
+    assert_eq!(last.status, StatusCode::OK, "{:?}", last.body);
+    assert_eq!(
+        last.body["level"], "D",
+        "the 70th edit survived the compaction"
+    );
+    let listed = server.get(&path, &token).await;
+    assert_eq!(listed.body["name"], "Legacy Trading Group");
+    server.shutdown().await;
+}

@@ -179,6 +179,9 @@ struct LoadedDocument {
     kind: String,
     /// The incremental chunk count the document's row keeps.
     stored_chunks: Option<i64>,
+    /// [`RANGED_CHUNKS`] when every chunk is in `document_chunk`.
+    chunk_layout: Option<i64>,
+    /// The chunks in `document_chunk`, in order.
     chunks: Vec<Bytes>,
 }
 
@@ -188,14 +191,45 @@ struct DocumentKind {
     id: String,
     kind: String,
     chunks: Option<i64>,
+    chunk_layout: Option<i64>,
 }
+
+/// The `chunk_layout` of a document whose chunks are all keyed `document_chunk:[document,
+/// key]` (migration 0012); a document without it may still have chunks in `sync_chunk`.
+const RANGED_CHUNKS: i64 = 2;
+
+/// Sorts after every chunk key (a UUIDv7 in text form): the end of a document's chunk range.
+const CHUNK_RANGE_END: &str = "~";
 
 /// A new chunk of a document, as it is created.
 #[derive(Debug, SurrealValue)]
 struct ChunkRow {
     id: RecordId,
-    document: String,
     bytes: Bytes,
+}
+
+/// The record of a new chunk of document `doc`: keys are time-ordered, so a document's chunks
+/// are one range in the order they were stored.
+fn chunk_record(doc: &str) -> RecordId {
+    RecordId::new(
+        "document_chunk",
+        surrealdb::types::RecordIdKey::Array(surrealdb::types::Array::from(vec![
+            surrealdb::types::Value::String(doc.to_string()),
+            surrealdb::types::Value::String(ids::new_key()),
+        ])),
+    )
+}
+
+/// The statement reading the chunks of the documents bound as `$d0`, `$d1`, ... (`count` of
+/// them) from `document_chunk`, in order: one range per document, no index.
+fn ranged_chunks_sql(count: usize) -> String {
+    let ranges: Vec<String> = (0..count)
+        .map(|i| format!("document_chunk:[$d{i}]..[$d{i}, $chunk_end]"))
+        .collect();
+    format!(
+        "SELECT record::id(id)[0] AS document, bytes FROM {} ORDER BY id",
+        ranges.join(", ")
+    )
 }
 
 /// A new entry of a customer's history (a change of hands), as it is created.
@@ -219,13 +253,41 @@ struct ChunkOf {
     bytes: Bytes,
 }
 
-/// The bytes of a loaded document: its chunks in order, which automerge loads as one.
-fn stored(LoadedDocument { kind, chunks, .. }: LoadedDocument) -> StoredDocument {
-    let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.len()).sum());
-    for chunk in chunks {
-        bytes.extend_from_slice(&chunk);
+/// The chunks stored before migration 0012 of the documents `keys`, grouped by document in
+/// order: read through `sync_chunk`'s index, in lists short enough to stay index lookups.
+async fn legacy_chunks(
+    db: &Db,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, Vec<u8>>, StorageError> {
+    let mut bytes: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+    if keys.is_empty() {
+        return Ok(bytes);
     }
-    StoredDocument { kind, bytes }
+    let groups: Vec<&[String]> = keys.chunks(MAX_INDEXED_IN).collect();
+    let sql: String = (0..groups.len())
+        .map(|i| {
+            format!(
+                "SELECT document, bytes FROM sync_chunk WHERE document INSIDE $keys{i} ORDER BY id;"
+            )
+        })
+        .collect();
+    let query = groups
+        .iter()
+        .enumerate()
+        .fold(Query::new(sql), |query, (i, group)| {
+            query.bind(&format!("keys{i}"), group.to_vec())
+        });
+    let mut results = query.run(db).await.map_err(failed)?;
+    for i in 0..groups.len() {
+        let group: Vec<ChunkOf> = results.take(i).map_err(|e| failed(e.into()))?;
+        for chunk in group {
+            bytes
+                .entry(chunk.document)
+                .or_default()
+                .extend_from_slice(&chunk.bytes);
+        }
+    }
+    Ok(bytes)
 }
 
 /// What a commit needs to know of the stored document and its projection before it writes:
@@ -234,6 +296,8 @@ fn stored(LoadedDocument { kind, chunks, .. }: LoadedDocument) -> StoredDocument
 struct BeforeCommit {
     /// Incremental chunks stored so far (none for a new document).
     chunks: Option<i64>,
+    /// Whether some chunks may still be in `sync_chunk` (stored before migration 0012).
+    legacy_chunks: bool,
     /// What the customer projection held (none for other kinds and new customers).
     customer: Option<PreviousCustomer>,
 }
@@ -606,6 +670,7 @@ impl SurrealSyncStorage {
 struct ChunkCount {
     id: String,
     chunks: Option<i64>,
+    chunk_layout: Option<i64>,
 }
 
 /// Answers pre-commit reads in batches: whatever has queued while the previous batch was read
@@ -631,7 +696,7 @@ async fn batched_reads(db: Db, mut queue: mpsc::UnboundedReceiver<PendingRead>) 
             .collect();
         let read = async {
             let mut results = Query::new(
-                format!("SELECT record::id(id) AS id, chunks FROM $documents; {PREVIOUS_CUSTOMER} FROM $customers;"),
+                format!("SELECT record::id(id) AS id, chunks, chunk_layout FROM $documents; {PREVIOUS_CUSTOMER} FROM $customers;"),
             )
             .bind("documents", documents)
             .bind("customers", customers)
@@ -643,15 +708,19 @@ async fn batched_reads(db: Db, mut queue: mpsc::UnboundedReceiver<PendingRead>) 
         };
         match read.await {
             Ok((chunks, customers)) => {
-                let mut chunks: std::collections::HashMap<String, Option<i64>> =
-                    chunks.into_iter().map(|c| (c.id, c.chunks)).collect();
+                let mut chunks: std::collections::HashMap<String, ChunkCount> =
+                    chunks.into_iter().map(|c| (c.id.clone(), c)).collect();
                 let mut customers: std::collections::HashMap<String, PreviousCustomer> = customers
                     .into_iter()
                     .filter_map(|c| Some((c.id.clone()?, c)))
                     .collect();
                 for pending in batch {
+                    let stored = chunks.remove(&pending.id);
                     let before = BeforeCommit {
-                        chunks: chunks.remove(&pending.id).flatten(),
+                        legacy_chunks: stored
+                            .as_ref()
+                            .is_some_and(|c| c.chunk_layout != Some(RANGED_CHUNKS)),
+                        chunks: stored.and_then(|c| c.chunks),
                         customer: customers.remove(&pending.id),
                     };
                     let _ = pending.done.send(Ok(before));
@@ -696,9 +765,10 @@ impl SyncStorage for SurrealSyncStorage {
         // One round trip: the document's type and its chunks in order, and what its next
         // commit needs to know (see [`Prefetched`]).
         let mut results = Query::new(format!(
-            "SELECT kind, chunks AS stored_chunks, (SELECT VALUE bytes FROM sync_chunk WHERE document = $document ORDER BY id) AS chunks FROM ONLY $record; {PREVIOUS_CUSTOMER} FROM ONLY $customer;"
+            "SELECT kind, chunks AS stored_chunks, chunk_layout, (SELECT VALUE bytes FROM document_chunk:[$d0]..[$d0, $chunk_end] ORDER BY id) AS chunks FROM ONLY $record; {PREVIOUS_CUSTOMER} FROM ONLY $customer;"
         ))
-        .bind("document", id.to_string())
+        .bind("d0", id.to_string())
+        .bind("chunk_end", CHUNK_RANGE_END)
         .bind("record", ids::record("sync_document", id.as_str()))
         .bind("customer", ids::record(Customer::KIND, id.as_str()))
         .run(&self.db)
@@ -706,61 +776,79 @@ impl SyncStorage for SurrealSyncStorage {
         .map_err(failed)?;
         let document: Option<LoadedDocument> = results.take(0).map_err(|e| failed(e.into()))?;
         let customer: Option<PreviousCustomer> = results.take(1).map_err(|e| failed(e.into()))?;
-        if let Some(document) = &document {
-            let before = BeforeCommit {
-                chunks: document.stored_chunks,
-                customer: customer.filter(|_| document.kind == Customer::KIND),
-            };
-            self.prefetched().keep([(id.to_string(), before)]);
+        let Some(document) = document else {
+            return Ok(None);
+        };
+        let legacy = document.chunk_layout != Some(RANGED_CHUNKS);
+        let before = BeforeCommit {
+            chunks: document.stored_chunks,
+            legacy_chunks: legacy,
+            customer: customer.filter(|_| document.kind == Customer::KIND),
+        };
+        self.prefetched().keep([(id.to_string(), before)]);
+        // Chunks stored before migration 0012 come first: every later one is ranged.
+        let mut bytes = if legacy {
+            legacy_chunks(&self.db, &[id.to_string()])
+                .await?
+                .remove(id.as_str())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        for chunk in &document.chunks {
+            bytes.extend_from_slice(chunk);
         }
-        Ok(document.map(stored))
+        Ok(Some(StoredDocument {
+            kind: document.kind,
+            bytes,
+        }))
     }
 
     async fn load_many(
         &self,
         ids: &[DocumentId],
     ) -> Result<Vec<(DocumentId, StoredDocument)>, StorageError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let records: Vec<RecordId> = ids
             .iter()
             .map(|id| ids::record("sync_document", id.as_str()))
             .collect();
         let keys: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        // One round trip: the documents' kinds, then their chunks in order, each statement
-        // through an index (a sub-select per document would not use the chunk index, and a
-        // list longer than SurrealDB expands into index lookups scans the whole table).
-        let groups: Vec<&[String]> = keys.chunks(MAX_INDEXED_IN).collect();
+        // One round trip: the documents' kinds, what their commits need, and their chunks in
+        // order, one key range per document (no index). Documents from before migration 0012
+        // take a second round trip for the chunks they still have in `sync_chunk`.
         let customers: Vec<RecordId> = ids
             .iter()
             .map(|id| ids::record(Customer::KIND, id.as_str()))
             .collect();
-        let mut sql = format!(
-            "SELECT record::id(id) AS id, kind, chunks FROM $records; {PREVIOUS_CUSTOMER} FROM $customers;"
+        let sql = format!(
+            "SELECT record::id(id) AS id, kind, chunks, chunk_layout FROM $records; {PREVIOUS_CUSTOMER} FROM $customers; {};",
+            ranged_chunks_sql(keys.len())
         );
-        for i in 0..groups.len() {
-            sql.push_str(&format!(
-                " SELECT document, bytes FROM sync_chunk WHERE document INSIDE $keys{i} ORDER BY id;"
-            ));
-        }
-        let query = groups.iter().enumerate().fold(
+        let query = keys.iter().enumerate().fold(
             Query::new(sql)
                 .bind("records", records)
-                .bind("customers", customers),
-            |query, (i, group)| query.bind(&format!("keys{i}"), group.to_vec()),
+                .bind("customers", customers)
+                .bind("chunk_end", CHUNK_RANGE_END),
+            |query, (i, key)| query.bind(&format!("d{i}"), key.clone()),
         );
         let mut results = query.run(&self.db).await.map_err(failed)?;
         let kinds: Vec<DocumentKind> = results.take(0).map_err(|e| failed(e.into()))?;
         let previous: Vec<PreviousCustomer> = results.take(1).map_err(|e| failed(e.into()))?;
+        let chunks: Vec<ChunkOf> = results.take(2).map_err(|e| failed(e.into()))?;
         let mut previous: std::collections::HashMap<String, PreviousCustomer> = previous
             .into_iter()
             .filter_map(|c| Some((c.id.clone()?, c)))
             .collect();
-        let mut chunks: Vec<ChunkOf> = Vec::new();
-        for i in 2..groups.len() + 2 {
-            let group: Vec<ChunkOf> = results.take(i).map_err(|e| failed(e.into()))?;
-            chunks.extend(group);
-        }
-        let mut bytes: std::collections::HashMap<String, Vec<u8>> =
-            std::collections::HashMap::new();
+        let legacy: Vec<String> = kinds
+            .iter()
+            .filter(|d| d.chunk_layout != Some(RANGED_CHUNKS))
+            .map(|d| d.id.clone())
+            .collect();
+        // Chunks stored before migration 0012 come first: every later one is ranged.
+        let mut bytes = legacy_chunks(&self.db, &legacy).await?;
         for chunk in chunks {
             bytes
                 .entry(chunk.document)
@@ -775,6 +863,7 @@ impl SyncStorage for SurrealSyncStorage {
                 let id = DocumentId::parse(&d.id)?;
                 let before = BeforeCommit {
                     chunks: d.chunks,
+                    legacy_chunks: d.chunk_layout != Some(RANGED_CHUNKS),
                     customer: previous.remove(&d.id).filter(|_| d.kind == Customer::KIND),
                 };
                 states.push((d.id, before));
@@ -864,10 +953,8 @@ impl SyncStorage for SurrealSyncStorage {
         tx.extend(follow_on_jobs);
         let doc_record = tx.bind(ids::record("sync_document", &id));
         let kind = tx.bind(commit.kind.to_string());
-        let id_b = tx.bind(id.clone());
         let chunk = |bytes: Vec<u8>| ChunkRow {
-            id: ids::record("sync_chunk", &ids::new_key()),
-            document: id.clone(),
+            id: chunk_record(&id),
             bytes: Bytes::from(bytes),
         };
         let mut heads = commit.heads.clone();
@@ -875,16 +962,34 @@ impl SyncStorage for SurrealSyncStorage {
         let heads_b = tx.bind(heads);
         if compact {
             let snapshot = commit.document.clone().save();
-            // The old chunks go first; the snapshot is created after every statement.
-            tx.push(format!("DELETE sync_chunk WHERE document = {id_b}"));
-            tx.create("sync_chunk", chunk(snapshot).into_value());
+            // The old chunks go first (a document from before migration 0012 also has some in
+            // `sync_chunk`); the snapshot is created after every statement, and from now on
+            // all the document's chunks are ranged.
+            let id_b = tx.bind(id.clone());
+            let end = tx.bind(CHUNK_RANGE_END);
             tx.push(format!(
-                "UPDATE {doc_record} SET chunks = 1, heads = {heads_b}, updated_at = time::now() RETURN NONE"
+                "DELETE document_chunk:[{id_b}]..[{id_b}, {end}] RETURN NONE"
+            ));
+            if before.legacy_chunks {
+                tx.push(format!(
+                    "DELETE sync_chunk WHERE document = {id_b} RETURN NONE"
+                ));
+            }
+            tx.create("document_chunk", chunk(snapshot).into_value());
+            tx.push(format!(
+                "UPDATE {doc_record} SET chunks = 1, chunk_layout = {RANGED_CHUNKS}, heads = {heads_b}, updated_at = time::now() RETURN NONE"
             ));
         } else {
-            tx.create("sync_chunk", chunk(commit.chunk).into_value());
+            tx.create("document_chunk", chunk(commit.chunk).into_value());
+            // A new document has every chunk ranged; one from before migration 0012 keeps
+            // its mark absent until its compaction.
+            let layout = if before.chunks.is_none() {
+                format!(", chunk_layout = {RANGED_CHUNKS}")
+            } else {
+                String::new()
+            };
             tx.push(format!(
-                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now() RETURN NONE"
+                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1{layout}, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now() RETURN NONE"
             ));
         }
         if let Some((row, server)) = projected {

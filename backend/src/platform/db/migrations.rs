@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_drop_customer_pool_state_index.surql"),
     migration!(10, "0010_customer_terms_table.surql"),
     migration!(11, "0011_customer_due_index.surql"),
+    migration!(12, "0012_document_chunk_ranges.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
