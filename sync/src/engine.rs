@@ -121,6 +121,9 @@ struct Inner<S, G> {
     manifests_stale: Arc<tokio::sync::Notify>,
     /// Whether the manifest refresher task runs.
     refresher_started: AtomicBool,
+    /// Documents read from storage one by one, and in batches ([`Engine::preload`]).
+    loaded_singly: AtomicU64,
+    loaded_in_batches: AtomicU64,
 }
 
 /// The engine; cheap to clone.
@@ -169,6 +172,8 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 open_manifests: AtomicUsize::new(0),
                 manifests_stale: Arc::new(tokio::sync::Notify::new()),
                 refresher_started: AtomicBool::new(false),
+                loaded_singly: AtomicU64::new(0),
+                loaded_in_batches: AtomicU64::new(0),
             }),
         }
     }
@@ -220,6 +225,15 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
     /// How many documents are in memory (for tests and metrics).
     pub fn cached_documents(&self) -> usize {
         lock(&self.inner.docs).len()
+    }
+
+    /// How many documents were read from storage one by one and how many in batches, since
+    /// start: work over many documents (the pool sweep) should show in the second count.
+    pub fn documents_loaded(&self) -> (u64, u64) {
+        (
+            self.inner.loaded_singly.load(Ordering::Relaxed),
+            self.inner.loaded_in_batches.load(Ordering::Relaxed),
+        )
     }
 
     /// A new connection of an authenticated identity; frames for it go to `tx`.
@@ -428,6 +442,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             let mut guard = entry.lock().await;
             if !guard.loaded {
                 if let Some(stored) = self.inner.storage.load(id).await? {
+                    self.inner.loaded_singly.fetch_add(1, Ordering::Relaxed);
                     guard.doc = Some(
                         outpost_mobile::records::load_document(&stored.bytes).map_err(|e| {
                             crate::storage::StorageError::Failed(format!(
@@ -486,6 +501,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             match stored.remove(&id) {
                 Some(found) => {
                     if let Ok(doc) = outpost_mobile::records::load_document(&found.bytes) {
+                        self.inner.loaded_in_batches.fetch_add(1, Ordering::Relaxed);
                         guard.doc = Some(doc);
                         guard.kind = found.kind;
                         guard.loaded = true;

@@ -314,21 +314,41 @@ async fn chunks_stored_before_their_ranged_table_load_grow_and_compact_into_it()
     let dir = tempfile::tempdir().unwrap();
     let url = format!("surrealkv://{}", dir.path().join("data").display());
     let server = TestServer::start_with(Config::for_database(&url)).await;
+    let (login, password) = (server.admin_login.clone(), server.admin_password.clone());
     let token = server.admin_token().await;
-    let created = server
+    let root = server.root_department(&token).await;
+    let pool = server
         .post(
-            "/api/v1/customers",
+            "/api/v1/pools",
             &token,
-            json!({ "name": "Legacy Trading", "level": "B" }),
+            json!({ "name": "Returns", "member_department_ids": [root], "grace_hours": 0, "rules": { "*": { "return_without_follow_up_days": 3 } } }),
         )
         .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    let doc = created.body["doc_id"].as_str().unwrap().to_string();
+    assert_eq!(pool.status, StatusCode::CREATED, "{:?}", pool.body);
+    // Two customers of the admin in the pool, each stored in two chunks.
+    let mut docs = Vec::new();
+    for name in ["Legacy Trading", "Ranged Trading"] {
+        let created = server
+            .post(
+                "/api/v1/customers",
+                &token,
+                json!({ "name": name, "level": "B", "pool_id": pool.body["id"], "confirm_duplicate": true }),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let doc = created.body["doc_id"].as_str().unwrap().to_string();
+        let renamed = server
+            .patch(
+                &format!("/api/v1/customers/{doc}"),
+                &token,
+                json!({ "name": format!("{name} Co") }),
+            )
+            .await;
+        assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+        docs.push(doc);
+    }
+    let (doc, ranged_doc) = (docs[0].clone(), docs[1].clone());
     let path = format!("/api/v1/customers/{doc}");
-    let renamed = server
-        .patch(&path, &token, json!({ "name": "Legacy Trading Co" }))
-        .await;
-    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
     let db = server.db();
     let (legacy, ranged, layout) = chunk_places(&db, &doc).await;
     assert_eq!(
@@ -355,18 +375,50 @@ async fn chunks_stored_before_their_ranged_table_load_grow_and_compact_into_it()
     drop(db);
     server.shutdown().await;
 
-    // After a restart the document loads from its old chunks; a change adds a ranged one.
-    let server = TestServer::start_with(Config::for_database(&url)).await;
-    let changed = server.patch(&path, &token, json!({ "level": "A" })).await;
-    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    // After a restart, four days on, the sweep loads both documents in one read (the old
+    // one from `sync_chunk`, the new one from its range) and returns them whole.
+    let clock = outpost::platform::clock::Clock::system();
+    clock.advance(std::time::Duration::from_secs(4 * 86_400));
+    let server = TestServer::start_with_clock(Config::for_database(&url), clock).await;
+    let token = server.login(&login, &password).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let swept = server.post("/api/v1/pools/sweep", &token, json!({})).await;
+    assert_eq!(swept.status, StatusCode::OK, "{:?}", swept.body);
+    assert_eq!(swept.body["returned"], 2, "{:?}", swept.body);
+    for (doc, name) in [
+        (&doc, "Legacy Trading Co"),
+        (&ranged_doc, "Ranged Trading Co"),
+    ] {
+        let customer = server
+            .get(&format!("/api/v1/customers/{doc}"), &token)
+            .await;
+        assert_eq!(customer.body["state"], "pool", "{:?}", customer.body);
+        assert_eq!(
+            customer.body["name"], name,
+            "the return was made on the whole document"
+        );
+    }
+    let stats = server.get("/api/v1/admin/sync", &token).await;
     assert_eq!(
-        changed.body["name"], "Legacy Trading Co",
-        "the old chunks' edits are there"
+        stats.body["documents_loaded_in_batches"], 2,
+        "the sweep read both documents ahead in one batch: {:?}",
+        stats.body
     );
     let db = server.db();
-    assert_eq!(chunk_places(&db, &doc).await, (ranged, 1, None));
+    assert_eq!(
+        chunk_places(&db, &doc).await,
+        (ranged, 1, None),
+        "the return added a ranged chunk to the old ones"
+    );
 
-    // Compaction moves the document whole into its range.
+    // The admin takes the old one back, and compaction moves it whole into its range.
+    let me = server.get("/api/v1/me", &token).await.body["user"]["id"].clone();
+    let assigned = server
+        .post(&format!("{path}/assign"), &token, json!({ "user_id": me }))
+        .await;
+    assert_eq!(assigned.status, StatusCode::OK, "{:?}", assigned.body);
     for i in 0..70 {
         let level = if i % 2 == 0 { "C" } else { "D" };
         let reply = server.patch(&path, &token, json!({ "level": level })).await;
@@ -379,6 +431,10 @@ async fn chunks_stored_before_their_ranged_table_load_grow_and_compact_into_it()
     server.shutdown().await;
 
     let server = TestServer::start_with(Config::for_database(&url)).await;
+    let token = server.login(&login, &password).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let last = server
         .patch(&path, &token, json!({ "name": "Legacy Trading Group" }))
         .await;
@@ -387,6 +443,7 @@ async fn chunks_stored_before_their_ranged_table_load_grow_and_compact_into_it()
         last.body["level"], "D",
         "the 70th edit survived the compaction"
     );
+    assert_eq!(last.body["state"], "owned");
     let listed = server.get(&path, &token).await;
     assert_eq!(listed.body["name"], "Legacy Trading Group");
     server.shutdown().await;

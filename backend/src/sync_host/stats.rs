@@ -24,6 +24,12 @@ pub struct SyncStats {
     pub cache_capacity: usize,
     /// Connected peers.
     pub connected_peers: usize,
+    /// Documents read from storage one at a time since start (a first use).
+    pub documents_loaded_singly: u64,
+    /// Documents read from storage in batches since start (work over many documents, such as
+    /// the pool sweep, reads ahead this way; if this stays at zero, the batch read is failing
+    /// and the log says why).
+    pub documents_loaded_in_batches: u64,
 }
 
 /// Sync engine statistics. Needs `system.read`.
@@ -35,7 +41,10 @@ async fn sync_stats(
     actor: Actor,
 ) -> Result<axum::Json<SyncStats>, ApiError> {
     actor.require(Permission::SystemRead)?;
+    let (singly, in_batches) = state.sync.documents_loaded();
     Ok(axum::Json(SyncStats {
+        documents_loaded_singly: singly,
+        documents_loaded_in_batches: in_batches,
         cached_documents: state.sync.cached_documents(),
         cache_capacity: state.config.sync.cache_documents,
         connected_peers: state.sync.connected_peers(),
