@@ -801,3 +801,141 @@ async fn a_teams_list_merges_its_owners_in_creation_order_across_pages() {
     // The admin's list holds everything, the admin's own customers among them.
     assert_eq!(paged_names(&o.server, &o.admin, "limit=2").await.len(), 9);
 }
+
+/// Posts an import form as `token` and returns the status and the JSON body.
+async fn upload(
+    server: &TestServer,
+    token: &str,
+    form: reqwest::multipart::Form,
+) -> (StatusCode, Value) {
+    let response = server
+        .http
+        .post(format!("{}/api/v1/customers/imports", server.base))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_import_uploaded_as_a_form_works_like_the_json_one_and_bad_forms_change_nothing() {
+    use reqwest::multipart::{Form, Part};
+    let o = office().await;
+    let s = &o.server;
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    let sheet = workbook.add_worksheet();
+    sheet.write_string(0, 0, "Company").unwrap();
+    sheet.write_string(0, 1, "Mobile").unwrap();
+    sheet.write_string(1, 0, "表单上传有限公司").unwrap();
+    sheet.write_number(1, 1, 13800000301.0).unwrap();
+    let xlsx = workbook.save_to_buffer().unwrap();
+
+    // The format comes from the file's name; the mapping is a JSON part.
+    let form = Form::new()
+        .part("file", Part::bytes(xlsx.clone()).file_name("客户名单.xlsx"))
+        .text("mapping", r#"{ "Company": "name", "Mobile": "phones" }"#);
+    let (status, dry) = upload(s, &o.rep, form).await;
+    assert_eq!(status, StatusCode::CREATED, "{dry:?}");
+    assert_eq!(dry["importable_rows"], 1, "{dry:?}");
+    let commit = commit_import(s, &o.rep, dry["import_id"].as_str().unwrap()).await;
+    assert_eq!(commit.body["created"], 1, "{:?}", commit.body);
+    assert_eq!(names(s, &o.rep, "q=bdsc").await, ["表单上传有限公司"]);
+
+    // A name that says nothing needs a `format` part.
+    let csv = "客户名称,电话\n表格二号,13800000302\n";
+    let form = Form::new()
+        .part(
+            "file",
+            Part::bytes(csv.as_bytes().to_vec()).file_name("export.txt"),
+        )
+        .text("format", "csv")
+        .text("allow_duplicates", "false");
+    let (status, dry) = upload(s, &o.rep, form).await;
+    assert_eq!(status, StatusCode::CREATED, "{dry:?}");
+    assert_eq!(dry["importable_rows"], 1, "{dry:?}");
+
+    // Bad forms: each refused with the part it is about, and nothing created.
+    let refused = [
+        (Form::new().text("format", "csv"), "file"),
+        (
+            Form::new().part(
+                "file",
+                Part::bytes(csv.as_bytes().to_vec()).file_name("list.pdf"),
+            ),
+            "format",
+        ),
+        (
+            Form::new()
+                .part(
+                    "file",
+                    Part::bytes(csv.as_bytes().to_vec()).file_name("a.csv"),
+                )
+                .text("colour", "red"),
+            "colour",
+        ),
+        (
+            Form::new()
+                .part(
+                    "file",
+                    Part::bytes(csv.as_bytes().to_vec()).file_name("a.csv"),
+                )
+                .text("mapping", "Company=name"),
+            "mapping",
+        ),
+        (
+            Form::new()
+                .part(
+                    "file",
+                    Part::bytes(csv.as_bytes().to_vec()).file_name("a.csv"),
+                )
+                .text("allow_duplicates", "yes"),
+            "allow_duplicates",
+        ),
+        (
+            Form::new().part(
+                "file",
+                Part::bytes(b"not a zip".to_vec()).file_name("a.xlsx"),
+            ),
+            "file",
+        ),
+        (
+            Form::new()
+                .part(
+                    "file",
+                    Part::bytes(csv.as_bytes().to_vec()).file_name("a.csv"),
+                )
+                .text("pool_id", "")
+                .text("pool_id", "another"),
+            "pool_id",
+        ),
+    ];
+    for (form, part) in refused {
+        let (status, problem) = upload(s, &o.rep, form).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{part}: {problem:?}"
+        );
+        assert_eq!(problem["errors"][0]["field"], part, "{problem:?}");
+    }
+    // A body that claims to be a form but is not one.
+    let broken = s
+        .http
+        .post(format!("{}/api/v1/customers/imports", s.base))
+        .bearer_auth(&o.rep)
+        .header("content-type", "multipart/form-data; boundary=xyz")
+        .body("this is not a form")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(broken.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        names(s, &o.rep, "").await,
+        ["表单上传有限公司"],
+        "only the committed import created anything"
+    );
+}

@@ -54,6 +54,10 @@ async fn every_documented_operation_is_served_and_documents_its_errors() {
         }
     }
     assert!(doc.body["components"]["schemas"]["Problem"].is_object());
+    // The import takes a file upload as well as JSON, and says so.
+    let upload = &paths["/api/v1/customers/imports"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        ["schema"];
+    assert!(!upload.is_null(), "the import documents its upload form");
 }
 
 /// Routes can only be registered through utoipa's `routes!`, which documents them: a plain

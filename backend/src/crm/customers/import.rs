@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{DefaultBodyLimit, State};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use outpost_mobile::api::{FieldError, Problem};
 use outpost_mobile::records::RecordType;
@@ -21,15 +20,15 @@ use utoipa::ToSchema;
 
 use super::duplicates::{self, Candidate, Probe};
 use super::files::{self, FileFormat};
+use super::upload::ImportUpload;
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
 use crate::crm::records::author;
 use crate::error::ApiError;
 use crate::platform::db::Query;
-use crate::platform::http::ApiJson;
 use crate::platform::ids;
 
-/// Largest import request (the file, base64-encoded, inside JSON).
+/// Largest import request (the file, base64-encoded inside JSON or as an upload form).
 pub const MAX_IMPORT_BYTES: usize = 32 * 1024 * 1024;
 /// Rows per all-or-nothing batch.
 pub const BATCH_ROWS: usize = 500;
@@ -96,6 +95,23 @@ pub struct ImportRequest {
     /// Import rows that look like existing customers too.
     #[serde(default)]
     pub allow_duplicates: bool,
+}
+
+/// `POST /api/v1/customers/imports` as an upload form (`multipart/form-data`).
+/// It only describes the form in the OpenAPI document; [`ImportUpload`] reads it.
+#[derive(Debug, ToSchema)]
+pub struct ImportForm {
+    /// The CSV or XLSX file.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// `csv` or `xlsx`; needed only when the file's name does not end in `.csv` or `.xlsx`.
+    pub format: Option<FileFormat>,
+    /// Header → field as a JSON object, as in the JSON form.
+    pub mapping: Option<String>,
+    /// The pool the imported customers belong to.
+    pub pool_id: Option<String>,
+    /// `true` to import rows that look like existing customers too.
+    pub allow_duplicates: Option<bool>,
 }
 
 /// One bad row.
@@ -217,21 +233,25 @@ fn document_of(
     doc
 }
 
-/// Parses, maps and checks the file; stores the outcome for the commit.
-#[utoipa::path(post, path = "/api/v1/customers/imports", tag = "customers", request_body = ImportRequest,
+/// Parses, maps and checks the file; stores the outcome for the commit. The file comes as JSON
+/// (base64) or as a `multipart/form-data` upload with a `file` part and the same options as
+/// parts (`format` when the file's name does not say, `mapping` as JSON, `pool_id`,
+/// `allow_duplicates`).
+#[utoipa::path(post, path = "/api/v1/customers/imports", tag = "customers",
+    request_body(content(
+        (ImportRequest = "application/json"),
+        (ImportForm = "multipart/form-data"),
+    )),
     responses((status = 201, body = ImportReport, description = "The dry run's report"), (status = 403, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub(crate) async fn dry_run(
     State(state): State<AppState>,
     actor: Actor,
-    ApiJson(body): ApiJson<ImportRequest>,
+    body: ImportUpload,
 ) -> Result<(axum::http::StatusCode, axum::Json<ImportReport>), ApiError> {
     actor.require(Permission::CustomerWrite)?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(body.content_base64.trim())
-        .map_err(|_| ApiError::invalid_field("content_base64", "is not base64"))?;
-    let table = files::read_table(body.format, &bytes)
-        .map_err(|e| ApiError::invalid_field("content_base64", e.to_string()))?;
+    let table = files::read_table(body.format, &body.bytes)
+        .map_err(|e| ApiError::invalid_field(body.file_field, e.to_string()))?;
     if let Some(pool) = &body.pool_id {
         crate::crm::pool::require_pool(&state, pool, "pool_id").await?;
     }

@@ -8,6 +8,7 @@ pub mod import;
 pub mod keys;
 pub mod merge;
 pub mod search;
+pub mod upload;
 pub mod view;
 
 use autosurgeon::Text;
