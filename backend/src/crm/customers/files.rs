@@ -37,6 +37,14 @@ impl FileFormat {
             Self::Xlsx => "xlsx",
         }
     }
+
+    /// The format whose [`extension`](Self::extension) (also its name) is `extension`: for
+    /// uploaded file names.
+    pub fn from_extension(extension: &str) -> Option<Self> {
+        [Self::Csv, Self::Xlsx]
+            .into_iter()
+            .find(|format| format.extension() == extension)
+    }
 }
 
 /// A table read from a file: the header row and the data rows, every cell as trimmed text.

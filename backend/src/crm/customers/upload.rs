@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use base64::Engine;
 
 use super::files::FileFormat;
 use super::import::ImportRequest;
 use crate::error::ApiError;
 use crate::platform::http::ApiJson;
-use crate::platform::http::extract::parse_json;
+use crate::platform::http::extract::{media_type, parse_json};
 
 /// An import's file and options, however they came.
 #[derive(Debug)]
@@ -39,13 +38,7 @@ impl<S: Send + Sync> FromRequest<S> for ImportUpload {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_form = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"));
-        if is_form {
+        if media_type(&req).as_deref() == Some("multipart/form-data") {
             let form = Multipart::from_request(req, state)
                 .await
                 .map_err(|e| ApiError::BadRequest(format!("not a readable form: {e}")))?;
@@ -106,12 +99,12 @@ async fn from_form(mut form: Multipart) -> Result<ImportUpload, ApiError> {
         return Err(ApiError::invalid_field("file", "is missing"));
     };
     let format = match texts.get("format").map(|f| f.trim().to_ascii_lowercase()) {
-        Some(named) => format_named(&named)
+        Some(named) => FileFormat::from_extension(&named)
             .ok_or_else(|| ApiError::invalid_field("format", "must be `csv` or `xlsx`"))?,
         None => file_name
             .as_deref()
             .and_then(|n| n.rsplit_once('.'))
-            .and_then(|(_, extension)| format_named(&extension.to_ascii_lowercase()))
+            .and_then(|(_, extension)| FileFormat::from_extension(&extension.to_ascii_lowercase()))
             .ok_or_else(|| {
                 ApiError::invalid_field(
                     "format",
@@ -146,13 +139,4 @@ async fn from_form(mut form: Multipart) -> Result<ImportUpload, ApiError> {
             .filter(|p| !p.is_empty()),
         allow_duplicates,
     })
-}
-
-/// The format a name or an extension stands for.
-fn format_named(name: &str) -> Option<FileFormat> {
-    match name {
-        "csv" => Some(FileFormat::Csv),
-        "xlsx" => Some(FileFormat::Xlsx),
-        _ => None,
-    }
 }

@@ -24,15 +24,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            });
+        let is_json = media_type(&req)
+            .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"));
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -45,6 +38,16 @@ where
         })?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// The request's media type (`Content-Type` without its parameters), lowercased: what body
+/// extractors choose their parser by.
+pub fn media_type(req: &Request) -> Option<String> {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| mime.trim().to_ascii_lowercase())
 }
 
 /// Parses JSON the way [`ApiJson`] does, for callers that hold the bytes already.
