@@ -226,7 +226,8 @@ async fn customer_writes_need_the_permission() {
         .post(
             "/api/v1/roles",
             &admin,
-            json!({ "name": "viewer", "data_scope": "all", "permissions": ["customer.read"] }),
+            // `customer.phone_full` too, so that sync serves it the customers it reads.
+            json!({ "name": "viewer", "data_scope": "all", "permissions": ["customer.read", "customer.phone_full"] }),
         )
         .await
         .body["id"]

@@ -236,6 +236,86 @@ async fn documents_outside_the_scope_are_unavailable_like_missing_ones() {
 }
 
 #[tokio::test]
+async fn a_customer_whose_phones_a_reader_would_see_masked_is_read_over_rest_not_synced() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let manager_role = server.role(&admin, "manager").await;
+    let head_role = server.role(&admin, "department_head").await;
+    let rep_role = server.role(&admin, "rep").await;
+    let boss = server
+        .user(&admin, "boss@x.cn", &root, None, &[&manager_role])
+        .await;
+    server
+        .user(&admin, "rep@x.cn", &root, Some(&boss), &[&rep_role])
+        .await;
+    server
+        .user(&admin, "head@x.cn", &root, None, &[&head_role])
+        .await;
+    let boss_token = server.token_of("boss@x.cn").await;
+    let rep_token = server.token_of("rep@x.cn").await;
+    let head_token = server.token_of("head@x.cn").await;
+
+    let mut rep_phone = SyncClient::connect(&server.base, &rep_token, "rep-phone", None).await;
+    let id = rep_phone.insert(customer_doc("Rep's customer"));
+    rep_phone.settle().await;
+
+    // The rep's manager has the customer in scope but without `customer.phone_full`: REST
+    // shows it masked, and sync does not serve the document, whose history holds the number.
+    let seen = server
+        .get(&format!("/api/v1/customers/{id}"), &boss_token)
+        .await;
+    assert_eq!(seen.status, StatusCode::OK, "{:?}", seen.body);
+    assert_eq!(seen.body["phones"], json!(["138****8000"]));
+    let mut boss_phone = SyncClient::connect(&server.base, &boss_token, "boss-phone", None).await;
+    boss_phone.request(&id).await;
+    boss_phone.settle().await;
+    assert!(boss_phone.unavailable.contains(&id.to_string()));
+    assert!(!boss_phone.has(&id));
+    let listed = |manifest: &serde_json::Value, id: &DocumentId| {
+        manifest["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["doc_id"] == id.to_string())
+    };
+    let boss_manifest = server.get("/api/v1/sync/manifest", &boss_token).await;
+    assert!(
+        !listed(&boss_manifest.body, &id),
+        "{:?}",
+        boss_manifest.body
+    );
+
+    // A department head, who sees phone numbers in full, syncs it.
+    let mut head_phone = SyncClient::connect(&server.base, &head_token, "head-phone", None).await;
+    head_phone.request(&id).await;
+    head_phone.settle().await;
+    assert_eq!(read(&mut head_phone, &id).phones, vec!["13800138000"]);
+    assert!(listed(
+        &server.get("/api/v1/sync/manifest", &head_token).await.body,
+        &id
+    ));
+
+    // Once the manager owns the customer, it is theirs to sync.
+    let assigned = server
+        .post(
+            &format!("/api/v1/customers/{id}/assign"),
+            &admin,
+            json!({ "user_id": boss }),
+        )
+        .await;
+    assert_eq!(assigned.status, StatusCode::OK, "{:?}", assigned.body);
+    assert!(listed(
+        &server.get("/api/v1/sync/manifest", &boss_token).await.body,
+        &id
+    ));
+    let mut boss_phone = SyncClient::connect(&server.base, &boss_token, "boss-phone-2", None).await;
+    boss_phone.request(&id).await;
+    boss_phone.settle().await;
+    assert_eq!(read(&mut boss_phone, &id).phones, vec!["13800138000"]);
+}
+
+#[tokio::test]
 async fn hostile_frames_end_that_connection_only() {
     let server = TestServer::start().await;
     let team = team(&server).await;
@@ -414,11 +494,13 @@ async fn the_manifest_lists_what_a_user_may_see_and_changes_with_edits_and_scope
     let mut expected: Vec<&String> = vec![&first, &second, &visit];
     expected.sort();
     assert_eq!(before.keys().collect::<Vec<_>>(), expected);
+    let boss_sees = digests(&server.get("/api/v1/sync/manifest", &boss_token).await.body);
     assert_eq!(
-        digests(&server.get("/api/v1/sync/manifest", &boss_token).await.body),
-        before,
-        "the manager sees the rep's documents"
+        boss_sees.keys().collect::<Vec<_>>(),
+        vec![&visit],
+        "the manager syncs the rep's follow-up; the customers, whose phones a manager sees masked, are read over REST"
     );
+    assert_eq!(boss_sees[&visit], before[&visit]);
 
     server
         .patch(

@@ -11,14 +11,28 @@ use outpost_mobile::api::ManifestEntry;
 use outpost_sync::{AccessGate, DocumentId, PeerIdentity, StorageError};
 use surrealdb::types::SurrealValue;
 
-use crate::crm::identity::access::{Access, Permission};
+use crate::crm::identity::access::{Access, Permission, sees_full_phones};
 use crate::platform::db::{Db, Query};
 
 /// Who holds a document: its owner, and for an event its attendees.
 struct Holders {
-    is_event: bool,
+    kind: String,
     owner: Option<String>,
     attendees: Vec<String>,
+}
+
+impl Holders {
+    /// Whether the document can be served to `identity` as it is stored. A document cannot be
+    /// masked (its history holds every value), so a customer whose phone numbers the field
+    /// rules would mask for this reader is not synced to them at all; they read it over REST.
+    fn served_in_full(&self, access: &Access, identity: &PeerIdentity) -> bool {
+        self.kind != "customer"
+            || sees_full_phones(
+                &access.permissions,
+                &identity.user_id,
+                self.owner.as_deref(),
+            )
+    }
 }
 
 /// [`AccessGate`] backed by the identity module.
@@ -65,7 +79,7 @@ impl ScopeGate {
                 }
                 let row: Option<Owner> = self.db.get(&kind, id.as_str()).await.ok()?;
                 row.map(|r| Holders {
-                    is_event: false,
+                    kind: kind.clone(),
                     owner: r.owner,
                     attendees: Vec::new(),
                 })
@@ -78,7 +92,7 @@ impl ScopeGate {
                 }
                 let row: Option<EventHolders> = self.db.get("event", id.as_str()).await.ok()?;
                 row.map(|r| Holders {
-                    is_event: true,
+                    kind: kind.clone(),
                     owner: r.owner,
                     attendees: r.attendee_ids,
                 })
@@ -139,7 +153,9 @@ impl AccessGate for ScopeGate {
         else {
             return false;
         };
-        if !access.permissions.contains(&Permission::CustomerRead) {
+        if !access.permissions.contains(&Permission::CustomerRead)
+            || !holders.served_in_full(&access, identity)
+        {
             return false;
         }
         let Some(owner) = holders.owner else {
@@ -147,7 +163,7 @@ impl AccessGate for ScopeGate {
         };
         access.scope.contains(&owner)
             || holders.attendees.contains(&identity.user_id)
-            || holders.is_event && self.shares_calendar(&owner, &identity.user_id).await
+            || holders.kind == "event" && self.shares_calendar(&owner, &identity.user_id).await
     }
 
     async fn may_write(&self, identity: &PeerIdentity, id: &DocumentId) -> bool {
@@ -158,6 +174,7 @@ impl AccessGate for ScopeGate {
         };
         access.permissions.contains(&Permission::CustomerRead)
             && access.permissions.contains(&Permission::CustomerWrite)
+            && holders.served_in_full(&access, identity)
             && holders
                 .owner
                 .is_some_and(|owner| access.scope.contains(&owner))
@@ -175,9 +192,14 @@ impl AccessGate for ScopeGate {
     ) -> Result<Vec<ManifestEntry>, StorageError> {
         match self.access(identity).await {
             Some(access) if access.permissions.contains(&Permission::CustomerRead) => {
-                super::manifest::visible_documents(&self.db, &identity.user_id, &access.scope)
-                    .await
-                    .map_err(|e| StorageError::Failed(e.to_string()))
+                super::manifest::visible_documents(
+                    &self.db,
+                    &identity.user_id,
+                    &access.scope,
+                    &access.permissions,
+                )
+                .await
+                .map_err(|e| StorageError::Failed(e.to_string()))
             }
             _ => Ok(Vec::new()),
         }

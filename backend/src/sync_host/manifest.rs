@@ -11,7 +11,9 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use outpost_mobile::manifest::manifest_document_id;
 
-use crate::crm::identity::access::{Actor, Permission, Scope};
+use std::collections::HashSet;
+
+use crate::crm::identity::access::{Actor, Permission, Scope, sees_full_phones};
 use crate::error::ApiError;
 use crate::platform::db::{Db, DbError, Query};
 
@@ -26,17 +28,26 @@ struct Row {
     heads: Option<Vec<String>>,
 }
 
-/// Every document visible through `scope`, with the digest of its heads, ordered by id: the
-/// content of the manifest, as a document and over REST. (Callers check `customer.read`.)
+/// Every document `user_id` may sync, with the digest of its heads, ordered by id: the content
+/// of the manifest, as a document and over REST. That is every document in `scope`, except
+/// the customers whose phone numbers the user would see masked (see [`sees_full_phones`]):
+/// those are read over REST. (Callers check `customer.read`.)
 pub async fn visible_documents(
     db: &Db,
     user_id: &str,
     scope: &Scope,
+    permissions: &HashSet<Permission>,
 ) -> Result<Vec<ManifestEntry>, DbError> {
     let scope = scope.filter("owner");
+    // Phones in full: every customer in scope, or only the user's own.
+    let customers = if sees_full_phones(permissions, user_id, None) {
+        "true"
+    } else {
+        "owner = $me"
+    };
     let rows: Vec<Row> = Query::new(format!(
         "SELECT record::id(id) AS doc_id, 'customer' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
-           FROM customer WHERE {cond} AND state != 'deleted';
+           FROM customer WHERE {cond} AND {customers} AND state != 'deleted';
          SELECT record::id(id) AS doc_id, 'follow_up' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
            FROM follow_up WHERE {cond} AND state != 'deleted';
          SELECT record::id(id) AS doc_id, 'task' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
@@ -81,7 +92,8 @@ async fn manifest(
     actor: Actor,
 ) -> Result<axum::Json<Manifest>, ApiError> {
     actor.require(Permission::CustomerRead)?;
-    let documents = visible_documents(&state.db, &actor.user_id, &actor.scope).await?;
+    let documents =
+        visible_documents(&state.db, &actor.user_id, &actor.scope, &actor.permissions).await?;
     Ok(axum::Json(Manifest {
         user_id: actor.user_id.clone(),
         doc_id: manifest_document_id(&actor.user_id).to_string(),

@@ -141,9 +141,7 @@ impl Customer {
     /// The customer as `actor` may see it: phone numbers (its own and its contacts') are masked
     /// unless the actor owns it or has `customer.phone_full`. Every read path ends here.
     pub fn for_actor(mut self, actor: &Actor) -> Self {
-        if self.owner_id.as_deref() == Some(actor.user_id.as_str())
-            || actor.can(Permission::CustomerPhoneFull)
-        {
+        if actor.sees_full_phones(self.owner_id.as_deref()) {
             return self;
         }
         self.phones = self.phones.iter().map(|p| keys::mask_phone(p)).collect();

@@ -277,6 +277,11 @@ impl Actor {
         self.permissions.contains(&permission)
     }
 
+    /// Whether the actor sees a customer owned by `owner` with its phone numbers in full.
+    pub fn sees_full_phones(&self, owner: Option<&str>) -> bool {
+        sees_full_phones(&self.permissions, &self.user_id, owner)
+    }
+
     /// The audit context of changes this actor makes over HTTP.
     pub fn audit(&self) -> AuditContext {
         AuditContext {
@@ -287,6 +292,19 @@ impl Actor {
             address: self.address.clone(),
         }
     }
+}
+
+/// The field rule on phone numbers, in the one place every read path asks it: a customer's
+/// phones (its own and its contacts') are shown in full to its owner and to holders of
+/// `customer.phone_full`, and masked for everyone else in scope. REST masks them; sync, which
+/// cannot mask a document's history, serves such a customer's document only to those who see
+/// it in full.
+pub fn sees_full_phones(
+    permissions: &HashSet<Permission>,
+    user_id: &str,
+    owner: Option<&str>,
+) -> bool {
+    owner == Some(user_id) || permissions.contains(&Permission::CustomerPhoneFull)
 }
 
 #[derive(Debug, SurrealValue)]
