@@ -139,6 +139,9 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Largest customer import request (the file, as an upload form or base64 in JSON), in
+    /// bytes; larger ones get 413. Files are much bigger than other requests, hence their own.
+    pub max_import_bytes: usize,
     /// Seconds a request may take before it is answered with 408.
     pub request_timeout_secs: u64,
 }
@@ -148,6 +151,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
+            max_import_bytes: 32 * 1024 * 1024,
             request_timeout_secs: 30,
         }
     }

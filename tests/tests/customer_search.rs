@@ -939,3 +939,94 @@ async fn an_import_uploaded_as_a_form_works_like_the_json_one_and_bad_forms_chan
         "only the committed import created anything"
     );
 }
+
+#[tokio::test]
+async fn imports_have_their_own_size_limit_with_or_without_an_idempotency_key() {
+    use reqwest::multipart::{Form, Part};
+    let mut config = outpost::config::Config::for_database("mem://");
+    config.server.max_body_bytes = 4096;
+    config.server.max_import_bytes = 256 * 1024;
+    let s = &TestServer::start_with(config).await;
+    let admin = s.admin_token().await;
+    let as_json = |csv: &str| json!({ "format": "csv", "content_base64": base64::engine::general_purpose::STANDARD.encode(csv) });
+
+    // 300 rows: over the general limit, within the import's, with a key and again with it.
+    let mut csv = String::from("客户名称,电话\n");
+    for i in 0..300 {
+        csv.push_str(&format!("限额测试{i:03}有限公司,1390000{i:04}\n"));
+    }
+    assert!(as_json(&csv).to_string().len() > 4096);
+    let first = keyed_with(s, &admin, "import-1", as_json(&csv)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert_eq!(first.body["importable_rows"], 300);
+    let again = keyed_with(s, &admin, "import-1", as_json(&csv)).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["import_id"], first.body["import_id"]);
+
+    // Over the import's limit: 413 as JSON, with a key, and as a form; nothing is stored.
+    let mut huge = csv.clone();
+    while huge.len() < 300 * 1024 {
+        huge.push_str(&csv[csv.find('\n').unwrap() + 1..]);
+    }
+    let refused = s
+        .post("/api/v1/customers/imports", &admin, as_json(&huge))
+        .await;
+    assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(refused.problem(), "payload-too-large");
+    let refused = keyed_with(s, &admin, "import-2", as_json(&huge)).await;
+    assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let form = Form::new().part("file", Part::bytes(huge.into_bytes()).file_name("big.csv"));
+    let (status, problem) = upload(s, &admin, form).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem:?}");
+    assert_eq!(problem["status"], 413);
+    // Other routes keep the general limit, key or no key.
+    let other = s
+        .send(
+            "POST",
+            "/api/v1/customers",
+            Some(&admin),
+            Some(json!({ "name": "x".repeat(5000) })),
+            &[("idempotency-key", "create-1")],
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // A dry run whose report is too large to keep for replay (over 1 MiB: 30,000 rows, each
+    // with errors) is answered in full, and a retry with the key runs it again.
+    let bad: String = std::iter::once("客户名称,电话\n")
+        .chain(std::iter::repeat_n(",x\n", 30_000))
+        .collect();
+    let report = keyed_with(s, &admin, "import-3", as_json(&bad)).await;
+    assert_eq!(report.status, StatusCode::CREATED, "{:?}", report.headers);
+    assert_eq!(report.body["errors"].as_array().unwrap().len(), 30_000);
+    assert!(report.body.to_string().len() > 1024 * 1024);
+    let retried = keyed_with(s, &admin, "import-3", as_json(&bad)).await;
+    assert_eq!(retried.status, StatusCode::CREATED);
+    assert!(retried.headers.get("idempotent-replayed").is_none());
+    assert_ne!(retried.body["import_id"], report.body["import_id"]);
+
+    assert_eq!(
+        s.get("/api/v1/customers", &admin).await.body["items"],
+        json!([]),
+        "dry runs and refusals create nothing"
+    );
+}
+
+/// Posts an import with an `Idempotency-Key`.
+async fn keyed_with(
+    server: &TestServer,
+    token: &str,
+    key: &str,
+    body: Value,
+) -> outpost_tests::Reply {
+    server
+        .send(
+            "POST",
+            "/api/v1/customers/imports",
+            Some(token),
+            Some(body),
+            &[("idempotency-key", key)],
+        )
+        .await
+}

@@ -28,8 +28,6 @@ use crate::error::ApiError;
 use crate::platform::db::Query;
 use crate::platform::ids;
 
-/// Largest import request (the file, base64-encoded inside JSON or as an upload form).
-pub const MAX_IMPORT_BYTES: usize = 32 * 1024 * 1024;
 /// Rows per all-or-nothing batch.
 pub const BATCH_ROWS: usize = 500;
 /// Customers created concurrently within a batch (their commits share group transactions).
@@ -545,7 +543,7 @@ async fn run_commit(
     Ok(report)
 }
 
-/// The body limit of the import route.
-pub fn body_limit() -> DefaultBodyLimit {
-    DefaultBodyLimit::max(MAX_IMPORT_BYTES)
+/// The body limit of the import route (`server.max_import_bytes`).
+pub fn body_limit(max_import_bytes: usize) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(max_import_bytes)
 }

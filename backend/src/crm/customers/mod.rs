@@ -33,7 +33,8 @@ use crate::error::ApiError;
 use crate::platform::http::ApiJson;
 use crate::platform::ids;
 
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
+/// The customer routes; an import may be `max_import_bytes` long.
+pub(crate) fn routes(max_import_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(search::list_customers, create_customer))
         .routes(routes!(get_customer, update_customer, delete_customer))
@@ -46,7 +47,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(import::dry_run))
-                .layer(import::body_limit()),
+                .layer(import::body_limit(max_import_bytes)),
         )
 }
 

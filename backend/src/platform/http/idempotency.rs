@@ -5,7 +5,8 @@
 //! The key is claimed with a `CREATE` (which fails if it exists) before the handler runs, so two
 //! concurrent duplicates cannot both run the command. A claim whose request crashed expires after
 //! a short lock, so a retry is never blocked for good. Responses of 5xx are not stored: the
-//! client may retry them.
+//! client may retry them. Nor are responses over 1 MiB (an import's dry-run report): a retry
+//! runs again.
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
@@ -70,7 +71,13 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let limit = state.config.server.max_body_bytes;
+    // The body is read whole to hash it, up to the largest limit of any route (an import's);
+    // the route's own limit still applies when its handler reads the body back.
+    let limit = state
+        .config
+        .server
+        .max_body_bytes
+        .max(state.config.server.max_import_bytes);
     let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => return ApiError::PayloadTooLarge(limit).into_response(),
@@ -162,10 +169,14 @@ async fn store(
     response: Response,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = response.into_parts();
-    let bytes: Bytes = to_bytes(body, MAX_STORED_BODY)
+    // The response was built in memory by the handler; reading it back cannot fail.
+    let bytes: Bytes = to_bytes(body, usize::MAX)
         .await
         .map_err(|e| ApiError::Internal(format!("cannot buffer a response: {e}")))?;
-    if parts.status.is_server_error() {
+    // A 5xx is released so that the client may retry it. So is a response too large to keep
+    // (an import's dry-run report for a big file): a retry runs the request again, which for
+    // the only responses that grow so large (reports) is harmless.
+    if parts.status.is_server_error() || bytes.len() > MAX_STORED_BODY {
         Query::new("DELETE $record")
             .bind("record", record.clone())
             .run(&state.db)

@@ -63,7 +63,9 @@ pub fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::sync_host::manifest::routes())
         .merge(crate::sync_host::stats::routes())
         .merge(crate::jobs::routes::routes())
-        .merge(crate::crm::customers::routes())
+        .merge(crate::crm::customers::routes(
+            state.config.server.max_import_bytes,
+        ))
         .merge(crate::crm::pool::routes())
         .merge(crate::crm::follow_ups::routes())
         .merge(crate::crm::tasks::routes())
