@@ -104,6 +104,19 @@ pub async fn start_with_clock(
     clock: platform::clock::Clock,
 ) -> Result<Server, StartError> {
     let db = open_store(&config).await?;
+    start_node(config, listener, clock, db).await
+}
+
+/// Starts a node over a store that is already open and migrated (another node's
+/// [`Server::db`]): several nodes on one database, the way several `outpost` processes share
+/// a SurrealDB cluster, each with its own sync engine, document cache and locks. Tests run
+/// several nodes in one process this way.
+pub async fn start_node(
+    config: Config,
+    listener: TcpListener,
+    clock: platform::clock::Clock,
+    db: Db,
+) -> Result<Server, StartError> {
     let generated_admin = bootstrap::bootstrap(
         &db,
         &config,

@@ -124,7 +124,12 @@ struct Inner<S, G> {
     /// Documents read from storage one by one, and in batches ([`Engine::preload`]).
     loaded_singly: AtomicU64,
     loaded_in_batches: AtomicU64,
+    /// Server changes made again because another node had changed the document.
+    reloaded_stale: AtomicU64,
 }
+
+/// How many times a server change is tried on a document that other nodes keep changing.
+const STALE_ATTEMPTS: usize = 5;
 
 /// The engine; cheap to clone.
 pub struct Engine<S, G> {
@@ -174,6 +179,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 refresher_started: AtomicBool::new(false),
                 loaded_singly: AtomicU64::new(0),
                 loaded_in_batches: AtomicU64::new(0),
+                reloaded_stale: AtomicU64::new(0),
             }),
         }
     }
@@ -234,6 +240,12 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             self.inner.loaded_singly.load(Ordering::Relaxed),
             self.inner.loaded_in_batches.load(Ordering::Relaxed),
         )
+    }
+
+    /// How many server changes were made again, since start, because another node sharing the
+    /// database had changed the document after this node loaded it.
+    pub fn changes_redone(&self) -> u64 {
+        self.inner.reloaded_stale.load(Ordering::Relaxed)
     }
 
     /// A new connection of an authenticated identity; frames for it go to `tx`.
@@ -602,11 +614,47 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         if self.is_own_manifest(connection, &id) {
             return self.sync_manifest(connection, peer_id, &id, message).await;
         }
+        for _ in 1..STALE_ATTEMPTS {
+            match self
+                .sync_document(
+                    connection,
+                    peer_id,
+                    raw_id,
+                    &id,
+                    message.clone(),
+                    is_request,
+                )
+                .await?
+            {
+                Synced::Done => return Ok(()),
+                Synced::Stale => {
+                    self.inner.reloaded_stale.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        // Other nodes keep changing the document: leave the message unapplied (the peer
+        // sends its changes again on its next sync).
+        tracing::warn!(document = %id, "a document kept changing on other nodes; a sync message is left for the peer to resend");
+        Ok(())
+    }
+
+    /// Applies one sync message to a (non-manifest) document: [`Synced::Stale`] when the store
+    /// holds a newer version than this node's copy (then dropped, to be reloaded).
+    async fn sync_document(
+        &self,
+        connection: &mut Connection,
+        peer_id: &str,
+        raw_id: &str,
+        id: &DocumentId,
+        message: sync::Message,
+        is_request: bool,
+    ) -> Result<Synced, ProtocolError> {
+        let id = id.clone();
         let entry = match self.entry(&id).await {
             Ok(entry) => entry,
             Err(e) => {
                 tracing::error!(error = %e, document = %id, "cannot load a document");
-                return Ok(());
+                return Ok(Synced::Done);
             }
         };
         let mut guard = entry.lock().await;
@@ -614,12 +662,13 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         if exists && !self.inner.gate.may_read(&connection.identity, &id).await {
             // The same answer as for a document that does not exist.
             self.unavailable(connection, peer_id, raw_id);
-            return Ok(());
+            return Ok(Synced::Done);
         }
         let mut state = match guard.states.remove(peer_id) {
             Some(state) => state,
             None => self.sync_state(connection, &id).await,
         };
+        let state_before = state.clone();
         let mut accepted = guard
             .doc
             .take()
@@ -644,7 +693,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                     guard.doc = Some(accepted);
                 } else if is_request {
                     self.unavailable(connection, peer_id, raw_id);
-                    return Ok(());
+                    return Ok(Synced::Done);
                 } else {
                     // The peer has a document we do not: answer with what we (do not) have so
                     // that it sends its changes.
@@ -661,7 +710,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                     }
                     guard.states.insert(peer_id.to_string(), state);
                     connection.documents.insert(id.clone());
-                    return Ok(());
+                    return Ok(Synced::Done);
                 }
             }
             Admission::Accepted { kind } => {
@@ -671,11 +720,18 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             Admission::Refused(reason) => {
                 guard.doc = exists.then_some(accepted);
                 self.quarantine(connection, peer_id, &id, &reason);
-                return Ok(());
+                return Ok(Synced::Done);
             }
             Admission::Failed => {
                 guard.doc = exists.then_some(accepted);
-                return Ok(());
+                return Ok(Synced::Done);
+            }
+            Admission::Stale => {
+                // Another node changed the document: reload it and apply the message again.
+                guard.doc = None;
+                guard.loaded = false;
+                guard.states.insert(peer_id.to_string(), state_before);
+                return Ok(Synced::Stale);
             }
         }
         connection.documents.insert(id.clone());
@@ -685,7 +741,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         if changed {
             self.manifests_stale();
         }
-        Ok(())
+        Ok(Synced::Done)
     }
 
     /// Runs the validation pipeline on one sync message.
@@ -780,6 +836,8 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         };
         let chunk = proposed.save_after(&before);
         let heads = proposed.get_heads().iter().map(|h| h.to_string()).collect();
+        // Applied to this node's copy, the change is stored only if that copy is the latest.
+        let based_on = exists.then(|| stored_form(&before));
         let commit = Commit {
             document_id: id,
             kind: kind.name(),
@@ -793,6 +851,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             channel: "sync",
             request_id: None,
             heads,
+            based_on,
             new_actors: new_actors.clone(),
             previous_state,
         };
@@ -806,6 +865,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             Err(crate::storage::StorageError::ActorTaken(actor)) => {
                 return Admission::Refused(format!("actor {actor} belongs to another device"));
             }
+            Err(crate::storage::StorageError::Stale(_)) => return Admission::Stale,
             Err(e) => {
                 tracing::error!(error = %e, document = %id, "cannot persist a change; the peer will resend it");
                 return Admission::Failed;
@@ -965,15 +1025,50 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
     /// Changes a document on the server through the same validation, persistence, projection
     /// and fan-out as a synced change. `edit` gets the current record; unless
     /// `server_fields` is true, changing the server-owned fields is refused.
+    ///
+    /// The change is stored only if the document is still as this node has it. When another
+    /// node sharing the database changed it meanwhile, the document is reloaded and `edit`
+    /// runs again on what is stored now (so a decision such as "is this customer still in the
+    /// pool?" is always made on the latest version).
     pub async fn update<T: outpost_mobile::records::RecordType>(
         &self,
         author: &Author,
         id: &DocumentId,
         server_fields: bool,
-        edit: impl FnOnce(&mut T),
+        mut edit: impl FnMut(&mut T),
+    ) -> Result<T, ChangeError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.update_once(author, id, server_fields, &mut edit).await {
+                Err(ChangeError::Storage(crate::storage::StorageError::Stale(_)))
+                    if attempts < STALE_ATTEMPTS =>
+                {
+                    self.inner.reloaded_stale.fetch_add(1, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One attempt of [`SyncEngine::update`].
+    async fn update_once<T: outpost_mobile::records::RecordType>(
+        &self,
+        author: &Author,
+        id: &DocumentId,
+        server_fields: bool,
+        edit: &mut impl FnMut(&mut T),
     ) -> Result<T, ChangeError> {
         let entry = self.entry(id).await?;
         let mut guard = entry.lock().await;
+        if guard.doc.is_none() {
+            // Not here when this node looked; another node may have created it since.
+            if self.inner.storage.stored_heads(id).await?.is_some() {
+                guard.loaded = false;
+                return Err(crate::storage::StorageError::Stale(id.to_string()).into());
+            }
+            return Err(ChangeError::NotFound);
+        }
         if guard.kind != T::KIND {
             return Err(ChangeError::NotFound);
         }
@@ -985,6 +1080,20 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         let mut after = before.clone();
         edit(&mut after);
         if after == before {
+            // Nothing to store, so the store cannot refuse an outdated copy: ask it, so that a
+            // refusal or a no-op is not decided on a version another node has replaced.
+            let heads = stored_form(&current.get_heads());
+            if self
+                .inner
+                .storage
+                .stored_heads(id)
+                .await?
+                .is_some_and(|stored| stored != heads)
+            {
+                guard.doc = None;
+                guard.loaded = false;
+                return Err(crate::storage::StorageError::Stale(id.to_string()).into());
+            }
             return Ok(after);
         }
         if !server_fields && after.server() != before.server() {
@@ -1030,6 +1139,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
     ) -> Result<(), ChangeError> {
         let chunk = doc.save_after(since);
         let heads = doc.get_heads().iter().map(|h| h.to_string()).collect();
+        let based_on = previous.map(|_| stored_form(since));
         self.inner
             .storage
             .commit(Commit {
@@ -1045,6 +1155,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 channel: author.channel,
                 request_id: author.request_id.as_deref(),
                 heads,
+                based_on,
                 new_actors: Vec::new(),
                 previous_state: previous.map(|p| p.server().state.clone()),
             })
@@ -1055,7 +1166,25 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
 
 enum Admission {
     Unchanged,
-    Accepted { kind: String },
+    Accepted {
+        kind: String,
+    },
     Refused(String),
     Failed,
+    /// The store holds a newer version than the one the message was applied to.
+    Stale,
+}
+
+/// Heads the way storage keeps them: hex, sorted.
+fn stored_form(heads: &[automerge::ChangeHash]) -> Vec<String> {
+    let mut heads: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
+    heads.sort();
+    heads
+}
+
+/// What applying a sync message to a document came to.
+enum Synced {
+    Done,
+    /// This node's copy was out of date; it was dropped and the message can be applied again.
+    Stale,
 }

@@ -27,6 +27,10 @@ pub enum StorageError {
     /// A change was written with an actor id that belongs to another user or device.
     #[error("actor {0} belongs to another device")]
     ActorTaken(String),
+    /// The document is no longer what the change was made on: another node changed it since
+    /// this one loaded it.
+    #[error("document {0} was changed elsewhere since it was loaded")]
+    Stale(String),
 }
 
 /// A document as stored: its type and its bytes (a snapshot followed by incremental chunks,
@@ -71,6 +75,12 @@ pub struct Commit<'a> {
     pub request_id: Option<&'a str>,
     /// The document's heads after the change, hex-encoded (for manifests).
     pub heads: Vec<String>,
+    /// For a change the server made on its cached copy: that copy's heads before the change
+    /// (hex, sorted). Storage refuses the commit with [`StorageError::Stale`] unless the stored
+    /// heads are these, so a node whose copy is out of date (another node sharing the database
+    /// changed the document) cannot decide on it or project it; the engine reloads and makes
+    /// the change again.
+    pub based_on: Option<Vec<String>>,
     /// The record's state (`owned`, `pool`, `deleted`) before the change; `None` when created.
     pub previous_state: Option<String>,
     /// Actor ids (hex) this change introduces for its author: bound to the author in the same
@@ -106,6 +116,13 @@ pub trait SyncStorage: Send + Sync + 'static {
 
     /// Persists a chunk and updates the record's projection in one transaction.
     fn commit(&self, commit: Commit<'_>) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// The heads (hex, sorted) of a document as stored, if it exists: whether a cached copy is
+    /// still the latest (another node sharing the database may have changed it).
+    fn stored_heads(
+        &self,
+        id: &DocumentId,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, StorageError>> + Send;
 
     /// The saved sync state of a storage id for a document.
     fn load_sync_state(

@@ -79,6 +79,31 @@ impl TestServer {
         }
     }
 
+    /// A second node on this server's store, the way a second `outpost` process shares a
+    /// SurrealDB cluster: it has its own sync engine, document cache and locks, and no job
+    /// workers (jobs run on this one). `config` gives its other settings.
+    pub async fn another_node(&self, mut config: Config) -> Self {
+        config.jobs.workers = false;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = outpost::start_node(
+            config,
+            listener,
+            outpost::platform::clock::Clock::system(),
+            self.db(),
+        )
+        .await
+        .expect("node starts");
+        Self {
+            base: format!("http://{}", server.addr),
+            admin_login: self.admin_login.clone(),
+            admin_password: self.admin_password.clone(),
+            http: reqwest::Client::new(),
+            server: Some(server),
+        }
+    }
+
     /// The server's store (drop clones before [`TestServer::shutdown`] on `surrealkv://`).
     pub fn db(&self) -> outpost::platform::db::Db {
         self.server

@@ -335,6 +335,131 @@ async fn fifty_concurrent_claims_have_exactly_one_winner() {
     );
 }
 
+/// Edits a customer through `node`; the edit must succeed.
+async fn patch(node: &TestServer, token: &str, doc: &str, body: Value) -> Value {
+    let reply = node
+        .patch(&format!("/api/v1/customers/{doc}"), token, body)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    reply.body
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_store_decide_on_the_latest_version_of_a_customer() {
+    let f = floor(json!({}), 24).await;
+    let node_b = f.server.another_node(Config::for_database("mem://")).await;
+    let redone = |node: &TestServer| {
+        let admin = f.admin.clone();
+        let base = node.base.clone();
+        async move {
+            let stats = reqwest::Client::new()
+                .get(format!("{base}/api/v1/admin/sync"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap();
+            stats["changes_redone"].as_u64().unwrap()
+        }
+    };
+
+    // A pooled customer that only node B has loaded.
+    let created = node_b
+        .post(
+            "/api/v1/customers",
+            &f.admin,
+            json!({ "name": "两地客户", "level": "A", "pool_id": f.pool }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let doc = created.body["doc_id"].as_str().unwrap().to_string();
+    let command = |node: &TestServer, token: &str, action: &str| {
+        let (node, token, path) = (
+            node.base.clone(),
+            token.to_string(),
+            format!("/api/v1/customers/{doc}/{action}"),
+        );
+        async move {
+            let reply = reqwest::Client::new()
+                .post(format!("{node}{path}"))
+                .bearer_auth(token)
+                .json(&json!({ "reason": "test" }))
+                .send()
+                .await
+                .unwrap();
+            (reply.status(), reply.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, _) = command(&node_b, &f.admin, "release").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A claims; B still holds the pooled version. Its claim is made on that version, the
+    // store refuses it, and B decides again on the stored one: the customer is taken.
+    let (status, won) = command(&f.server, &f.rep_a, "claim").await;
+    assert_eq!(status, StatusCode::OK, "{won:?}");
+    let (status, lost) = command(&node_b, &f.rep_b, "claim").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{lost:?}");
+    assert_eq!(lost["owner_id"], f.a);
+    assert_eq!((redone(&f.server).await, redone(&node_b).await), (0, 1));
+
+    // A releases it; B holds a's ownership. A refusal made on that version would be wrong, so
+    // B checks the stored version before refusing, and the claim succeeds.
+    let (status, _) = command(&f.server, &f.rep_a, "release").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, won) = command(&node_b, &f.rep_b, "claim").await;
+    assert_eq!(status, StatusCode::OK, "{won:?}");
+    assert_eq!(won["owner_id"], f.b);
+    assert_eq!(redone(&node_b).await, 2);
+
+    // Edits on an out-of-date copy keep what the other node wrote, in the document and in
+    // the projection that lists and search read.
+    let edited = patch(&f.server, &f.admin, &doc, json!({ "industry": "Retail" })).await;
+    assert_eq!(edited["owner_id"], f.b, "{edited:?}");
+    let both = patch(&node_b, &f.admin, &doc, json!({ "level": "B" })).await;
+    assert_eq!(
+        (&both["industry"], &both["level"], &both["owner_id"]),
+        (&json!("Retail"), &json!("B"), &json!(f.b))
+    );
+    let seen_on_a = f
+        .server
+        .get(&format!("/api/v1/customers/{doc}"), &f.admin)
+        .await;
+    assert_eq!(
+        (&seen_on_a.body["industry"], &seen_on_a.body["level"]),
+        (&json!("Retail"), &json!("B"))
+    );
+    assert_eq!((redone(&f.server).await, redone(&node_b).await), (1, 3));
+    assert_eq!(
+        f.history(&doc).await,
+        ["claim", "release", "claim", "release"]
+    );
+
+    // Claims racing on both nodes: one winner.
+    let contested = f.pooled("两地抢手客户", "A").await;
+    let path = format!("/api/v1/customers/{contested}/claim");
+    let (on_a, on_b) = tokio::join!(
+        f.server.post(&path, &f.rep_a, json!({})),
+        node_b.post(&path, &f.rep_b, json!({}))
+    );
+    let mut statuses = [on_a.status, on_b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{on_a:?} {on_b:?}"
+    );
+    let claims = f
+        .history(&contested)
+        .await
+        .into_iter()
+        .filter(|a| a == "claim")
+        .count();
+    assert_eq!(claims, 1);
+    node_b.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_owned_cap_and_the_daily_claim_limit_refuse_at_their_boundary() {
     let f = floor(

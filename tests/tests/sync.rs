@@ -316,6 +316,58 @@ async fn a_customer_whose_phones_a_reader_would_see_masked_is_read_over_rest_not
 }
 
 #[tokio::test]
+async fn a_phone_syncing_through_a_node_with_an_old_copy_keeps_what_another_node_wrote() {
+    let server = TestServer::start().await;
+    let team = team(&server).await;
+    let node_b = server.another_node(Config::for_database("mem://")).await;
+    let created = server
+        .post(
+            "/api/v1/customers",
+            &team.rep_a,
+            json!({ "name": "Two Nodes Ltd" }),
+        )
+        .await;
+    let id = DocumentId::parse(created.body["doc_id"].as_str().unwrap()).unwrap();
+
+    // The phone syncs through node B, which loads the customer.
+    let mut phone = SyncClient::connect(&node_b.base, &team.rep_a, "phone-a", None).await;
+    phone.request(&id).await;
+    phone.settle().await;
+    assert_eq!(read(&mut phone, &id).name, "Two Nodes Ltd");
+
+    // The desk changes it through node A; B's copy is now out of date.
+    let desk = server
+        .patch(
+            &format!("/api/v1/customers/{id}"),
+            &team.rep_a,
+            json!({ "level": "A" }),
+        )
+        .await;
+    assert_eq!(desk.status, StatusCode::OK, "{:?}", desk.body);
+
+    // The phone's edit reaches B, which applies it to the stored version, not its old copy.
+    let mut customer = read(&mut phone, &id);
+    customer.industry = Some("Logistics".into());
+    reconcile(phone.doc(&id), &customer).unwrap();
+    phone.settle().await;
+    let projected = server
+        .get(&format!("/api/v1/customers/{id}"), &team.rep_a)
+        .await;
+    assert_eq!(
+        (&projected.body["level"], &projected.body["industry"]),
+        (&json!("A"), &json!("Logistics")),
+        "{:?}",
+        projected.body
+    );
+    let stats = node_b.get("/api/v1/admin/sync", &team.admin).await;
+    assert_eq!(stats.body["changes_redone"], 1, "{:?}", stats.body);
+    // The phone gets the desk's change too.
+    phone.settle().await;
+    assert_eq!(read(&mut phone, &id).level.as_deref(), Some("A"));
+    node_b.shutdown().await;
+}
+
+#[tokio::test]
 async fn hostile_frames_end_that_connection_only() {
     let server = TestServer::start().await;
     let team = team(&server).await;

@@ -135,7 +135,7 @@ pub async fn update_visible<D, R, T>(
     state: &crate::app::AppState,
     actor: &Actor,
     id: &DocumentId,
-    edit: impl FnOnce(&mut D),
+    edit: impl FnMut(&mut D),
 ) -> Result<T, ApiError>
 where
     D: outpost_mobile::records::RecordType,
@@ -170,7 +170,7 @@ where
         .update::<D>(&author(actor), id, true, |record| {
             let server = record.server_mut();
             server.state = "deleted".into();
-            server.updated_by = Some(user);
+            server.updated_by = Some(user.clone());
             server.updated_at = Some(outpost_mobile::records::timestamp_now());
         })
         .await

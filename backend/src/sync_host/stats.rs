@@ -30,6 +30,9 @@ pub struct SyncStats {
     /// the pool sweep, reads ahead this way; if this stays at zero, the batch read is failing
     /// and the log says why).
     pub documents_loaded_in_batches: u64,
+    /// Server changes (commands, edits over REST, sweeps) made again since start because
+    /// another node sharing the database had changed the document after this node loaded it.
+    pub changes_redone: u64,
 }
 
 /// Sync engine statistics. Needs `system.read`.
@@ -45,6 +48,7 @@ async fn sync_stats(
     Ok(axum::Json(SyncStats {
         documents_loaded_singly: singly,
         documents_loaded_in_batches: in_batches,
+        changes_redone: state.sync.changes_redone(),
         cached_documents: state.sync.cached_documents(),
         cache_capacity: state.config.sync.cache_documents,
         connected_peers: state.sync.connected_peers(),

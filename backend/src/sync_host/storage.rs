@@ -957,6 +957,16 @@ impl SyncStorage for SurrealSyncStorage {
             id: chunk_record(&id),
             bytes: Bytes::from(bytes),
         };
+        if let Some(based_on) = &commit.based_on {
+            // A change made on this node's copy is stored only if the document is still that
+            // copy; otherwise another node changed it (the engine reloads and applies it
+            // again). The throw fails the whole transaction.
+            let based_b = tx.bind(based_on.clone());
+            let stale = tx.bind(format!("{STALE_DOCUMENT}{id}"));
+            tx.push(format!(
+                "IF (SELECT VALUE heads FROM ONLY {doc_record}) != {based_b} {{ THROW {stale} }}"
+            ));
+        }
         let mut heads = commit.heads.clone();
         heads.sort();
         let heads_b = tx.bind(heads);
@@ -1146,6 +1156,15 @@ impl SyncStorage for SurrealSyncStorage {
             .map_err(|_| StorageError::Failed("the group commit was dropped".into()))?
     }
 
+    async fn stored_heads(&self, id: &DocumentId) -> Result<Option<Vec<String>>, StorageError> {
+        // One row per existing document; the first (and only) is its heads.
+        Query::new("SELECT VALUE heads FROM $doc")
+            .bind("doc", ids::record("sync_document", id.as_str()))
+            .take(&self.db, 0)
+            .await
+            .map_err(failed)
+    }
+
     async fn load_sync_state(
         &self,
         storage_id: &str,
@@ -1180,6 +1199,9 @@ impl SyncStorage for SurrealSyncStorage {
         Ok(())
     }
 }
+
+/// What a commit throws when the document is not the version its change was made on.
+const STALE_DOCUMENT: &str = "stale-document:";
 
 /// Commits queued document transactions in groups: whatever has queued while the previous group
 /// was being written goes into the next single transaction, so many documents share one fsync.
@@ -1217,12 +1239,13 @@ async fn group_commits(
         }
         for pending in group {
             let result = pending.tx.run(&db).await.map(|_| ()).map_err(|e| {
-                match e
-                    .thrown_message()
-                    .and_then(|m| m.split_once("actor-taken:"))
-                {
-                    Some((_, actor)) => StorageError::ActorTaken(actor.to_string()),
-                    None => failed(e),
+                let thrown = e.thrown_message();
+                if let Some((_, actor)) = thrown.and_then(|m| m.split_once("actor-taken:")) {
+                    StorageError::ActorTaken(actor.to_string())
+                } else if let Some((_, doc)) = thrown.and_then(|m| m.split_once(STALE_DOCUMENT)) {
+                    StorageError::Stale(doc.to_string())
+                } else {
+                    failed(e)
                 }
             });
             let _ = pending.done.send(result);

@@ -133,6 +133,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             channel: "sync",
             request_id: None,
             heads,
+            based_on: None,
             previous_state: None,
             new_actors: Vec::new(),
         };

@@ -338,6 +338,8 @@ pub(crate) async fn merge_customers(
             let claimed = state
                 .sync
                 .update::<Document>(&author(&actor), &loser_id, true, |doc| {
+                    // Decided again if another node changed the customer meanwhile.
+                    outcome = Ok(());
                     if doc.server.state == "deleted" || doc.custody.merged_into.is_some() {
                         outcome = Err(ApiError::Conflict(
                             "that customer was merged or deleted meanwhile".into(),
@@ -370,8 +372,8 @@ pub(crate) async fn merge_customers(
     state
         .sync
         .update::<Document>(&author(&actor), &survivor_id, false, |doc| {
-            if doc.server.state == "deleted" {
-                survivor_gone = true;
+            survivor_gone = doc.server.state == "deleted";
+            if survivor_gone {
                 return;
             }
             let mut extra = loser.clone();
@@ -394,7 +396,7 @@ pub(crate) async fn merge_customers(
         state
             .sync
             .update::<Document>(&author(&actor), &loser_id, true, |doc| {
-                doc.server.state = loser_state;
+                doc.server.state = loser_state.clone();
                 doc.custody.merged_into = None;
                 doc.custody.action = Some("unmerge".into());
                 doc.custody.reason = Some("the survivor was merged away meanwhile".into());

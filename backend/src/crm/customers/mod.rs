@@ -417,40 +417,40 @@ async fn update_customer(
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
     let updated = update_visible::<Document, CustomerRow, Customer>(&state, &actor, &id, |c| {
-        if let Some(v) = body.name {
+        if let Some(v) = body.name.clone() {
             c.name = v;
         }
-        if let Some(v) = body.kind {
+        if let Some(v) = body.kind.clone() {
             c.kind = v;
         }
-        if let Some(v) = body.level {
+        if let Some(v) = body.level.clone() {
             c.level = v;
         }
-        if let Some(v) = body.industry {
+        if let Some(v) = body.industry.clone() {
             c.industry = v;
         }
-        if let Some(v) = body.source {
+        if let Some(v) = body.source.clone() {
             c.source = v;
         }
-        if let Some(v) = body.phones {
+        if let Some(v) = body.phones.clone() {
             c.phones = v;
         }
-        if let Some(v) = body.emails {
+        if let Some(v) = body.emails.clone() {
             c.emails = v;
         }
-        if let Some(v) = body.address {
+        if let Some(v) = body.address.clone() {
             c.address = v;
         }
-        if let Some(v) = body.tags {
+        if let Some(v) = body.tags.clone() {
             c.tags = v;
         }
-        if let Some(v) = body.notes {
+        if let Some(v) = body.notes.clone() {
             outpost_mobile::records::set_text(&mut c.notes, &v);
         }
-        if let Some(v) = body.contacts {
+        if let Some(v) = body.contacts.clone() {
             c.contacts = v.into_iter().map(Contact::from).collect();
         }
-        if let Some(v) = body.credit_code {
+        if let Some(v) = body.credit_code.clone() {
             c.credit_code = v.map(|code| code.trim().to_uppercase());
         }
     })

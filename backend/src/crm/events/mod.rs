@@ -369,25 +369,25 @@ async fn update_event(
     state
         .sync
         .update::<Document>(&author(&actor), &id, false, |e| {
-            if let Some(v) = body.title {
+            if let Some(v) = body.title.clone() {
                 e.title = v;
             }
-            if let Some(v) = body.notes {
+            if let Some(v) = body.notes.clone() {
                 outpost_mobile::records::set_text(&mut e.notes, &v);
             }
-            if let Some(v) = body.starts_at {
+            if let Some(v) = body.starts_at.clone() {
                 e.starts_at = v;
             }
-            if let Some(v) = body.ends_at {
+            if let Some(v) = body.ends_at.clone() {
                 e.ends_at = v;
             }
             if let Some(v) = body.all_day {
                 e.all_day = v;
             }
-            if let Some(v) = body.location {
+            if let Some(v) = body.location.clone() {
                 e.location = v;
             }
-            if let Some(ids) = body.attendee_ids {
+            if let Some(ids) = body.attendee_ids.clone() {
                 e.attendees = ids
                     .into_iter()
                     .map(|user| {
@@ -399,10 +399,10 @@ async fn update_event(
                     })
                     .collect();
             }
-            if let Some(v) = body.visibility {
+            if let Some(v) = body.visibility.clone() {
                 e.visibility = v;
             }
-            if let Some(v) = body.reminders {
+            if let Some(v) = body.reminders.clone() {
                 e.reminders = v;
             }
         })
@@ -435,7 +435,7 @@ async fn delete_event(
         .sync
         .update::<Document>(&author(&actor), &id, true, |e| {
             e.server.state = "deleted".into();
-            e.server.updated_by = Some(user);
+            e.server.updated_by = Some(user.clone());
             e.server.updated_at = Some(outpost_mobile::records::timestamp_now());
         })
         .await

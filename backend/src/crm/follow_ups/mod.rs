@@ -225,19 +225,19 @@ async fn update_follow_up(
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
     let updated = update_visible::<Document, FollowUpRow, FollowUp>(&state, &actor, &id, |f| {
-        if let Some(v) = body.method {
+        if let Some(v) = body.method.clone() {
             f.method = v;
         }
-        if let Some(v) = body.at {
+        if let Some(v) = body.at.clone() {
             f.at = v;
         }
-        if let Some(v) = body.content {
+        if let Some(v) = body.content.clone() {
             outpost_mobile::records::set_text(&mut f.content, &v);
         }
-        if let Some(v) = body.location {
+        if let Some(v) = body.location.clone() {
             f.location = v;
         }
-        if let Some(v) = body.next_contact_at {
+        if let Some(v) = body.next_contact_at.clone() {
             f.next_contact_at = v;
         }
     })

@@ -119,12 +119,14 @@ async fn change_hands(
     state: &AppState,
     actor: &Actor,
     id: &DocumentId,
-    decide: impl FnOnce(&mut Document) -> Result<(), ApiError>,
+    mut decide: impl FnMut(&mut Document) -> Result<(), ApiError>,
 ) -> Result<Customer, ApiError> {
     let mut outcome: Result<(), ApiError> = Ok(());
     state
         .sync
         .update::<Document>(&author(actor), id, true, |doc| {
+            // The decision is made again if another node changed the customer meanwhile.
+            outcome = Ok(());
             if doc.server.state == "deleted" {
                 outcome = Err(ApiError::NotFound("customer"));
                 return;
@@ -382,7 +384,7 @@ async fn give(
                 owner_id: doc.server.owner.clone(),
             });
         }
-        hand_over(doc, Some(to), action, Some(&me), reason, now);
+        hand_over(doc, Some(to), action, Some(&me), reason.clone(), now);
         Ok(())
     })
     .await
@@ -458,7 +460,7 @@ pub(crate) async fn release(
                 owner_id: doc.server.owner.clone(),
             });
         }
-        hand_over(doc, None, "release", Some(&me), reason, now);
+        hand_over(doc, None, "release", Some(&me), reason.clone(), now);
         Ok(())
     })
     .await?;

@@ -291,6 +291,8 @@ async fn return_one(engine: &SyncEngine, pool: &Pool, held: Held, now: DateTime<
     let mut returned = false;
     let result = engine
         .update::<Document>(&author, &id, true, |doc| {
+            // Decided again if another node changed the customer meanwhile.
+            returned = false;
             let still_held = doc.server.state == "owned"
                 && doc.server.owner == held.owner
                 && doc.level == held.level

@@ -256,22 +256,22 @@ async fn update_task(
         check_assignee(&state, &actor, assignee).await?;
     }
     let updated = update_visible::<Document, TaskRow, Task>(&state, &actor, &id, |t| {
-        if let Some(v) = body.title {
+        if let Some(v) = body.title.clone() {
             t.title = v;
         }
-        if let Some(v) = body.notes {
+        if let Some(v) = body.notes.clone() {
             outpost_mobile::records::set_text(&mut t.notes, &v);
         }
-        if let Some(v) = body.due_at {
+        if let Some(v) = body.due_at.clone() {
             t.due_at = v;
         }
-        if let Some(v) = body.assignee_id {
+        if let Some(v) = body.assignee_id.clone() {
             t.assignee = v;
         }
-        if let Some(v) = body.status {
+        if let Some(v) = body.status.clone() {
             t.status = v;
         }
-        if let Some(v) = body.reminders {
+        if let Some(v) = body.reminders.clone() {
             t.reminders = v;
         }
     })
