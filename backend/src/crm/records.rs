@@ -33,6 +33,9 @@ pub fn change_error(kind: &'static str, e: ChangeError) -> ApiError {
                 .collect(),
         ),
         ChangeError::Malformed(why) => ApiError::Internal(why),
+        ChangeError::Storage(outpost_sync::StorageError::Stale(_)) => ApiError::Conflict(format!(
+            "the {kind} kept changing on other nodes while this change was made; try again"
+        )),
         ChangeError::Storage(e) => ApiError::Internal(e.to_string()),
     }
 }

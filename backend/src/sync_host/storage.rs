@@ -960,12 +960,13 @@ impl SyncStorage for SurrealSyncStorage {
         if let Some(based_on) = &commit.based_on {
             // A change made on this node's copy is stored only if the document is still that
             // copy; otherwise another node changed it (the engine reloads and applies it
-            // again). The throw fails the whole transaction.
-            let based_b = tx.bind(based_on.clone());
-            let stale = tx.bind(format!("{STALE_DOCUMENT}{id}"));
-            tx.push(format!(
-                "IF (SELECT VALUE heads FROM ONLY {doc_record}) != {based_b} {{ THROW {stale} }}"
-            ));
+            // again).
+            tx.expect(
+                ids::record("sync_document", &id),
+                "heads",
+                based_on.clone(),
+                format!("{STALE_DOCUMENT}{id}"),
+            );
         }
         let mut heads = commit.heads.clone();
         heads.sort();

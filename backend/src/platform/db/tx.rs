@@ -17,6 +17,18 @@ pub struct Tx {
     /// commit of many transactions then creates each table's rows in one statement rather than
     /// one each (SurrealDB parses, plans and binds every statement on its own).
     creates: Vec<(&'static str, Vec<surrealdb::types::Value>)>,
+    /// Conditions on records as they were before the transaction, checked by one statement
+    /// ahead of all others (see [`Tx::expect`]), so that a group commit checks all its
+    /// documents at once rather than with one statement each.
+    expectations: Vec<(&'static str, Vec<surrealdb::types::Value>)>,
+}
+
+/// One condition of [`Tx::expect`].
+#[derive(Debug, Clone, SurrealValue)]
+struct Expectation {
+    record: surrealdb::types::RecordId,
+    value: surrealdb::types::Value,
+    failure: String,
 }
 
 impl Tx {
@@ -44,6 +56,33 @@ impl Tx {
         for (table, rows) in other.creates {
             self.rows_of(table).extend(rows);
         }
+        for (field, checks) in other.expectations {
+            self.expectations_of(field).extend(checks);
+        }
+    }
+
+    /// Fails the transaction, throwing `failure`, unless `record`'s `field` is `value` when
+    /// the transaction starts (a compare-and-set: the record was not changed since the caller
+    /// read it). Expectations are checked before any statement runs, one statement per field
+    /// for a whole group commit.
+    pub fn expect(
+        &mut self,
+        record: surrealdb::types::RecordId,
+        field: &'static str,
+        value: impl SurrealValue,
+        failure: String,
+    ) -> &mut Self {
+        let check = Expectation {
+            record,
+            value: value.into_value(),
+            failure,
+        };
+        self.expectations_of(field).push(check.into_value());
+        self
+    }
+
+    fn expectations_of(&mut self, field: &'static str) -> &mut Vec<surrealdb::types::Value> {
+        group(&mut self.expectations, field)
     }
 
     /// Creates `row` (an object with its record `id`) in `table`, after every statement of the
@@ -55,14 +94,7 @@ impl Tx {
     }
 
     fn rows_of(&mut self, table: &'static str) -> &mut Vec<surrealdb::types::Value> {
-        let at = match self.creates.iter().position(|(t, _)| *t == table) {
-            Some(at) => at,
-            None => {
-                self.creates.push((table, Vec::new()));
-                self.creates.len() - 1
-            }
-        };
-        &mut self.creates[at].1
+        group(&mut self.creates, table)
     }
 
     /// Adds a statement (without the trailing semicolon).
@@ -78,7 +110,17 @@ impl Tx {
             .iter()
             .enumerate()
             .map(|(i, (table, _))| format!("INSERT INTO {table} $created{i} RETURN NONE"));
-        let statements: Vec<String> = self.statements.iter().cloned().chain(inserts).collect();
+        // All expectations in one statement, ahead of the writes (which may change the
+        // fields they read).
+        let checks = self.expectations.iter().enumerate().map(|(i, (field, _))| {
+            format!(
+                "IF $expected{i}[WHERE record.{field} != value] {{ THROW $expected{i}[WHERE record.{field} != value][0].failure }}"
+            )
+        });
+        let statements: Vec<String> = checks
+            .chain(self.statements.iter().cloned())
+            .chain(inserts)
+            .collect();
         let sql = format!(
             "BEGIN TRANSACTION;\n{};\nCOMMIT TRANSACTION;",
             statements.join(";\n")
@@ -90,9 +132,31 @@ impl Tx {
             .fold(Query::new(sql), |query, (i, (_, rows))| {
                 query.bind(&format!("created{i}"), rows.clone())
             });
+        let query = self
+            .expectations
+            .iter()
+            .enumerate()
+            .fold(query, |query, (i, (_, checks))| {
+                query.bind(&format!("expected{i}"), checks.clone())
+            });
         let query = self.bindings.iter().fold(query, |query, (name, value)| {
             query.bind(name, value.clone())
         });
         db.retry(|| query.run(db)).await
     }
+}
+
+/// The values kept under `key` in `groups` (a short list of named groups), added if missing.
+fn group<'a>(
+    groups: &'a mut Vec<(&'static str, Vec<surrealdb::types::Value>)>,
+    key: &'static str,
+) -> &'a mut Vec<surrealdb::types::Value> {
+    let at = match groups.iter().position(|(k, _)| *k == key) {
+        Some(at) => at,
+        None => {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        }
+    };
+    &mut groups[at].1
 }
