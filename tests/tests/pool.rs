@@ -461,6 +461,57 @@ async fn two_nodes_on_one_store_decide_on_the_latest_version_of_a_customer() {
 }
 
 #[tokio::test]
+async fn a_pools_admins_edit_its_customers_and_members_only_browse_them() {
+    let f = floor(json!({}), 24).await;
+    let doc = f.pooled("公海待整理客户", "A").await;
+    let path = format!("/api/v1/customers/{doc}");
+
+    // An admin who configures the pool corrects the customer's data; it stays in the pool.
+    let fixed = f
+        .server
+        .patch(
+            &path,
+            &f.admin,
+            json!({ "name": "公海已整理客户", "industry": "Retail" }),
+        )
+        .await;
+    assert_eq!(fixed.status, StatusCode::OK, "{:?}", fixed.body);
+    assert_eq!(
+        (&fixed.body["name"], &fixed.body["state"]),
+        (&json!("公海已整理客户"), &json!("pool"))
+    );
+
+    // A member reads it but may not change it; nothing changes.
+    assert_eq!(f.server.get(&path, &f.rep_a).await.status, StatusCode::OK);
+    let refused = f
+        .server
+        .patch(&path, &f.rep_a, json!({ "name": "Mine now" }))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+    assert_eq!(
+        f.server.get(&path, &f.admin).await.body["name"],
+        "公海已整理客户"
+    );
+
+    // Once claimed, the owner edits it, and the pool's admin (whose scope is everything) too.
+    assert_eq!(f.claim(&f.rep_a, &doc).await.status, StatusCode::OK);
+    let own = f
+        .server
+        .patch(&path, &f.rep_a, json!({ "industry": "Logistics" }))
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{:?}", own.body);
+    assert_eq!(own.body["industry"], "Logistics");
+    assert_eq!(
+        f.server
+            .patch(&path, &f.rep_b, json!({ "industry": "Nope" }))
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "another rep no longer sees it"
+    );
+}
+
+#[tokio::test]
 async fn the_owned_cap_and_the_daily_claim_limit_refuse_at_their_boundary() {
     let f = floor(
         json!({ "A": { "max_owned": 2 }, "*": { "max_claims_per_day": 2, "max_owned": 10 } }),

@@ -26,9 +26,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::crm::identity::access::{Actor, Permission};
-use crate::crm::records::{
-    Projection, create_visible, parse_doc_id, tombstone, update_visible, visible,
-};
+use crate::crm::records::{Projection, create_visible, parse_doc_id, tombstone, visible};
 use crate::error::ApiError;
 use crate::platform::http::ApiJson;
 use crate::platform::ids;
@@ -403,7 +401,8 @@ async fn create_customer(
     Ok((StatusCode::CREATED, axum::Json(created.for_actor(&actor))))
 }
 
-/// Change a customer the caller may see.
+/// Change a customer the caller may see: one in its scope, or one sitting in a pool the caller
+/// configures (a pool's admins keep its customers' data right; members browse and claim).
 #[utoipa::path(patch, path = "/api/v1/customers/{doc_id}", tag = "customers", request_body = UpdateCustomer,
     params(("doc_id" = String, Path, description = "The customer's document id")),
     responses((status = 200, body = Customer), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)),
@@ -416,46 +415,80 @@ async fn update_customer(
 ) -> Result<axum::Json<Customer>, ApiError> {
     actor.require(Permission::CustomerWrite)?;
     let id = parse_doc_id(&doc_id)?;
-    let updated = update_visible::<Document, CustomerRow, Customer>(&state, &actor, &id, |c| {
-        if let Some(v) = body.name.clone() {
-            c.name = v;
-        }
-        if let Some(v) = body.kind.clone() {
-            c.kind = v;
-        }
-        if let Some(v) = body.level.clone() {
-            c.level = v;
-        }
-        if let Some(v) = body.industry.clone() {
-            c.industry = v;
-        }
-        if let Some(v) = body.source.clone() {
-            c.source = v;
-        }
-        if let Some(v) = body.phones.clone() {
-            c.phones = v;
-        }
-        if let Some(v) = body.emails.clone() {
-            c.emails = v;
-        }
-        if let Some(v) = body.address.clone() {
-            c.address = v;
-        }
-        if let Some(v) = body.tags.clone() {
-            c.tags = v;
-        }
-        if let Some(v) = body.notes.clone() {
-            outpost_mobile::records::set_text(&mut c.notes, &v);
-        }
-        if let Some(v) = body.contacts.clone() {
-            c.contacts = v.into_iter().map(Contact::from).collect();
-        }
-        if let Some(v) = body.credit_code.clone() {
-            c.credit_code = v.map(|code| code.trim().to_uppercase());
-        }
-    })
-    .await?;
-    Ok(axum::Json(updated.for_actor(&actor)))
+    // The pool whose customers the caller may edit, if the customer sits in one it configures.
+    let customer = readable(&state, &actor, &id).await?;
+    let configured_pool = match (&customer.pool_id, customer.state.as_str()) {
+        (Some(pool), "pool") => crate::crm::pool::find_pool(&state, pool)
+            .await?
+            .filter(|p| p.may_configure(&actor))
+            .map(|p| p.id),
+        _ => None,
+    };
+    let mut editable = false;
+    state
+        .sync
+        .update::<Document>(&crate::crm::records::author(&actor), &id, false, |c| {
+            // Decided on the document as it is now (it may have been claimed meanwhile).
+            let in_scope = c
+                .server
+                .owner
+                .as_deref()
+                .is_some_and(|owner| actor.scope.contains(owner));
+            let in_configured_pool = c.server.state == "pool"
+                && configured_pool.is_some()
+                && c.custody.pool == configured_pool;
+            editable = c.server.state != "deleted" && (in_scope || in_configured_pool);
+            if editable {
+                apply_update(c, &body);
+            }
+        })
+        .await
+        .map_err(|e| crate::crm::records::change_error("customer", e))?;
+    if !editable {
+        // The caller can read it (a pool member browsing before a claim) but not change it.
+        return Err(ApiError::Forbidden(Permission::PoolConfigure.name()));
+    }
+    Ok(axum::Json(readable(&state, &actor, &id).await?))
+}
+
+/// Applies the fields of a `PATCH` to a customer document.
+fn apply_update(c: &mut Document, body: &UpdateCustomer) {
+    if let Some(v) = body.name.clone() {
+        c.name = v;
+    }
+    if let Some(v) = body.kind.clone() {
+        c.kind = v;
+    }
+    if let Some(v) = body.level.clone() {
+        c.level = v;
+    }
+    if let Some(v) = body.industry.clone() {
+        c.industry = v;
+    }
+    if let Some(v) = body.source.clone() {
+        c.source = v;
+    }
+    if let Some(v) = body.phones.clone() {
+        c.phones = v;
+    }
+    if let Some(v) = body.emails.clone() {
+        c.emails = v;
+    }
+    if let Some(v) = body.address.clone() {
+        c.address = v;
+    }
+    if let Some(v) = body.tags.clone() {
+        c.tags = v;
+    }
+    if let Some(v) = body.notes.clone() {
+        outpost_mobile::records::set_text(&mut c.notes, &v);
+    }
+    if let Some(v) = body.contacts.clone() {
+        c.contacts = v.into_iter().map(Contact::from).collect();
+    }
+    if let Some(v) = body.credit_code.clone() {
+        c.credit_code = v.map(|code| code.trim().to_uppercase());
+    }
 }
 
 /// Delete a customer: the document becomes a tombstone (state `deleted`) that every device
