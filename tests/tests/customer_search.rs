@@ -695,29 +695,12 @@ async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_sho
     // by the head's role, and the export is audited.
     let refused = s.get("/api/v1/customers/export", &o.rep).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    let response = s
-        .http
-        .get(format!("{}/api/v1/customers/export?format=csv", s.base))
-        .bearer_auth(&o.head)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = export(s, &o.head, "format=csv").await;
     let text = response.text().await.unwrap();
     assert!(text.starts_with('\u{feff}'), "a BOM for Excel");
     assert_eq!(text.lines().count(), 5, "{text}");
     assert!(text.contains("13800000101"), "the head has full view");
-    let response = s
-        .http
-        .get(format!(
-            "{}/api/v1/customers/export?format=xlsx&q=xinkehu",
-            s.base
-        ))
-        .bearer_auth(&o.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = export(s, &o.admin, "format=xlsx&q=xinkehu").await;
     let bytes = response.bytes().await.unwrap();
     use calamine::Reader;
     let mut book: calamine::Xlsx<_> =
@@ -1029,4 +1012,59 @@ async fn keyed_with(
             &[("idempotency-key", key)],
         )
         .await
+}
+
+#[tokio::test]
+async fn the_last_follow_up_range_filters_the_list_and_the_export_alike() {
+    let o = office().await;
+    let s = &o.server;
+    let mut ids = Vec::new();
+    for (name, visited) in [
+        ("早访客户", Some("2026-11-01T10:00:00Z")),
+        ("中访客户", Some("2026-11-10T10:00:00Z")),
+        ("未访客户", None),
+    ] {
+        let created = s
+            .post("/api/v1/customers", &o.rep, json!({ "name": name }))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let doc = created.body["doc_id"].as_str().unwrap().to_string();
+        if let Some(at) = visited {
+            let visit = s
+                .post(
+                    "/api/v1/follow-ups",
+                    &o.rep,
+                    json!({ "customer_doc_id": doc, "method": "visit", "at": at }),
+                )
+                .await;
+            assert_eq!(visit.status, StatusCode::CREATED, "{:?}", visit.body);
+        }
+        ids.push(doc);
+    }
+    // A follow-up logged later than the grace period allows counts from when it arrived (the
+    // pool rules' clock), so both visited customers' last follow-up is today.
+    let after = "follow_up_after=2026-11-05T00:00:00Z";
+    let between = "follow_up_after=2026-10-01T00:00:00Z&follow_up_before=2026-11-05T00:00:00Z";
+    assert_eq!(names(s, &o.rep, after).await, ["中访客户", "早访客户"]);
+    assert!(names(s, &o.rep, between).await.is_empty());
+
+    // The export applies the same range (the head exports what it sees).
+    for (query, expected) in [(after, 2), (between, 0), ("", 3)] {
+        let response = export(s, &o.head, &format!("format=csv&{query}")).await;
+        let text = response.text().await.unwrap();
+        assert_eq!(text.lines().count(), 1 + expected, "{query}: {text}");
+    }
+}
+
+/// `GET /api/v1/customers/export?{query}` as `token`; it must succeed.
+async fn export(server: &TestServer, token: &str, query: &str) -> reqwest::Response {
+    let response = server
+        .http
+        .get(format!("{}/api/v1/customers/export?{query}", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{query}");
+    response
 }

@@ -600,6 +600,10 @@ pub struct ExportQuery {
     pub state: Option<String>,
     /// Pool.
     pub pool_id: Option<String>,
+    /// Last follow-up at or after this time, as in the list.
+    pub follow_up_after: Option<DateTime<Utc>>,
+    /// Last follow-up before this time, as in the list.
+    pub follow_up_before: Option<DateTime<Utc>>,
 }
 
 /// The columns of an export (also accepted by import).
@@ -646,6 +650,8 @@ pub(crate) async fn export_customers(
         level: f.level.clone(),
         state: f.state.clone(),
         pool_id: f.pool_id.clone(),
+        follow_up_after: f.follow_up_after,
+        follow_up_before: f.follow_up_before,
         limit: Some(MAX_LIMIT),
         ..CustomerFilter::default()
     };
