@@ -121,6 +121,75 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
 }
 
 #[tokio::test]
+async fn the_write_paths_tables_drop_their_field_definitions_but_keep_their_indexes() {
+    let db = Db::connect(&Config::for_database("mem://").database)
+        .await
+        .unwrap();
+    apply_migrations(&db, MIGRATIONS).await.unwrap();
+    // Migration 0013 redefines these tables; a redefinition must not take their indexes along,
+    // which no query would notice (they would only get slow).
+    let expected: &[(&str, &[&str])] = &[
+        ("sync_document", &[]),
+        ("document_chunk", &[]),
+        ("customer_terms", &[]),
+        (
+            "customer",
+            &[
+                "customer_credit_code",
+                "customer_company_key",
+                "customer_list_key",
+                "customer_list_key_newest",
+                "customer_pool_list_key",
+                "customer_pool_list_key_newest",
+                "customer_level_list_key",
+                "customer_level_list_key_newest",
+                "customer_owner_list_key",
+                "customer_owner_list_key_newest",
+                "customer_due",
+            ],
+        ),
+        (
+            "customer_history",
+            &["customer_history_customer", "customer_history_claims"],
+        ),
+        ("audit", &["audit_target", "audit_actor"]),
+        ("follow_up", &["follow_up_owner", "follow_up_customer"]),
+        ("task", &["task_owner", "task_assignee", "task_customer"]),
+        ("event", &["event_owner", "event_attendees"]),
+    ];
+    let tables: surrealdb::types::Value = Query::new("(INFO FOR DB).tables")
+        .take(&db, 0)
+        .await
+        .unwrap();
+    let tables = tables.into_json_value();
+    for (table, indexes) in expected {
+        let definition = tables[*table].as_str().unwrap_or_default().to_string();
+        assert!(
+            definition.contains("SCHEMALESS"),
+            "{table} is schemaless: {definition}"
+        );
+        let info: surrealdb::types::Value = Query::new(format!("INFO FOR TABLE {table}"))
+            .take(&db, 0)
+            .await
+            .unwrap();
+        let info = info.into_json_value();
+        assert_eq!(
+            info["fields"].as_object().map(serde_json::Map::len),
+            Some(0),
+            "{table} has no field definitions: {info}"
+        );
+        let mut defined: Vec<&str> = info["indexes"]
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        defined.sort_unstable();
+        let mut wanted = indexes.to_vec();
+        wanted.sort_unstable();
+        assert_eq!(defined, wanted, "{table} keeps its indexes");
+    }
+}
+
+#[tokio::test]
 async fn the_embedded_store_takes_its_memory_limits_from_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("surrealkv://{}", dir.path().join("data").display());

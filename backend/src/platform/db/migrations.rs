@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_customer_terms_table.surql"),
     migration!(11, "0011_customer_due_index.surql"),
     migration!(12, "0012_document_chunk_ranges.surql"),
+    migration!(13, "0013_schemaless_write_path.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
