@@ -682,3 +682,80 @@ async fn a_run_past_its_timeout_fails_and_a_stopping_worker_finishes_its_job() {
     worker.stop().await;
     assert_eq!(status_of(short).await.status, "done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_store_fails_starts_again_and_runs_the_jobs_that_follow() {
+    use outpost::jobs::runtime::spawn_worker;
+
+    let (db, _) = store("mem://").await;
+    // The store refuses to update the worker registry: the worker registers, then its first
+    // heartbeat fails, which ends an apalis worker for good.
+    Query::new(
+        "DEFINE EVENT store_down ON job_worker WHEN $event = 'UPDATE' THEN { THROW 'the store is down' }",
+    )
+    .run(&db)
+    .await
+    .unwrap();
+    let tracker = Arc::new(Tracker::default());
+    let tracker_w = tracker.clone();
+    let worker = spawn_worker(
+        &db,
+        quick(Count::QUEUE),
+        "fragile".into(),
+        move |job: Count| {
+            let tracker = tracker_w.clone();
+            async move {
+                *tracker.runs.lock().unwrap().entry(job.n).or_default() += 1;
+                tracker.notify.notify_waiters();
+                Ok::<_, BoxDynError>(())
+            }
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let registered: Option<surrealdb::types::Value> =
+                Query::new("(SELECT VALUE started_at FROM ONLY job_worker:fragile)")
+                    .take(&db, 0)
+                    .await
+                    .unwrap();
+            if registered.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the worker registers");
+    // Ten heartbeat periods with the store refusing them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The fault passes; a job queued now is run by the worker started again.
+    Query::new("REMOVE EVENT store_down ON job_worker")
+        .run(&db)
+        .await
+        .unwrap();
+    enqueue(&db, &Count { n: 7 }, &JobOptions::default())
+        .await
+        .unwrap();
+    until(&tracker.notify, || {
+        tracker.runs.lock().unwrap().get(&7) == Some(&1)
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let statuses: Vec<String> =
+                Query::new("SELECT VALUE status FROM job WHERE queue = $queue")
+                    .bind("queue", Count::QUEUE)
+                    .take(&db, 0)
+                    .await
+                    .unwrap();
+            if statuses == ["done"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the job is recorded as done");
+    worker.stop().await;
+}

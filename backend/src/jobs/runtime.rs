@@ -3,6 +3,11 @@
 //! A cron schedule does not run its handler directly: every process's scheduler pushes each tick
 //! into the queue as a job keyed by the tick ([`QueueConfig::unique`]), so several processes on
 //! one SurrealDB produce one job per tick, which exactly one worker claims.
+//!
+//! An apalis worker ends for good when its backend fails once (a heartbeat or a fetch the
+//! store could not answer, after the store's own conflict retries). Each worker here is
+//! supervised: it is built and started again after a pause that grows while it keeps failing,
+//! so a passing fault of the store does not leave a queue without a worker until a restart.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -11,7 +16,7 @@ use std::time::Duration;
 use apalis::prelude::{BoxDynError, WorkerBuilder, WorkerBuilderExt};
 use apalis_core::backend::ext::BackendExt;
 use apalis_cron::{CronScheduler, Tick};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Job, Queue, QueueConfig};
@@ -23,7 +28,7 @@ pub const HOUSEKEEPING: &str = "system.housekeeping";
 
 /// A running worker: stop it and wait for it to hand back what it holds.
 pub struct WorkerHandle {
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -31,9 +36,50 @@ impl WorkerHandle {
     /// Stops the worker: it finishes the job it is running and returns the ones it fetched but
     /// has not started.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// The pause before a failed worker starts again the first time; it doubles at every failure
+/// in a row, up to [`MAX_RESTART_PAUSE`].
+const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause before a failed worker starts again.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
+/// A worker that ran this long before failing counts as healthy again: its next failure
+/// pauses only [`FIRST_RESTART_PAUSE`].
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs the worker `run` starts (given the stop signal) until the handle stops it, starting it
+/// again whenever it ends with an error.
+fn supervise<F, Fut>(name: String, run: F) -> WorkerHandle
+where
+    F: Fn(watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), apalis::prelude::WorkerError>> + Send + 'static,
+{
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut pause = FIRST_RESTART_PAUSE;
+        loop {
+            let started = tokio::time::Instant::now();
+            let Err(e) = run(stopped.clone()).await else {
+                return;
+            };
+            if *stopped.borrow() {
+                return;
+            }
+            if started.elapsed() >= HEALTHY_AFTER {
+                pause = FIRST_RESTART_PAUSE;
+            }
+            tracing::error!(error = %e, worker = %name, ?pause, "a job worker stopped with an error; starting it again");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stopped.wait_for(|stop| *stop) => return,
+            }
+            pause = (pause * 2).min(MAX_RESTART_PAUSE);
+        }
+    });
+    WorkerHandle { stop, task }
 }
 
 /// A process-unique worker name: `queue@node`.
@@ -64,18 +110,18 @@ where
     let schedule = cron::Schedule::from_str(schedule)?;
     config.unique = true;
     let timeout = config.timeout;
-    let queue = Queue::<Tick>::on(db, config).polled();
-    let backend = CronScheduler::new(schedule).pipe_to(queue);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = WorkerBuilder::new(worker)
-        .backend(backend)
-        .timeout(timeout)
-        .build(move |tick: Tick| handler.clone()(tick))
-        .run_until(stop_signal(stopped));
-    Ok(WorkerHandle {
-        stop,
-        task: tokio::spawn(report(worker)),
-    })
+    let db = db.clone();
+    let name = worker.clone();
+    Ok(supervise(name, move |stopped| {
+        let queue = Queue::<Tick>::on(&db, config.clone()).polled();
+        let backend = CronScheduler::new(schedule.clone()).pipe_to(queue);
+        let handler = handler.clone();
+        WorkerBuilder::new(worker.clone())
+            .backend(backend)
+            .timeout(timeout)
+            .build(move |tick: Tick| handler.clone()(tick))
+            .run_until(stop_signal(stopped))
+    }))
 }
 
 /// Runs `handler` for every job of `J`, each run cut off after `config.timeout`.
@@ -92,27 +138,22 @@ where
     R: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let timeout = config.timeout;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = WorkerBuilder::new(worker)
-        .backend(Queue::<J>::with_config(db, config).polled())
-        .timeout(timeout)
-        .build(move |job: J| handler.clone()(job))
-        .run_until(stop_signal(stopped));
-    WorkerHandle {
-        stop,
-        task: tokio::spawn(report(worker)),
-    }
+    let db = db.clone();
+    let name = worker.clone();
+    supervise(name, move |stopped| {
+        let handler = handler.clone();
+        WorkerBuilder::new(worker.clone())
+            .backend(Queue::<J>::with_config(&db, config.clone()).polled())
+            .timeout(timeout)
+            .build(move |job: J| handler.clone()(job))
+            .run_until(stop_signal(stopped))
+    })
 }
 
-async fn stop_signal(stopped: oneshot::Receiver<()>) -> Result<(), std::io::Error> {
-    let _ = stopped.await;
+/// Resolves when the worker's handle asks it to stop.
+async fn stop_signal(mut stopped: watch::Receiver<bool>) -> Result<(), std::io::Error> {
+    let _ = stopped.wait_for(|stop| *stop).await;
     Ok(())
-}
-
-async fn report(worker: impl Future<Output = Result<(), apalis::prelude::WorkerError>>) {
-    if let Err(e) = worker.await {
-        tracing::error!(error = %e, "a job worker stopped with an error");
-    }
 }
 
 /// The queue settings of this process.
