@@ -183,11 +183,11 @@ pub struct DatabaseConfig {
     pub memtable_mib: u64,
     /// KiB per block of the embedded store's files: the unit it reads from disk and caches.
     /// Applies to files written from then on. SurrealKV 0.21 copies the whole block for every
-    /// point read that reaches a file (`Block::iter` clones it), and a write reads several
-    /// records and index entries: with SurrealKV's own 64 KiB that copy was 7% of a pool
-    /// sweep's CPU. 16 KiB copies a quarter of it; on one 100k-customer store loaded each way
-    /// the 50,000-return sweep took 37.4, 37.1 and 53.5 s against 42.8, 50.4 and 49.1 s at
-    /// 64 KiB (interleaved, on a noisy day), and the lists were no slower.
+    /// point read that reaches a file (`Block::iter` clones it): 7% of a pool sweep's CPU at
+    /// its own default of 64 KiB. Smaller blocks copy less, and at 100k customers 16 KiB made
+    /// the sweep faster in two of three interleaved runs; but at 1M a store loaded with 16 KiB
+    /// blocks was still merging 15 minutes after the load (64 KiB settled within 75 s), and
+    /// its sweep and lists ran slower while it did. So the default stays 64.
     pub block_kib: u64,
 }
 
@@ -201,7 +201,7 @@ impl Default for DatabaseConfig {
             password: None,
             cache_mib: 256,
             memtable_mib: 512,
-            block_kib: 16,
+            block_kib: 64,
         }
     }
 }
