@@ -101,8 +101,15 @@ async fn four_workers_run_a_thousand_jobs_each_exactly_once() {
         let tracker = tracker.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
+        // Generous liveness: this test is about claims, and on a loaded 2-core machine a
+        // heartbeat can be late by more than `quick`'s 800 ms, which would (rightly) hand a
+        // live worker's jobs to another and run them twice.
+        let config = QueueConfig {
+            dead_after: Duration::from_secs(30),
+            ..quick(Count::QUEUE)
+        };
         let worker = WorkerBuilder::new(format!("count-{w}"))
-            .backend(Queue::<Count>::with_config(&db, quick(Count::QUEUE)).polled())
+            .backend(Queue::<Count>::with_config(&db, config).polled())
             .build(move |job: Count| {
                 let tracker = tracker.clone();
                 async move {

@@ -313,10 +313,12 @@ impl Persistence for JobStore {
     }
 
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), JobError> {
-        self.flush().await?;
+        // Liveness first: a flush slowed by conflicts must not make a live worker look dead,
+        // or its running jobs would be handed to another worker and run twice.
         let query = Query::new("UPDATE $worker SET last_seen = time::now()")
             .bind("worker", ids::record("job_worker", worker.name()));
         self.db.retry(|| query.run(&self.db)).await?;
+        self.flush().await?;
         self.release_orphans(None).await
     }
 
