@@ -94,13 +94,11 @@ pub async fn list_visible<R: Projection, T: From<R>>(
 ) -> Result<outpost_mobile::api::Page<T>, ApiError> {
     let page = page.validate_any()?;
     let scope = actor.scope.filter("owner");
-    let query = crate::platform::db::Query::new(format!(
-        "{} AND state != 'deleted' AND ({})",
-        scope.condition,
-        filter.sql()
-    ))
-    .bind("scope_owners", scope.owners);
-    let query = filter.rebind(query);
+    let query = crate::platform::db::Query::conditions()
+        .and(&scope.condition)
+        .and("state != 'deleted'")
+        .bind("scope_owners", scope.owners);
+    let query = query.and_query(filter);
     Ok(crate::platform::http::fetch_page::<R, T>(
         &state.db,
         R::TABLE,

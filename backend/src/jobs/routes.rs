@@ -117,10 +117,9 @@ async fn list_jobs(
         cursor: filter.cursor,
     }
     .validate()?;
-    let condition =
-        Query::new("($status = NONE OR status = $status) AND ($queue = NONE OR queue = $queue)")
-            .bind("status", filter.status)
-            .bind("queue", filter.queue);
+    let condition = Query::conditions()
+        .and_when("status = $status", "status", filter.status)
+        .and_when("queue = $queue", "queue", filter.queue);
     let page = fetch_page::<JobRow, JobView>(
         &state.db,
         "job",

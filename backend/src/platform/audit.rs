@@ -189,20 +189,23 @@ async fn list_audit(
         cursor: filter.cursor.clone(),
     }
     .validate()?;
-    let filter = crate::platform::db::Query::new(
-        "($target_kind = NONE OR target_kind = $target_kind)
-         AND ($target_id = NONE OR target_id = $target_id)
-         AND ($actor = NONE OR actor = $actor)
-         AND ($action = NONE OR action = $action)
-         AND ($from = NONE OR at >= $from)
-         AND ($to = NONE OR at < $to)",
-    )
-    .bind("target_kind", filter.target_kind.clone())
-    .bind("target_id", filter.target_id.clone())
-    .bind("actor", filter.actor_id.clone())
-    .bind("action", filter.action.clone())
-    .bind("from", filter.from)
-    .bind("to", filter.to);
+    // Only the filters given become conditions, so a record's or a user's entries are read
+    // from the `audit_target` or `audit_actor` index, not found by scanning the log.
+    let filter = crate::platform::db::Query::conditions()
+        .and_when(
+            "target_kind = $target_kind",
+            "target_kind",
+            filter.target_kind.clone(),
+        )
+        .and_when(
+            "target_id = $target_id",
+            "target_id",
+            filter.target_id.clone(),
+        )
+        .and_when("actor = $actor", "actor", filter.actor_id.clone())
+        .and_when("action = $action", "action", filter.action.clone())
+        .and_when("at >= $from", "from", filter.from)
+        .and_when("at < $to", "to", filter.to);
     let page = crate::platform::http::fetch_page::<AuditRow, AuditEntry>(
         &state.db,
         "audit",

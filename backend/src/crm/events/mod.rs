@@ -196,14 +196,10 @@ async fn list_events(
     }
     .validate_any()?;
     let visible = visible_condition(&actor);
-    let condition = Query::new(format!(
-        "{} AND ($from = NONE OR ends >= $from) AND ($to = NONE OR starts < $to) AND ($owner = NONE OR owner = $owner)",
-        visible.sql()
-    ))
-    .bind("from", filter.from)
-    .bind("to", filter.to)
-    .bind("owner", filter.owner_id);
-    let condition = visible.rebind(condition);
+    let condition = visible
+        .and_when("ends >= $from", "from", filter.from)
+        .and_when("starts < $to", "to", filter.to)
+        .and_when("owner = $owner", "owner", filter.owner_id);
     let page = fetch_page::<EventRow, EventRow>(
         &state.db,
         "event",

@@ -161,8 +161,11 @@ async fn list_follow_ups(
     ApiQuery(filter): ApiQuery<FollowUpFilter>,
 ) -> Result<axum::Json<Page<FollowUp>>, ApiError> {
     actor.require(Permission::CustomerRead)?;
-    let filter_query = Query::new("$customer = NONE OR customer = $customer")
-        .bind("customer", filter.customer_doc_id.clone());
+    let filter_query = Query::conditions().and_when(
+        "customer = $customer",
+        "customer",
+        filter.customer_doc_id.clone(),
+    );
     let page = PageParams {
         limit: filter.limit,
         cursor: filter.cursor.clone(),

@@ -88,7 +88,7 @@ async fn list_departments(
     let page = fetch_page::<DepartmentRow, Department>(
         &state.db,
         "department",
-        Query::new("true"),
+        Query::conditions(),
         &page,
         Order::OldestFirst,
         |d| d.id.clone(),

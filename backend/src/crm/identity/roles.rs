@@ -97,7 +97,7 @@ async fn list_roles(
     let page = fetch_page::<RoleRow, Role>(
         &state.db,
         "role",
-        Query::new("true"),
+        Query::conditions(),
         &page,
         Order::OldestFirst,
         |r| r.id.clone(),

@@ -372,13 +372,11 @@ async fn list_users(
         .map(ids::parse_key)
         .transpose()?;
     let scope = actor.scope.filter("record::id(id)");
-    let filter = Query::new(format!(
-        "{} AND ($department = NONE OR department = $department) AND ($active = NONE OR active = $active)",
-        scope.condition
-    ))
-    .bind("scope_owners", scope.owners)
-    .bind("department", department)
-    .bind("active", filter.active);
+    let filter = Query::conditions()
+        .and(&scope.condition)
+        .bind("scope_owners", scope.owners)
+        .and_when("department = $department", "department", department)
+        .and_when("active = $active", "active", filter.active);
     let page =
         fetch_page::<UserRow, User>(&state.db, "user", filter, &page, Order::OldestFirst, |u| {
             u.id.clone()

@@ -181,11 +181,13 @@ async fn list_tasks(
     ApiQuery(filter): ApiQuery<TaskFilter>,
 ) -> Result<axum::Json<Page<Task>>, ApiError> {
     actor.require(Permission::CustomerRead)?;
-    let filter_query = Query::new(
-        "($status = NONE OR status = $status) AND ($customer = NONE OR customer = $customer)",
-    )
-    .bind("status", filter.status.clone())
-    .bind("customer", filter.customer_doc_id.clone());
+    let filter_query = Query::conditions()
+        .and_when("status = $status", "status", filter.status.clone())
+        .and_when(
+            "customer = $customer",
+            "customer",
+            filter.customer_doc_id.clone(),
+        );
     let page = PageParams {
         limit: filter.limit,
         cursor: filter.cursor.clone(),

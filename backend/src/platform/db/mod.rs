@@ -392,6 +392,54 @@ impl Query {
         self
     }
 
+    /// An empty condition, built up with [`Query::and`] and [`Query::and_when`]; it matches
+    /// everything until a clause is added.
+    pub fn conditions() -> Self {
+        Self::new("")
+    }
+
+    /// Adds `clause` to this condition with AND (a `true` condition is replaced, not extended,
+    /// so the planner sees only the clauses that narrow).
+    pub fn and(mut self, clause: &str) -> Self {
+        let grouped = |sql: &str| {
+            if sql.contains(" OR ") {
+                format!("({sql})")
+            } else {
+                sql.to_string()
+            }
+        };
+        self.sql = match (self.sql.trim(), clause.trim()) {
+            (_, "" | "true") => self.sql,
+            ("" | "true", _) => grouped(clause),
+            (sql, _) => format!("{} AND {}", grouped(sql), grouped(clause)),
+        };
+        self
+    }
+
+    /// Adds another condition, with its bindings, with AND.
+    pub fn and_query(self, other: Query) -> Self {
+        let clause = other.sql.clone();
+        let mut out = self.and(&clause);
+        out.bindings.extend(other.bindings);
+        out
+    }
+
+    /// Adds `clause` with AND and binds `value` as `$name`, only when a value is given. A list
+    /// filter the request leaves out must not reach the query as `($x = NONE OR x = $x)`: the
+    /// planner cannot serve that from an index, so every filtered page would scan the table
+    /// from its end until the page filled (all of it, for a record with a few audit entries).
+    pub fn and_when<V: surrealdb::types::SurrealValue>(
+        self,
+        clause: &str,
+        name: &str,
+        value: Option<V>,
+    ) -> Self {
+        match value {
+            Some(value) => self.and(clause).bind(name, value),
+            None => self,
+        }
+    }
+
     /// The SurrealQL text.
     pub fn sql(&self) -> &str {
         &self.sql

@@ -102,8 +102,11 @@ pub enum Order {
     NewestFirst,
 }
 
-/// Fetches one page of `table` rows matching `filter` (a condition with its bindings), in key
-/// order, and converts them for the API.
+/// Fetches one page of `table` rows matching `filter` (a condition with its bindings, empty for
+/// all rows), in key order, and converts them for the API.
+///
+/// The cursor is a condition only on pages after the first, so a first page is a scan of the
+/// table (or of the filter's index) from its end that stops when the page is full.
 pub async fn fetch_page<Row, Item>(
     db: &Db,
     table: &str,
@@ -120,14 +123,20 @@ where
         Order::OldestFirst => (">", "ASC"),
         Order::NewestFirst => ("<", "DESC"),
     };
-    let mut query = Query::new(format!(
-        "SELECT * FROM {table} WHERE ({condition}) AND ($page_after = NONE OR id {comparison} type::record('{table}', $page_after)) \
-         ORDER BY id {direction} LIMIT $page_limit",
-        condition = filter.sql()
+    let filter = filter.and_when(
+        &format!("id {comparison} type::record('{table}', $page_after)"),
+        "page_after",
+        page.after.clone(),
+    );
+    let condition = match filter.sql().trim() {
+        "" => String::new(),
+        condition => format!("WHERE {condition}"),
+    };
+    let query = Query::new(format!(
+        "SELECT * FROM {table} {condition} ORDER BY id {direction} LIMIT $page_limit"
     ));
-    query = filter.rebind(query);
-    let rows: Vec<Row> = query
-        .bind("page_after", page.after.clone())
+    let rows: Vec<Row> = filter
+        .rebind(query)
         .bind(
             "page_limit",
             i64::try_from(page.limit + 1).unwrap_or(i64::MAX),
