@@ -1068,3 +1068,65 @@ async fn export(server: &TestServer, token: &str, query: &str) -> reqwest::Respo
     assert_eq!(response.status(), StatusCode::OK, "{query}");
     response
 }
+
+#[tokio::test]
+async fn the_360_view_shows_the_newest_hundred_follow_ups_by_instant_skipping_deleted_ones() {
+    let o = office().await;
+    let s = &o.server;
+    let customer = create(s, &o.rep, json!({ "name": "老客户大账户" })).await;
+    let log = |at: String| follow_up(s, &o.rep, &customer, at);
+    let oldest = log("2026-09-01T00:00:00Z".into()).await;
+    let mut middle = Vec::new();
+    for hour in 0..100 {
+        middle.push(
+            log(format!(
+                "2026-10-0{}T{:02}:00:00Z",
+                1 + hour / 24,
+                hour % 24
+            ))
+            .await,
+        );
+    }
+    // 09:00 in Beijing is 01:00 UTC: an hour before `utc`, though its text sorts after it.
+    let beijing = log("2026-12-01T09:00:00+08:00".into()).await;
+    let utc = log("2026-12-01T02:00:00Z".into()).await;
+    let deleted = log("2026-12-02T00:00:00Z".into()).await;
+    let gone = s
+        .delete(&format!("/api/v1/follow-ups/{deleted}"), &o.rep)
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{:?}", gone.body);
+
+    for token in [&o.rep, &o.manager] {
+        let view = s
+            .get(&format!("/api/v1/customers/{customer}/360"), token)
+            .await;
+        assert_eq!(view.status, StatusCode::OK, "{:?}", view.body);
+        let shown: Vec<&str> = view.body["follow_ups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["doc_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(shown.len(), 100, "the newest hundred of the 103 left");
+        assert_eq!(shown[..2], [utc.as_str(), beijing.as_str()], "by instant");
+        assert!(!shown.contains(&deleted.as_str()));
+        assert!(!shown.contains(&oldest.as_str()));
+        let expected_middle: Vec<&str> = middle.iter().rev().take(98).map(String::as_str).collect();
+        assert_eq!(shown[2..], expected_middle[..]);
+        let timeline = view.body["timeline"].as_array().unwrap();
+        assert_eq!(timeline[0]["doc_id"], utc.as_str());
+    }
+}
+
+/// Logs a visit to `customer` at `at` over REST; returns its document id.
+async fn follow_up(server: &TestServer, token: &str, customer: &str, at: String) -> String {
+    let reply = server
+        .post(
+            "/api/v1/follow-ups",
+            token,
+            json!({ "customer_doc_id": customer, "method": "visit", "at": at, "content": "拜访" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["doc_id"].as_str().unwrap().to_string()
+}

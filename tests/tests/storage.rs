@@ -153,9 +153,18 @@ async fn the_write_paths_tables_drop_their_field_definitions_but_keep_their_inde
             &["customer_history_customer", "customer_history_claims"],
         ),
         ("audit", &["audit_target", "audit_actor"]),
-        ("follow_up", &["follow_up_owner", "follow_up_customer"]),
-        ("task", &["task_owner", "task_assignee", "task_customer"]),
-        ("event", &["event_owner", "event_attendees"]),
+        (
+            "follow_up",
+            &["follow_up_owner", "follow_up_customer_occurred"],
+        ),
+        (
+            "task",
+            &["task_owner", "task_assignee", "task_customer_created"],
+        ),
+        (
+            "event",
+            &["event_owner", "event_attendees", "event_customer_starts"],
+        ),
     ];
     let tables: surrealdb::types::Value = Query::new("(INFO FOR DB).tables")
         .take(&db, 0)

@@ -83,6 +83,47 @@ pub async fn visible<R: Projection, T: From<R>>(
     }
 }
 
+/// The newest `n` records of `R` about `customer` that the actor may see, newest first by
+/// `order_field`, read backwards through the table's `(customer, order_field)` index.
+///
+/// Visibility (scope, not deleted) is checked here rather than in the query: SurrealDB 3.3
+/// applies a condition beside the index only after reading the whole index range, so a key
+/// account with years of visits would be read whole for its newest hundred. A read that loses
+/// rows to the check is widened until it has `n` or the customer has no more.
+pub async fn newest_visible_about<R: Projection>(
+    db: &crate::platform::db::Db,
+    actor: &Actor,
+    customer: &str,
+    order_field: &str,
+    n: usize,
+) -> Result<Vec<R>, crate::platform::db::DbError> {
+    let query = crate::platform::db::Query::new(format!(
+        "SELECT * FROM {} WHERE customer = $customer ORDER BY {order_field} DESC LIMIT $limit",
+        R::TABLE
+    ))
+    .bind("customer", customer.to_string());
+    let mut limit = n.max(1);
+    loop {
+        let rows: Vec<R> = query
+            .clone()
+            .bind("limit", i64::try_from(limit).unwrap_or(i64::MAX))
+            .take(db, 0)
+            .await?;
+        let exhausted = rows.len() < limit;
+        let visible: Vec<R> = rows
+            .into_iter()
+            .filter(|r| {
+                r.state() != "deleted" && r.owner().is_some_and(|o| actor.scope.contains(o))
+            })
+            .take(n)
+            .collect();
+        if visible.len() == n || exhausted {
+            return Ok(visible);
+        }
+        limit = limit.saturating_mul(4);
+    }
+}
+
 /// One page of the records the actor may see that also match `filter` (a condition and its
 /// bindings), oldest first.
 pub async fn list_visible<R: Projection, T: From<R>>(

@@ -513,7 +513,10 @@ impl CustomerRow {
 struct FollowUpRow {
     customer: String,
     method: String,
+    /// When it happened, as the device wrote it (with the device's offset).
     at: String,
+    /// The same instant in UTC, which is what orders a customer's follow-ups.
+    occurred: Option<DateTime<Utc>>,
     content: String,
     location: Option<String>,
     next_contact_at: Option<String>,
@@ -529,6 +532,9 @@ impl From<&FollowUp> for FollowUpRow {
             customer: doc.customer.clone(),
             method: doc.method.clone(),
             at: doc.at.clone(),
+            occurred: DateTime::parse_from_rfc3339(&doc.at)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
             content: doc.content.as_str().to_string(),
             location: doc.location.clone(),
             next_contact_at: doc.next_contact_at.clone(),

@@ -15,13 +15,13 @@ use crate::app::AppState;
 use crate::crm::events::{EventRow, EventView};
 use crate::crm::follow_ups::{FollowUp, FollowUpRow};
 use crate::crm::identity::access::{Actor, Permission};
-use crate::crm::records::parse_doc_id;
+use crate::crm::records::{newest_visible_about, parse_doc_id};
 use crate::crm::tasks::{Task, TaskRow};
 use crate::error::ApiError;
 use crate::platform::db::Query;
 
 /// Most items of each kind the view carries; the per-kind lists page beyond that.
-const VIEW_ITEMS: i64 = 100;
+const VIEW_ITEMS: usize = 100;
 
 /// One change of hands.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, SurrealValue)]
@@ -100,32 +100,31 @@ pub(crate) async fn customer_360(
     actor.require(Permission::CustomerRead)?;
     let id = parse_doc_id(&doc_id)?;
     let customer = super::readable(&state, &actor, &id).await?;
-    let scope = actor.scope.filter("owner");
+    // Events keep their visibility rule in the query (it reads calendar shares); a customer's
+    // events are few, and their `(customer, starts)` index keeps the read to that customer.
     let events = crate::crm::events::visible_condition(&actor);
     let query = Query::new(format!(
-        "SELECT * FROM follow_up WHERE customer = $customer AND state != 'deleted' AND {scope} ORDER BY at DESC LIMIT $n;
-         SELECT * FROM task WHERE customer = $customer AND state != 'deleted' AND {scope} ORDER BY created_at DESC LIMIT $n;
-         SELECT * FROM event WHERE customer = $customer AND {events} ORDER BY starts DESC LIMIT $n;
+        "SELECT * FROM event WHERE customer = $customer AND {events} ORDER BY starts DESC LIMIT $n;
          SELECT action, from_owner, to_owner, by, pool, reason, at FROM customer_history WHERE customer = $customer ORDER BY at ASC;",
-        scope = scope.condition,
         events = events.sql(),
     ));
-    let mut results = events
+    let others = events
         .rebind(query)
-        .bind("scope_owners", scope.owners)
         .bind("customer", doc_id.clone())
-        .bind("n", VIEW_ITEMS)
-        .run(&state.db)
-        .await?;
+        .bind("n", VIEW_ITEMS as i64);
+    let others = others.run(&state.db);
+    let (follow_ups, tasks, results) = tokio::try_join!(
+        newest_visible_about::<FollowUpRow>(&state.db, &actor, &doc_id, "occurred", VIEW_ITEMS),
+        newest_visible_about::<TaskRow>(&state.db, &actor, &doc_id, "created_at", VIEW_ITEMS),
+        others,
+    )?;
+    let mut results = results;
     let take = |e: surrealdb::Error| ApiError::Storage(e.into());
-    let follow_ups: Vec<FollowUpRow> = results.take(0).map_err(take)?;
-    let tasks: Vec<TaskRow> = results.take(1).map_err(take)?;
-    let events: Vec<EventRow> = results.take(2).map_err(take)?;
-    // Read oldest first (a forward index scan; backward scans are slow on SurrealKV), newest
-    // first out.
-    let mut history: Vec<HistoryEntry> = results.take(3).map_err(take)?;
+    let events: Vec<EventRow> = results.take(0).map_err(take)?;
+    // Read oldest first (a forward index scan), newest first out.
+    let mut history: Vec<HistoryEntry> = results.take(1).map_err(take)?;
     history.reverse();
-    history.truncate(usize::try_from(VIEW_ITEMS).unwrap_or(100));
+    history.truncate(VIEW_ITEMS);
     let follow_ups: Vec<FollowUp> = follow_ups.into_iter().map(FollowUp::from).collect();
     let tasks: Vec<Task> = tasks.into_iter().map(Task::from).collect();
     let events: Vec<EventView> = events

@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_customer_due_index.surql"),
     migration!(12, "0012_document_chunk_ranges.surql"),
     migration!(13, "0013_schemaless_write_path.surql"),
+    migration!(14, "0014_customer_timeline_indexes.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
