@@ -12,6 +12,9 @@
 //! runs only the queries and the sweep (which changes the store). Both are timed only once the
 //! process has gone idle: SurrealKV merges what a load or a reopen left, in the background, on
 //! the same cores.
+//!
+//! `--reassign` on a kept store that was swept before assigns the returned customers back to
+//! the rep (REST, timed) before the queries, so the sweep can be timed again on a warm process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,6 +55,8 @@ struct Args {
     block_kib: Option<u64>,
     /// Stop after loading (to keep `data` as it was before the sweep).
     load_only: bool,
+    /// Assign customers a previous sweep returned back to the rep, so the sweep has work again.
+    reassign: bool,
 }
 
 fn args() -> Args {
@@ -66,11 +71,16 @@ fn args() -> Args {
         cache_mib: None,
         block_kib: None,
         load_only: false,
+        reassign: false,
     };
     let mut raw: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = raw.iter().position(|a| a == "--load-only") {
         raw.remove(at);
         args.load_only = true;
+    }
+    if let Some(at) = raw.iter().position(|a| a == "--reassign") {
+        raw.remove(at);
+        args.reassign = true;
     }
     for pair in raw.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -85,7 +95,7 @@ fn args() -> Args {
             "--queries" => args.queries = value,
             "--rows-per-import" => args.rows_per_import = value.max(1),
             other => panic!(
-                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --memtable-mib N --cache-mib N --block-kib N"
+                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --reassign --memtable-mib N --cache-mib N --block-kib N"
             ),
         }
     }
@@ -124,8 +134,10 @@ async fn time_queries(
         let reply = server.get(path, token).await;
         times.push(started.elapsed());
         assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
+        // A list counts its items; a 360 view its follow-ups.
         hits += reply.body["items"]
             .as_array()
+            .or_else(|| reply.body["follow_ups"].as_array())
             .map_or_else(|| usize::from(reply.body.is_object()), Vec::len);
     }
     times.sort();
@@ -243,13 +255,13 @@ async fn load(server: &TestServer, args: &Args) -> Loaded {
     }
     let customer_secs = load.elapsed().as_secs_f64();
 
-    // Follow-ups on the customers that are not returning, through the REST path.
+    // Follow-ups on the customers that are not returning, through the REST path, spread
+    // evenly over all of them (`--follow-ups` each on average).
     let ids: Vec<String> = {
         let db = server.db();
         outpost::platform::db::Query::new(
-            "SELECT VALUE record::id(id) FROM customer WHERE level != 'C' LIMIT $n",
+            "SELECT VALUE record::id(id) FROM customer WHERE level != 'C'",
         )
-        .bind("n", 2_000_i64)
         .take(&db, 0)
         .await
         .unwrap()
@@ -307,6 +319,52 @@ async fn load(server: &TestServer, args: &Args) -> Loaded {
     }
 }
 
+/// Assigns up to `n` level-C customers in the pool (what an earlier sweep returned) back to the
+/// rep through the REST command; returns how many and how long it took.
+async fn reassign(server: &TestServer, rep_id: &str, n: usize) -> (usize, f64) {
+    use futures_util::StreamExt;
+    let ids: Vec<String> = outpost::platform::db::Query::new(
+        "SELECT VALUE record::id(id) FROM customer WHERE state = 'pool' AND level = 'C' LIMIT $n",
+    )
+    .bind("n", i64::try_from(n).unwrap())
+    .take(&server.db(), 0)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut done = 0;
+    for chunk in ids.chunks(10_000) {
+        let token = server.token_of(BENCH_ADMIN).await;
+        let results: Vec<StatusCode> = futures_util::stream::iter(chunk)
+            .map(|id| {
+                let token = &token;
+                async move {
+                    server
+                        .post(
+                            &format!("/api/v1/customers/{id}/assign"),
+                            token,
+                            json!({ "user_id": rep_id, "reason": "bench: back for another sweep" }),
+                        )
+                        .await
+                        .status
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        assert!(
+            results.iter().all(|s| *s == StatusCode::OK),
+            "{:?}",
+            results.iter().find(|s| **s != StatusCode::OK)
+        );
+        done += results.len();
+        eprintln!(
+            "assigned back {done} customers, {:.0}/s",
+            done as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    (done, started.elapsed().as_secs_f64())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
@@ -361,8 +419,19 @@ async fn main() {
         settled.as_secs_f64()
     );
 
+    // Customers a previous sweep returned go back to the rep, so the sweep below has work.
+    let reassigned = if args.reassign {
+        Some(reassign(&server, &rep_id, args.returns).await)
+    } else {
+        None
+    };
+
     // Queries.
     let token = server.token_of(BENCH_ADMIN).await;
+    let admin_id = server.get("/api/v1/me", &token).await.body["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let rep = server.token_of("rep@bench.cn").await;
     let q = args.queries;
     let enc = outpost_tests::query_value;
@@ -444,6 +513,14 @@ async fn main() {
         .iter()
         .map(|id| format!("/api/v1/customers/{id}/360"))
         .collect();
+    let audit_of_customer: Vec<String> = sample
+        .iter()
+        .map(|id| format!("/api/v1/audit?target_kind=customer&target_id={id}"))
+        .collect();
+    let audit_newest: Vec<String> = (0..q).map(|_| "/api/v1/audit?limit=50".into()).collect();
+    let audit_by_actor: Vec<String> = (0..q)
+        .map(|_| format!("/api/v1/audit?actor_id={admin_id}&limit=50"))
+        .collect();
 
     let mut table = Vec::new();
     for (label, token, paths) in [
@@ -457,6 +534,9 @@ async fn main() {
         ("rep: own list", &rep, &owner_list),
         ("rep: own pinyin search", &rep, &owner_search),
         ("360 view", &token, &views),
+        ("audit: one customer's entries", &token, &audit_of_customer),
+        ("audit: newest page", &token, &audit_newest),
+        ("audit: one user's newest page", &token, &audit_by_actor),
     ] {
         let (p50, p99, hits) = time_queries(&server, token, paths).await;
         table.push((label, p50, p99, hits));
@@ -509,6 +589,12 @@ async fn main() {
         "| follow-ups (REST, 32 in flight) | {follow_ups} | {follow_up_secs:.1} | {:.0}/s |",
         follow_ups as f64 / follow_up_secs.max(0.001)
     );
+    if let Some((count, secs)) = reassigned {
+        println!(
+            "| assign back what a previous sweep returned (REST, 32 in flight) | {count} | {secs:.1} | {:.0}/s |",
+            count as f64 / secs.max(0.001)
+        );
+    }
     println!();
     println!("| sweep | returned | seconds | rate |");
     println!("|---|---:|---:|---:|");
