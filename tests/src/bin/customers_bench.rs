@@ -421,7 +421,14 @@ async fn main() {
 
     // Customers a previous sweep returned go back to the rep, so the sweep below has work.
     let reassigned = if args.reassign {
-        Some(reassign(&server, &rep_id, args.returns).await)
+        let reassigned = reassign(&server, &rep_id, args.returns).await;
+        // The assignments' writes are merged in the background before anything is timed.
+        let settled = outpost_tests::bench::settle(Duration::from_secs(900)).await;
+        eprintln!(
+            "background merges after reassigning done after {:.0} s",
+            settled.as_secs_f64()
+        );
+        Some(reassigned)
     } else {
         None
     };
