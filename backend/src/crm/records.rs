@@ -74,13 +74,14 @@ pub async fn visible<R: Projection, T: From<R>>(
 ) -> Result<T, ApiError> {
     let row: Option<R> = state.db.get(R::TABLE, id.as_str()).await?;
     match row {
-        Some(row)
-            if row.owner().is_some_and(|o| actor.scope.contains(o)) && row.state() != "deleted" =>
-        {
-            Ok(row.into())
-        }
+        Some(row) if may_see(&row, actor) => Ok(row.into()),
         _ => Err(ApiError::NotFound(R::NAME)),
     }
+}
+
+/// Whether the actor may see a record: its owner is in the actor's scope and it is not deleted.
+fn may_see<R: Projection>(row: &R, actor: &Actor) -> bool {
+    row.owner().is_some_and(|o| actor.scope.contains(o)) && row.state() != "deleted"
 }
 
 /// The newest `n` records of `R` about `customer` that the actor may see, newest first by
@@ -112,9 +113,7 @@ pub async fn newest_visible_about<R: Projection>(
         let exhausted = rows.len() < limit;
         let visible: Vec<R> = rows
             .into_iter()
-            .filter(|r| {
-                r.state() != "deleted" && r.owner().is_some_and(|o| actor.scope.contains(o))
-            })
+            .filter(|r| may_see(r, actor))
             .take(n)
             .collect();
         if visible.len() == n || exhausted {

@@ -113,12 +113,11 @@ pub(crate) async fn customer_360(
         .bind("customer", doc_id.clone())
         .bind("n", VIEW_ITEMS as i64);
     let others = others.run(&state.db);
-    let (follow_ups, tasks, results) = tokio::try_join!(
+    let (follow_ups, tasks, mut results) = tokio::try_join!(
         newest_visible_about::<FollowUpRow>(&state.db, &actor, &doc_id, "occurred", VIEW_ITEMS),
         newest_visible_about::<TaskRow>(&state.db, &actor, &doc_id, "created_at", VIEW_ITEMS),
         others,
     )?;
-    let mut results = results;
     let take = |e: surrealdb::Error| ApiError::Storage(e.into());
     let events: Vec<EventRow> = results.take(0).map_err(take)?;
     // Read oldest first (a forward index scan), newest first out.
