@@ -290,13 +290,22 @@ impl Db {
         sql: &str,
         bindings: &[(String, surrealdb::types::Value)],
     ) -> Result<surrealdb::IndexedResults, surrealdb::Error> {
-        with_client!(&self.inner, client => {
+        let started = std::time::Instant::now();
+        let result = with_client!(&self.inner, client => {
             let mut query = client.query(sql);
             for (name, value) in bindings {
                 query = query.bind((name.clone(), value.clone()));
             }
             query.await
-        })
+        });
+        // Statement timings, for finding the query behind a slow request or a busy idle server:
+        // `RUST_LOG=outpost::platform::db=debug`.
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1_000.0,
+            sql = %sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            "statement"
+        );
+        result
     }
 
     /// Runs `op` until it succeeds, fails with something other than a transaction conflict, or
