@@ -84,8 +84,10 @@ fn may_see<R: Projection>(row: &R, actor: &Actor) -> bool {
     row.owner().is_some_and(|o| actor.scope.contains(o)) && row.state() != "deleted"
 }
 
-/// The newest `n` records of `R` about `customer` that the actor may see, newest first by
-/// `order_field`, read backwards through the table's `(customer, order_field)` index.
+/// The newest `n` records of `R` about `customer` that the actor may see, newest first: read
+/// forward through the table's `(customer, timeline_key)` index, whose key is the record's
+/// time as a [`crate::platform::ids::newest_first_key`] (a backward read of a time index
+/// would cost the size of the store's in-memory table).
 ///
 /// Visibility (scope, not deleted) is checked here rather than in the query: SurrealDB 3.3
 /// applies a condition beside the index only after reading the whole index range, so a key
@@ -95,11 +97,10 @@ pub async fn newest_visible_about<R: Projection>(
     db: &crate::platform::db::Db,
     actor: &Actor,
     customer: &str,
-    order_field: &str,
     n: usize,
 ) -> Result<Vec<R>, crate::platform::db::DbError> {
     let query = crate::platform::db::Query::new(format!(
-        "SELECT * FROM {} WHERE customer = $customer ORDER BY {order_field} DESC LIMIT $limit",
+        "SELECT * FROM {} WHERE customer = $customer ORDER BY timeline_key ASC LIMIT $limit",
         R::TABLE
     ))
     .bind("customer", customer.to_string());

@@ -36,6 +36,9 @@ impl AuditContext {
     }
 }
 
+/// The value of every entry's `list` field (see [`AuditRow::list`]).
+const WHOLE_LOG: &str = "all";
+
 /// A row of the audit table as stored.
 #[derive(Debug, Clone, SurrealValue)]
 pub struct AuditRow {
@@ -61,6 +64,14 @@ pub struct AuditRow {
     pub address: Option<String>,
     /// What changed, as JSON text.
     pub summary: String,
+    /// The id as a [`ids::newest_first_key`]: the log and each of its filters are read
+    /// newest first by going forward through an index that ends in this key.
+    pub newest: Option<String>,
+    /// Always `all`: the first field of the `(list, newest)` index that orders the whole log.
+    /// SurrealDB 3.3 reads an index **range** in batches of 1,000 entries (and fetches their
+    /// records) whatever the limit, but stops at the limit when the range follows an equality
+    /// on a compound index's first fields; a newest page of 50 read 1,000 entries without it.
+    pub list: Option<String>,
 }
 
 /// An audit entry as the API shows it.
@@ -118,8 +129,11 @@ impl Tx {
         target: Option<(&str, &str)>,
         summary: serde_json::Value,
     ) -> &mut Self {
+        let key = ids::new_key();
         let row = AuditRow {
-            id: ids::record("audit", &ids::new_key()),
+            newest: ids::newest_first_key_of(&key),
+            list: Some(WHOLE_LOG.to_string()),
+            id: ids::record("audit", &key),
             at: Utc::now(),
             actor: ctx.actor.clone(),
             action: action.to_string(),
@@ -190,8 +204,15 @@ async fn list_audit(
     }
     .validate()?;
     // Only the filters given become conditions, so a record's or a user's entries are read
-    // from the `audit_target` or `audit_actor` index, not found by scanning the log.
+    // from the `audit_target_newest` or `audit_actor_newest` index, not found by scanning
+    // the log; without either, the `(list, newest)` index orders the whole log.
+    let whole_log = filter.target_id.is_none() && filter.actor_id.is_none();
     let filter = crate::platform::db::Query::conditions()
+        .and_when(
+            "list = $whole_log",
+            "whole_log",
+            whole_log.then(|| WHOLE_LOG.to_string()),
+        )
         .and_when(
             "target_kind = $target_kind",
             "target_kind",
@@ -211,7 +232,7 @@ async fn list_audit(
         "audit",
         filter,
         &page,
-        crate::platform::http::Order::NewestFirst,
+        crate::platform::http::Order::NewestFirstByKey,
         |e| e.id.clone(),
     )
     .await?;

@@ -517,6 +517,10 @@ struct FollowUpRow {
     at: String,
     /// The same instant in UTC, which is what orders a customer's follow-ups.
     occurred: Option<DateTime<Utc>>,
+    /// `occurred` and the id as a [`ids::newest_first_key`]: the customer's newest follow-ups
+    /// are the first entries of the `(customer, timeline_key)` index (one without a time
+    /// sorts as the oldest).
+    timeline_key: String,
     content: String,
     location: Option<String>,
     next_contact_at: Option<String>,
@@ -535,6 +539,7 @@ impl From<&FollowUp> for FollowUpRow {
             occurred: DateTime::parse_from_rfc3339(&doc.at)
                 .ok()
                 .map(|t| t.with_timezone(&Utc)),
+            timeline_key: String::new(),
             content: doc.content.as_str().to_string(),
             location: doc.location.clone(),
             next_contact_at: doc.next_contact_at.clone(),
@@ -558,6 +563,8 @@ struct TaskRow {
     owner: Option<String>,
     state: String,
     created_by: Option<String>,
+    /// Creation time and id as a [`ids::newest_first_key`], for a customer's newest tasks.
+    timeline_key: String,
 }
 
 impl From<&Task> for TaskRow {
@@ -574,6 +581,7 @@ impl From<&Task> for TaskRow {
             owner: server.owner.clone(),
             state: server.state.clone(),
             created_by: server.created_by.clone(),
+            timeline_key: String::new(),
         }
     }
 }
@@ -594,6 +602,8 @@ struct EventRow {
     ends_at: String,
     starts: Option<DateTime<Utc>>,
     ends: Option<DateTime<Utc>>,
+    /// `starts` and the id as a [`ids::newest_first_key`], for a customer's latest events.
+    timeline_key: String,
     all_day: bool,
     location: Option<String>,
     customer: Option<String>,
@@ -621,6 +631,7 @@ impl From<&Event> for EventRow {
             ends_at: doc.ends_at.clone(),
             starts: time(&doc.starts_at),
             ends: time(&doc.ends_at),
+            timeline_key: String::new(),
             all_day: doc.all_day,
             location: doc.location.clone(),
             customer: doc.customer.clone(),
@@ -907,10 +918,7 @@ impl SyncStorage for SurrealSyncStorage {
                     "{}|{id}",
                     created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 );
-                row.list_key_newest = format!(
-                    "{:013}|{id}",
-                    9_999_999_999_999_i64 - created.timestamp_millis().clamp(0, 9_999_999_999_999)
-                );
+                row.list_key_newest = ids::newest_first_key(created, &id);
                 if let (Some(action), Some(at_text)) =
                     (&doc.custody.action, &doc.custody.changed_at)
                 {
@@ -935,20 +943,29 @@ impl SyncStorage for SurrealSyncStorage {
                         .await
                         .map_err(failed)?;
                 }
-                Some((FollowUpRow::from(&*doc).into_value(), doc.server().clone()))
+                let mut row = FollowUpRow::from(&*doc);
+                row.timeline_key =
+                    ids::newest_first_key(row.occurred.unwrap_or(DateTime::UNIX_EPOCH), &id);
+                Some((row.into_value(), doc.server().clone()))
             }
             Task::KIND => {
                 let doc = typed::<Task>(&commit)?;
                 // Reminders are planned in the same transaction as the change that sets them.
                 crate::crm::tasks::reminders::plan(&mut follow_on_jobs, &id, &doc)
                     .map_err(|e| StorageError::Failed(e.to_string()))?;
-                Some((TaskRow::from(&*doc).into_value(), doc.server().clone()))
+                let mut row = TaskRow::from(&*doc);
+                let created = parse_time(doc.server().created_at.as_deref());
+                row.timeline_key = ids::newest_first_key(created, &id);
+                Some((row.into_value(), doc.server().clone()))
             }
             Event::KIND => {
                 let doc = typed::<Event>(&commit)?;
                 crate::crm::events::reminders::plan(&mut follow_on_jobs, &id, &doc)
                     .map_err(|e| StorageError::Failed(e.to_string()))?;
-                Some((EventRow::from(&*doc).into_value(), doc.server().clone()))
+                let mut row = EventRow::from(&*doc);
+                row.timeline_key =
+                    ids::newest_first_key(row.starts.unwrap_or(DateTime::UNIX_EPOCH), &id);
+                Some((row.into_value(), doc.server().clone()))
             }
             outpost_mobile::manifest::KIND => None,
             other => return Err(StorageError::Failed(format!("no projection for {other}"))),

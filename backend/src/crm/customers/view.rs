@@ -101,10 +101,11 @@ pub(crate) async fn customer_360(
     let id = parse_doc_id(&doc_id)?;
     let customer = super::readable(&state, &actor, &id).await?;
     // Events keep their visibility rule in the query (it reads calendar shares); a customer's
-    // events are few, and their `(customer, starts)` index keeps the read to that customer.
+    // events are few, and their `(customer, timeline_key)` index keeps the read to that
+    // customer, read forward (latest start first).
     let events = crate::crm::events::visible_condition(&actor);
     let query = Query::new(format!(
-        "SELECT * FROM event WHERE customer = $customer AND {events} ORDER BY starts DESC LIMIT $n;
+        "SELECT * FROM event WHERE customer = $customer AND {events} ORDER BY timeline_key ASC LIMIT $n;
          SELECT action, from_owner, to_owner, by, pool, reason, at FROM customer_history WHERE customer = $customer ORDER BY at ASC;",
         events = events.sql(),
     ));
@@ -114,8 +115,8 @@ pub(crate) async fn customer_360(
         .bind("n", VIEW_ITEMS as i64);
     let others = others.run(&state.db);
     let (follow_ups, tasks, mut results) = tokio::try_join!(
-        newest_visible_about::<FollowUpRow>(&state.db, &actor, &doc_id, "occurred", VIEW_ITEMS),
-        newest_visible_about::<TaskRow>(&state.db, &actor, &doc_id, "created_at", VIEW_ITEMS),
+        newest_visible_about::<FollowUpRow>(&state.db, &actor, &doc_id, VIEW_ITEMS),
+        newest_visible_about::<TaskRow>(&state.db, &actor, &doc_id, VIEW_ITEMS),
         others,
     )?;
     let take = |e: surrealdb::Error| ApiError::Storage(e.into());

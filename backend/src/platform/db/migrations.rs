@@ -47,6 +47,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_document_chunk_ranges.surql"),
     migration!(13, "0013_schemaless_write_path.surql"),
     migration!(14, "0014_customer_timeline_indexes.surql"),
+    migration!(15, "0015_newest_first_keys.surql"),
+    migration!(16, "0016_newest_first_indexes.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]

@@ -98,8 +98,15 @@ pub fn page_of<T>(mut rows: Vec<T>, request: &PageRequest, key: impl Fn(&T) -> S
 pub enum Order {
     /// Creation order.
     OldestFirst,
-    /// Reverse creation order.
+    /// Reverse creation order, read backwards by id: for tables that stay small (a user's
+    /// notifications, the job queue, which housekeeping empties).
     NewestFirst,
+    /// Reverse creation order, read forwards through the row's `newest` field (the id as an
+    /// [`crate::platform::ids::newest_first_key_of`]), which every index the list's filters
+    /// use ends with. For tables that grow without end, such as the audit log: a backward
+    /// read costs the size of the store's in-memory table (see
+    /// [`crate::platform::ids::newest_first_key`]).
+    NewestFirstByKey,
 }
 
 /// Fetches one page of `table` rows matching `filter` (a condition with its bindings, empty for
@@ -119,21 +126,35 @@ where
     Row: surrealdb::types::SurrealValue,
     Item: From<Row>,
 {
-    let (comparison, direction) = match order {
-        Order::OldestFirst => (">", "ASC"),
-        Order::NewestFirst => ("<", "DESC"),
+    let (filter, order_by) = match order {
+        Order::OldestFirst | Order::NewestFirst => {
+            let (comparison, direction) = if order == Order::OldestFirst {
+                (">", "ASC")
+            } else {
+                ("<", "DESC")
+            };
+            let filter = filter.and_when(
+                &format!("id {comparison} type::record('{table}', $page_after)"),
+                "page_after",
+                page.after.clone(),
+            );
+            (filter, format!("id {direction}"))
+        }
+        Order::NewestFirstByKey => {
+            let after = page
+                .after
+                .as_deref()
+                .and_then(crate::platform::ids::newest_first_key_of);
+            let filter = filter.and_when("newest > $page_after", "page_after", after);
+            (filter, "newest ASC".to_string())
+        }
     };
-    let filter = filter.and_when(
-        &format!("id {comparison} type::record('{table}', $page_after)"),
-        "page_after",
-        page.after.clone(),
-    );
     let condition = match filter.sql().trim() {
         "" => String::new(),
         condition => format!("WHERE {condition}"),
     };
     let query = Query::new(format!(
-        "SELECT * FROM {table} {condition} ORDER BY id {direction} LIMIT $page_limit"
+        "SELECT * FROM {table} {condition} ORDER BY {order_by} LIMIT $page_limit"
     ));
     let rows: Vec<Row> = filter
         .rebind(query)
