@@ -207,6 +207,26 @@ impl TestServer {
         reply.body
     }
 
+    /// The caller's notifications, digests included (`query` is the list's query string,
+    /// e.g. `limit=50`).
+    pub async fn all_notifications(&self, token: &str, query: &str) -> Vec<Value> {
+        let reply = self
+            .get(&format!("/api/v1/notifications?{query}"), token)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        reply.body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The caller's notifications without morning digests: on the system clock, a digest
+    /// sweep runs every quarter of an hour and sends one to every user whose local time is
+    /// past 08:00, so a test that spans a quarter-hour would find one beside the
+    /// notifications it made.
+    pub async fn notifications(&self, token: &str, query: &str) -> Vec<Value> {
+        let mut items = self.all_notifications(token, query).await;
+        items.retain(|n| n["kind"] != "digest");
+        items
+    }
+
     /// The first admin's access token.
     pub async fn admin_token(&self) -> String {
         self.login(&self.admin_login, &self.admin_password).await["access_token"]

@@ -240,9 +240,8 @@ async fn an_event_reminder_reaches_the_organizer_and_every_attendee_who_has_not_
     .await
     .expect("the reminder ran");
     for (token, expected) in [(&host, 1), (&yes, 1), (&no, 0)] {
-        let inbox = server.get("/api/v1/notifications", token).await;
-        let items = inbox.body["items"].as_array().unwrap();
-        assert_eq!(items.len(), expected, "{:?}", inbox.body);
+        let items = server.notifications(token, "").await;
+        assert_eq!(items.len(), expected, "{items:?}");
         if expected == 1 {
             assert_eq!(items[0]["kind"], "event.reminder");
             assert_eq!(items[0]["title"], "Kick-off");

@@ -94,8 +94,7 @@ async fn server_with_email(port: u16) -> TestServer {
 async fn inbox_holds(server: &TestServer, token: &str, count: usize) {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let inbox = server.get("/api/v1/notifications", token).await;
-            if inbox.body["items"].as_array().map(Vec::len) == Some(count) {
+            if server.notifications(token, "").await.len() == count {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
