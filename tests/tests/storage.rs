@@ -78,6 +78,7 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
         version: 99,
         name: "0099_broken.surql",
         sql: "DEFINE TABLE half_done SCHEMAFULL; CREATE half_done:x SET oops = 1; THROW 'broken migration';",
+        batched_over: None,
     });
     let err = apply_migrations(&db, &with_bad).await.unwrap_err();
     assert!(
@@ -534,12 +535,13 @@ async fn chunks_stored_before_their_ranged_table_load_grow_and_compact_into_it()
     server.shutdown().await;
 }
 
-/// Migration 0015 gives rows written before it the same newest-first keys the server writes
-/// from then on (`ids::newest_first_key`), or they would sort apart from new rows: an audit
-/// entry by the instant in its UUIDv7 key, a follow-up by when it happened, a task by its
-/// creation, an event by its start. A row without its time sorts as the oldest.
+/// Migrations 0015 to 0019 give rows written before them the same newest-first keys the server
+/// writes from then on (`ids::newest_first_key`), or they would sort apart from new rows: an
+/// audit entry by the instant in its UUIDv7 key, a follow-up by when it happened, a task by its
+/// creation, an event by its start. A row without its time sorts as the oldest. The backfill
+/// goes slice by slice (2,000 rows each), so a log of 4,500 entries takes three.
 #[tokio::test]
-async fn migration_0015_keys_old_rows_as_the_server_keys_new_ones() {
+async fn newest_first_migrations_key_old_rows_as_the_server_keys_new_ones() {
     use chrono::{DateTime, Utc};
     use outpost::platform::ids;
     let db = Db::connect(&Config::for_database("mem://").database)
@@ -557,7 +559,8 @@ async fn migration_0015_keys_old_rows_as_the_server_keys_new_ones() {
     let created: DateTime<Utc> = "1969-12-31T23:59:59Z".parse().unwrap();
     let starts: DateTime<Utc> = "2301-01-01T00:00:00Z".parse().unwrap();
     Query::new(
-        "CREATE type::record('audit', $audit) SET action = 'x', at = time::now();
+        "FOR $i IN 0..4500 { CREATE type::record('audit', <string> rand::uuid::v7()) SET action = 'bulk', at = time::now() };
+         CREATE type::record('audit', $audit) SET action = 'x', at = time::now();
          CREATE audit:legacy SET action = 'y', at = time::now();
          CREATE type::record('follow_up', $f) SET customer = 'c', occurred = $occurred;
          CREATE follow_up:unparsed SET customer = 'c';
@@ -602,11 +605,25 @@ async fn migration_0015_keys_old_rows_as_the_server_keys_new_ones() {
             Some(ids::newest_first_key(starts, "e")),
         ]
     );
+    let backfilled: Vec<i64> = Query::new(
+        "RETURN [
+            count(SELECT id FROM audit WHERE list = 'all' AND newest != NONE),
+            count(SELECT id FROM migration_progress),
+        ]",
+    )
+    .take(&db, 0)
+    .await
+    .unwrap();
+    assert_eq!(
+        backfilled,
+        vec![4501, 0],
+        "every entry keyed, progress cleared"
+    );
     // The old rows are in the new indexes with their keys, not only in their records: an
     // index defined after the rows' update in the same transaction indexed them as they were
     // before it (measured: 400,000 audit entries missing from the log's newest-first index).
     let indexed: Vec<Vec<String>> = Query::new(
-        "SELECT VALUE record::id(id) FROM audit WHERE list = 'all' ORDER BY newest LIMIT 10;
+        "SELECT VALUE record::id(id) FROM audit WHERE list = 'all' AND action = 'x' ORDER BY newest LIMIT 10;
          SELECT VALUE record::id(id) FROM follow_up WHERE customer = 'c' ORDER BY timeline_key LIMIT 10;
          SELECT VALUE record::id(id) FROM task WHERE customer = 'c' ORDER BY timeline_key LIMIT 10;
          SELECT VALUE record::id(id) FROM event WHERE customer = 'c' ORDER BY timeline_key LIMIT 10;",
@@ -634,5 +651,10 @@ async fn migration_0015_keys_old_rows_as_the_server_keys_new_ones() {
     assert!(ids::newest_first_key(starts, "e") < ids::newest_first_key(occurred, "e"));
     assert!(ids::newest_first_key(occurred, "e") < ids::newest_first_key(created, "e"));
     assert_eq!(ids::newest_first_key(created, "t"), "9999999999999|t");
+    // An audit key reverses the ids' order, also within one millisecond.
+    let (older, newer) = (ids::new_key(), ids::new_key());
+    assert!(older < newer);
+    assert!(ids::newest_first_key_of(&newer) < ids::newest_first_key_of(&older));
+    assert_eq!(ids::newest_first_key_of("not-a-key"), None);
     assert_eq!(ids::newest_first_key(starts, "e"), "1000000000000|e");
 }

@@ -64,7 +64,7 @@ pub struct AuditRow {
     pub address: Option<String>,
     /// What changed, as JSON text.
     pub summary: String,
-    /// The id as a [`ids::newest_first_key`]: the log and each of its filters are read
+    /// The id as a [`ids::newest_first_key_of`]: the log and each of its filters are read
     /// newest first by going forward through an index that ends in this key.
     pub newest: Option<String>,
     /// Always `all`: the first field of the `(list, newest)` index that orders the whole log.

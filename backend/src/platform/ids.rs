@@ -53,12 +53,20 @@ pub fn newest_first_key(instant: chrono::DateTime<chrono::Utc>, key: &str) -> St
     format!("{:013}|{key}", 9_999_999_999_999_i64 - millis)
 }
 
-/// The [`newest_first_key`] of a record whose key is one of ours (a UUIDv7), by the instant
-/// in the key: so a page cursor (a key) turns into the place to read on from.
+/// A key that sorts records keyed by us (UUIDv7, creation order) newest first when read
+/// forward: the key with each hex digit complemented (`0` ↔ `f`), so its order is exactly the
+/// reverse of the keys', down to entries written in the same millisecond. A page cursor (a
+/// key) turns into the place to read on from. `None` for a key that is not one of ours.
 pub fn newest_first_key_of(key: &str) -> Option<String> {
-    let (seconds, nanos) = uuid::Uuid::try_parse(key).ok()?.get_timestamp()?.to_unix();
-    let instant = chrono::DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)?;
-    Some(newest_first_key(instant, key))
+    uuid::Uuid::try_parse(key).ok()?;
+    Some(
+        key.chars()
+            .map(|c| match c.to_digit(16) {
+                Some(digit) => char::from_digit(15 - digit, 16).unwrap_or(c),
+                None => c,
+            })
+            .collect(),
+    )
 }
 
 fn truncate(raw: &str) -> String {

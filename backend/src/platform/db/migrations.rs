@@ -2,6 +2,12 @@
 //!
 //! Each migration runs in one transaction together with the row that records it, so a migration
 //! that fails leaves the store exactly as it was, and the server refuses to start.
+//!
+//! A migration that rewrites every row of a big table (a backfill) runs instead over slices of
+//! the table, one transaction each, recording how far it got: one transaction over millions of
+//! rows holds them all in memory (an audit backfill of 400,000 entries took the server from 150
+//! MiB to 1.8 GiB), and a crash in the middle resumes where it stopped. Its statement must be
+//! safe to run twice over a row, and it is recorded as applied when the last slice is done.
 
 use sha2::{Digest, Sha256};
 use surrealdb::types::SurrealValue;
@@ -17,7 +23,13 @@ pub struct Migration {
     pub name: &'static str,
     /// SurrealQL, run inside one transaction.
     pub sql: &'static str,
+    /// For a backfill: the table whose rows `sql` rewrites, given each slice's record ids as
+    /// `$rows` (see the module's note).
+    pub batched_over: Option<&'static str>,
 }
+
+/// Rows a backfill rewrites per transaction.
+const BACKFILL_SLICE: usize = 2_000;
 
 /// One entry of [`MIGRATIONS`]: the version and the file under `migrations/`, whose name is
 /// also the migration's name in messages.
@@ -27,6 +39,15 @@ macro_rules! migration {
             version: $version,
             name: $file,
             sql: include_str!(concat!("migrations/", $file)),
+            batched_over: None,
+        }
+    };
+    ($version:literal, $file:literal, over $table:literal) => {
+        Migration {
+            version: $version,
+            name: $file,
+            sql: include_str!(concat!("migrations/", $file)),
+            batched_over: Some($table),
         }
     };
 }
@@ -47,8 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_document_chunk_ranges.surql"),
     migration!(13, "0013_schemaless_write_path.surql"),
     migration!(14, "0014_customer_timeline_indexes.surql"),
-    migration!(15, "0015_newest_first_keys.surql"),
-    migration!(16, "0016_newest_first_indexes.surql"),
+    migration!(15, "0015_audit_newest_keys.surql", over "audit"),
+    migration!(16, "0016_follow_up_timeline_keys.surql", over "follow_up"),
+    migration!(17, "0017_task_timeline_keys.surql", over "task"),
+    migration!(18, "0018_event_timeline_keys.surql", over "event"),
+    migration!(19, "0019_newest_first_indexes.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
@@ -73,7 +97,8 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
              DEFINE FIELD IF NOT EXISTS version ON migration TYPE int;
              DEFINE FIELD IF NOT EXISTS name ON migration TYPE string;
              DEFINE FIELD IF NOT EXISTS checksum ON migration TYPE string;
-             DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;",
+             DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;
+             DEFINE TABLE IF NOT EXISTS migration_progress SCHEMALESS;",
     )
     .run(db)
     .await?;
@@ -110,10 +135,18 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
         {
             continue;
         }
+        let body = match migration.batched_over {
+            Some(table) => {
+                backfill(db, migration, table).await?;
+                ""
+            }
+            None => migration.sql,
+        };
         let sql = format!(
             "BEGIN TRANSACTION;\n{}\n;CREATE type::record('migration', $version) SET version = $version, \
-             name = $name, checksum = $checksum, applied_at = time::now();\nCOMMIT TRANSACTION;",
-            migration.sql
+             name = $name, checksum = $checksum, applied_at = time::now();\n\
+             DELETE type::record('migration_progress', $version);\nCOMMIT TRANSACTION;",
+            body
         );
         let bindings = [
             ("version", i64::from(migration.version).into_value()),
@@ -137,6 +170,72 @@ pub async fn apply_migrations(db: &Db, migrations: &[Migration]) -> Result<usize
         ran += 1;
     }
     Ok(ran)
+}
+
+/// Runs a backfill's statement over `table` one slice of [`BACKFILL_SLICE`] rows at a time, in
+/// key order, each slice in its own transaction with the last key it reached, from where an
+/// interrupted run left off.
+async fn backfill(db: &Db, migration: &Migration, table: &str) -> Result<(), DbError> {
+    let version = i64::from(migration.version);
+    // A failed slice is rolled back alone; the next start resumes after the last one done.
+    let failed = |error: DbError| match error {
+        DbError::Query(source) => DbError::Migration {
+            version: migration.version,
+            name: migration.name.to_string(),
+            source,
+        },
+        other => other,
+    };
+    let mut after: Option<surrealdb::types::RecordId> =
+        Query::new("SELECT VALUE after FROM ONLY type::record('migration_progress', $version)")
+            .bind("version", version)
+            .take(db, 0)
+            .await
+            .map_err(failed)?;
+    let mut rewritten = 0;
+    loop {
+        // A record range reads forward from the last key and stops at the limit.
+        let next = match &after {
+            None => Query::new(format!(
+                "SELECT VALUE id FROM {table} ORDER BY id LIMIT $slice"
+            )),
+            Some(last) => Query::new(format!(
+                "SELECT VALUE id FROM type::record('{table}', $after..) ORDER BY id LIMIT $slice"
+            ))
+            .bind("after", last.key.clone()),
+        };
+        let mut rows: Vec<surrealdb::types::RecordId> = next
+            .bind(
+                "slice",
+                i64::try_from(BACKFILL_SLICE + 1).unwrap_or(i64::MAX),
+            )
+            .take(db, 0)
+            .await
+            .map_err(failed)?;
+        rows.retain(|id| Some(id) != after.as_ref());
+        let Some(last) = rows.last().cloned() else {
+            break;
+        };
+        rewritten += rows.len();
+        Query::new(format!(
+            "BEGIN TRANSACTION;\n{}\n;UPSERT type::record('migration_progress', $version) SET after = $last;\nCOMMIT TRANSACTION;",
+            migration.sql
+        ))
+        .bind("rows", rows)
+        .bind("version", version)
+        .bind("last", last.clone())
+        .run(db)
+        .await
+        .map_err(failed)?;
+        after = Some(last);
+    }
+    tracing::info!(
+        version = migration.version,
+        table,
+        rows = rewritten,
+        "backfilled"
+    );
+    Ok(())
 }
 
 /// Whether every migration of this build is recorded in the store (for `/readyz`).
