@@ -194,13 +194,12 @@ async fn backfill(db: &Db, migration: &Migration, table: &str) -> Result<(), DbE
             .map_err(failed)?;
     let mut rewritten = 0;
     loop {
-        // A record range reads forward from the last key and stops at the limit.
+        // A table or a record range is read in key order; with `ORDER BY id` SurrealDB 3.3
+        // read the whole range and sorted it, for every slice.
         let next = match &after {
-            None => Query::new(format!(
-                "SELECT VALUE id FROM {table} ORDER BY id LIMIT $slice"
-            )),
+            None => Query::new(format!("SELECT VALUE id FROM {table} LIMIT $slice")),
             Some(last) => Query::new(format!(
-                "SELECT VALUE id FROM type::record('{table}', $after..) ORDER BY id LIMIT $slice"
+                "SELECT VALUE id FROM type::record('{table}', $after..) LIMIT $slice"
             ))
             .bind("after", last.key.clone()),
         };
