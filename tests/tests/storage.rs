@@ -79,6 +79,7 @@ async fn a_failing_migration_leaves_the_store_as_it_was() {
         name: "0099_broken.surql",
         sql: "DEFINE TABLE half_done SCHEMAFULL; CREATE half_done:x SET oops = 1; THROW 'broken migration';",
         batched_over: None,
+        replaces: None,
     });
     let err = apply_migrations(&db, &with_bad).await.unwrap_err();
     assert!(
@@ -657,4 +658,39 @@ async fn newest_first_migrations_key_old_rows_as_the_server_keys_new_ones() {
     assert!(ids::newest_first_key_of(&newer) < ids::newest_first_key_of(&older));
     assert_eq!(ids::newest_first_key_of("not-a-key"), None);
     assert_eq!(ids::newest_first_key(starts, "e"), "1000000000000|e");
+}
+
+/// A store that applied the first text of migration 0014 (one transaction, which a store with a
+/// million follow-ups could not commit) still starts: that text's checksum is accepted, and the
+/// later migrations bring it to the same schema. Any other change to an applied migration is
+/// still refused.
+#[tokio::test]
+async fn a_store_that_applied_the_first_text_of_0014_still_starts() {
+    let db = Db::connect(&Config::for_database("mem://").database)
+        .await
+        .unwrap();
+    let before_0014: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version < 14)
+        .cloned()
+        .collect();
+    apply_migrations(&db, &before_0014).await.unwrap();
+    let record = |checksum: &str| {
+        Query::new(
+            "UPSERT migration:14 SET version = 14, name = '0014_customer_timeline_indexes.surql', \
+             checksum = $checksum, applied_at = time::now()",
+        )
+        .bind("checksum", checksum.to_string())
+    };
+    record("0123").run(&db).await.unwrap();
+    let err = apply_migrations(&db, MIGRATIONS).await.unwrap_err();
+    assert!(matches!(err, DbError::SchemaMismatch(_)), "{err}");
+    record("a229baceae621ca4a416f0143a2ff6c986bc0ca7fc3bd35ed9ad2e006c62fe29")
+        .run(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        apply_migrations(&db, MIGRATIONS).await.unwrap(),
+        MIGRATIONS.len() - 14
+    );
 }
