@@ -211,8 +211,8 @@ async fn backfill(db: &Db, migration: &Migration, table: &str) -> Result<(), DbE
             .map_err(failed)?;
     let mut rewritten = 0;
     loop {
-        // A table or a record range is read in key order; with `ORDER BY id` SurrealDB 3.3
-        // read the whole range and sorted it, for every slice.
+        // A table or a record range comes in key order, so the slices need no `ORDER BY`
+        // (dropping it changed nothing measurable: the time is in the updates).
         let next = match &after {
             None => Query::new(format!("SELECT VALUE id FROM {table} LIMIT $slice")),
             Some(last) => Query::new(format!(
