@@ -714,7 +714,7 @@ async fn import_reports_bad_rows_and_duplicates_then_commits_once_and_export_sho
 }
 
 /// Pages through `/api/v1/customers?{query}` and returns the names in list order.
-async fn paged_names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
+pub(crate) async fn paged_names(server: &TestServer, token: &str, query: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

@@ -850,3 +850,75 @@ async fn a_customer_returned_while_the_owners_phone_is_offline_leaves_the_phone_
     assert!(report.dropped.contains(&id), "{report:?}");
     assert!(!phone.has(&id));
 }
+
+#[tokio::test]
+async fn an_admins_list_merges_owned_and_pool_customers_in_creation_order_without_deleted_ones() {
+    let f = floor(json!({}), 0).await;
+    let s = &f.server;
+    // Owned and pool customers interleaved, one deleted, some tagged.
+    let mut all = Vec::new();
+    for i in 0..7 {
+        let name = format!("list {i}");
+        if i % 3 == 1 {
+            f.pooled_at(&name, None).await;
+        } else {
+            let tags = if i % 2 == 0 {
+                json!(["vip"])
+            } else {
+                json!([])
+            };
+            let created = s
+                .post(
+                    "/api/v1/customers",
+                    &f.admin,
+                    json!({ "name": name, "tags": tags, "confirm_duplicate": true }),
+                )
+                .await;
+            assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+            if i == 3 {
+                let doc = created.body["doc_id"].as_str().unwrap();
+                let deleted = s
+                    .delete(&format!("/api/v1/customers/{doc}"), &f.admin)
+                    .await;
+                assert!(deleted.status.is_success(), "{:?}", deleted.body);
+                continue;
+            }
+        }
+        all.push(name);
+        // Distinct creation times, so creation order is the list order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let paged = crate::customer_search::paged_names;
+    assert_eq!(paged(s, &f.admin, "limit=2").await, all);
+    let mut newest = all.clone();
+    newest.reverse();
+    assert_eq!(paged(s, &f.admin, "limit=2&sort=-created").await, newest);
+    // One state's part.
+    let pooled = ["list 1", "list 4"];
+    assert_eq!(paged(s, &f.admin, "limit=1&state=pool").await, pooled);
+    let owned: Vec<String> = all
+        .iter()
+        .filter(|n| !pooled.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        paged(s, &f.admin, "limit=2&state=owned&sort=created").await,
+        owned
+    );
+    // A filter still applies on top of the walk.
+    assert_eq!(
+        paged(s, &f.admin, "limit=1&tag=vip&sort=-created").await,
+        ["list 6", "list 2", "list 0"]
+    );
+    // A cursor from another list order is refused, and changes nothing.
+    let bad = s
+        .get("/api/v1/customers?cursor=bm90LWEtY3Vyc29y", &f.admin)
+        .await;
+    assert_eq!(
+        bad.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        bad.body
+    );
+    assert_eq!(bad.body["errors"][0]["field"], "cursor", "{:?}", bad.body);
+}

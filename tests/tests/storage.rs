@@ -139,8 +139,8 @@ async fn the_write_paths_tables_drop_their_field_definitions_but_keep_their_inde
             &[
                 "customer_credit_code",
                 "customer_company_key",
-                "customer_list_key",
-                "customer_list_key_newest",
+                "customer_state_list_key",
+                "customer_state_list_key_newest",
                 "customer_pool_list_key",
                 "customer_pool_list_key_newest",
                 "customer_level_list_key",

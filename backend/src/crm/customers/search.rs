@@ -68,8 +68,20 @@ const MAX_TERMS_SCANNED: usize = 2048;
 const MAX_OWNERS_WALKED: usize = 32;
 
 /// The conditions on customer rows: scope, not deleted, and every filter but the search term.
-fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<Query, ApiError> {
+struct RowConditions {
+    /// All of them, joined by AND, with their values bound.
+    query: Query,
+    /// Whether anything beyond "not deleted" and the `state` filter narrows the rows: the
+    /// caller's scope (unless it is all), or a filter. A list walked state by state through the
+    /// `(state, key)` indexes needs no other condition when nothing narrows it, and then reads
+    /// only the page it returns.
+    narrowed: bool,
+}
+
+/// See [`RowConditions`].
+fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<RowConditions, ApiError> {
     let scope = actor.scope.filter("owner");
+    let scoped = !matches!(actor.scope, Scope::All);
     let mut conditions = vec![
         "state != 'deleted'".to_string(),
         // Pool customers are seen through the pool they are in, by its members and admins.
@@ -102,7 +114,6 @@ fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<Query, ApiEr
     add(&mut conditions, "tags CONTAINS $tag", filter.tag.is_some());
     add(&mut conditions, "owner = $owner", filter.owner_id.is_some());
     add(&mut conditions, "level = $level", filter.level.is_some());
-    add(&mut conditions, "state = $state", filter.state.is_some());
     add(&mut conditions, "pool = $pool", filter.pool_id.is_some());
     add(
         &mut conditions,
@@ -133,7 +144,11 @@ fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<Query, ApiEr
         "email_keys CONTAINS $email",
         filter.email.is_some(),
     );
-    Ok(Query::new(conditions.join(" AND "))
+    // Two visibility conditions come first; the state filter is not a narrowing (a state walk
+    // holds it), so it is added last.
+    let narrowed = scoped || conditions.len() > 2;
+    add(&mut conditions, "state = $state", filter.state.is_some());
+    let query = Query::new(conditions.join(" AND "))
         .bind("scope_owners", scope.owners)
         .bind("tag", filter.tag.clone())
         .bind("owner", filter.owner_id.clone())
@@ -143,7 +158,8 @@ fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<Query, ApiEr
         .bind("follow_up_after", filter.follow_up_after)
         .bind("follow_up_before", filter.follow_up_before)
         .bind("phone_keys", phone_keys)
-        .bind("email", filter.email.as_deref().map(keys::email_key)))
+        .bind("email", filter.email.as_deref().map(keys::email_key));
+    Ok(RowConditions { query, narrowed })
 }
 
 /// Pool customers are listed only to members and admins of the pool named by `pool_id`.
@@ -177,7 +193,10 @@ pub async fn find(
         ));
     }
     check_pool_access(state, actor, filter).await?;
-    let conditions = row_conditions(actor, filter)?;
+    let RowConditions {
+        query: conditions,
+        narrowed,
+    } = row_conditions(actor, filter)?;
     // A search term drives the query through the index: the phone, else the email, else q.
     let term = if let Some(phone) = &filter.phone {
         keys::search_term(phone)
@@ -216,7 +235,7 @@ pub async fn find(
     };
     let page = match term {
         Some(term) => by_term(state, &conditions, &term, limit, filter.cursor.as_deref()).await?,
-        None => by_key(state, &actor.scope, &conditions, filter, limit).await?,
+        None => by_key(state, &actor.scope, &conditions, narrowed, filter, limit).await?,
     };
     Ok(Page {
         items: page
@@ -233,6 +252,7 @@ async fn by_key(
     state: &AppState,
     actor_scope: &Scope,
     conditions: &Query,
+    narrowed: bool,
     filter: &CustomerFilter,
     limit: usize,
 ) -> Result<Page<CustomerRow>, ApiError> {
@@ -258,58 +278,50 @@ async fn by_key(
         ),
     };
     // The list key's index gives the order and stops at the page's end (newest first has its
-    // own key, read forward). A scope of a few owners is better served by the owner index (then
-    // sorted), which the planner picks on its own.
+    // own key, read forward).
     let key = if newest_first {
         "list_key_newest"
     } else {
         "list_key"
     };
-    // A pool or a level narrows the scan to its own part of the order (compound indexes
-    // `(pool, key)` and `(level, key)`), so a page never walks past other pools' or levels'
-    // customers.
-    // A rep's or a team's list (or one owner's) walks each owner's part of the order through
-    // the `(owner, key)` index and merges the pages, so it never walks past other owners'
-    // customers.
-    let owners: Option<Vec<String>> = match (&filter.pool_id, &filter.owner_id, actor_scope) {
-        (Some(_), _, _) => None,
-        (None, Some(owner), _) => Some(vec![owner.clone()]),
-        (None, None, Scope::Owners(owners)) if owners.len() <= MAX_OWNERS_WALKED => {
-            Some(owners.iter().cloned().collect())
-        }
-        _ => None,
-    };
-    let (index, walks): (String, Vec<Option<String>>) = if let Some(owners) = owners {
-        (
+    let walk = walk_of(actor_scope, filter);
+    // A walk's field is in the text as an equality, so the planner reads its compound index
+    // from `(value, $after)` on. SurrealDB 3.3 stops such a read at the limit only when no
+    // other condition is left to check; otherwise it reads the index in batches of 1,000.
+    // An unnarrowed state walk needs none: its state is `owned` or `pool`, never `deleted`,
+    // and an all-seeing caller sees every pool.
+    let (index, walked) = match &walk {
+        Walk::Owners(_) => (
             format!("WITH INDEX customer_owner_{key}"),
-            owners.into_iter().map(Some).collect(),
-        )
-    } else if filter.pool_id.is_some() {
-        (format!("WITH INDEX customer_pool_{key}"), vec![None])
-    } else if filter.level.is_some() && matches!(actor_scope, Scope::All) {
-        (format!("WITH INDEX customer_level_{key}"), vec![None])
-    } else if matches!(actor_scope, Scope::All) {
-        (format!("WITH INDEX customer_{key}"), vec![None])
-    } else {
-        (String::new(), vec![None])
+            "owner = $walked AND ",
+        ),
+        Walk::States(_) => (
+            format!("WITH INDEX customer_state_{key}"),
+            "state = $walked AND ",
+        ),
+        Walk::Pool => (format!("WITH INDEX customer_pool_{key}"), ""),
+        Walk::Level => (format!("WITH INDEX customer_level_{key}"), ""),
+        Walk::Planner => (String::new(), ""),
     };
-    // The owner condition is in the text only for owner walks, so the planner sees an equality
-    // on the compound index's first field.
-    let owner_condition = if walks.iter().any(Option::is_some) {
-        "owner = $walked_owner AND "
+    let rest = if matches!(walk, Walk::States(_)) && !narrowed {
+        String::new()
     } else {
-        ""
+        format!(" AND {}", conditions.sql())
     };
     let query = Query::new(format!(
-        "SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {owner_condition}{key} > $after AND {} ORDER BY {key} LIMIT $limit",
-        conditions.sql()
+        "SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {walked}{key} > $after{rest} ORDER BY {key} LIMIT $limit"
     ));
+    let values: Vec<Option<String>> = match walk {
+        Walk::Owners(owners) => owners.into_iter().map(Some).collect(),
+        Walk::States(states) => states.into_iter().map(|s| Some(s.to_string())).collect(),
+        Walk::Pool | Walk::Level | Walk::Planner => vec![None],
+    };
     let mut rows: Vec<CustomerRow> = Vec::new();
-    for owner in walks {
+    for value in values {
         let mut part: Vec<CustomerRow> = conditions
             .clone()
             .rebind(query.clone())
-            .bind("walked_owner", owner)
+            .bind("walked", value)
             .bind("after", after.clone().unwrap_or_default())
             .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
             .take(&state.db, 0)
@@ -324,6 +336,41 @@ async fn by_key(
         }
     });
     Ok(page_by_key(rows, limit, newest_first))
+}
+
+/// How a list reaches its rows in key order. Each walk reads one part of the order through a
+/// compound index and the parts are merged, so a page never walks past rows it cannot show.
+#[derive(Debug)]
+enum Walk {
+    /// A rep's or a team's list (or one owner's): each owner's part, through `(owner, key)`.
+    Owners(Vec<String>),
+    /// An all-seeing caller's list: each state's part, through `(state, key)`.
+    States(Vec<&'static str>),
+    /// One pool's part, through `(pool, key)`.
+    Pool,
+    /// One level's part, through `(level, key)`.
+    Level,
+    /// A scope too wide to walk owner by owner: the planner chooses.
+    Planner,
+}
+
+/// The walk that serves `filter` for a caller who sees `scope`.
+fn walk_of(scope: &Scope, filter: &CustomerFilter) -> Walk {
+    let all = matches!(scope, Scope::All);
+    match (&filter.pool_id, &filter.owner_id, scope) {
+        (Some(_), _, _) => Walk::Pool,
+        (None, Some(owner), _) => Walk::Owners(vec![owner.clone()]),
+        (None, None, Scope::Owners(owners)) if owners.len() <= MAX_OWNERS_WALKED => {
+            Walk::Owners(owners.iter().cloned().collect())
+        }
+        _ if filter.level.is_some() && all => Walk::Level,
+        _ if all => Walk::States(match filter.state.as_deref() {
+            Some("pool") => vec!["pool"],
+            Some(_) => vec!["owned"],
+            None => vec!["owned", "pool"],
+        }),
+        _ => Walk::Planner,
+    }
 }
 
 /// A page of up to `limit` rows in key order (`rows` holds one more when the list goes on),

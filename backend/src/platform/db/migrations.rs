@@ -88,6 +88,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_task_timeline_keys.surql", over "task"),
     migration!(18, "0018_event_timeline_keys.surql", over "event"),
     migration!(19, "0019_newest_first_indexes.surql"),
+    migration!(20, "0020_customer_state_list_keys.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
