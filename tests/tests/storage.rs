@@ -548,12 +548,7 @@ async fn newest_first_migrations_key_old_rows_as_the_server_keys_new_ones() {
     let db = Db::connect(&Config::for_database("mem://").database)
         .await
         .unwrap();
-    let before_0015: Vec<Migration> = MIGRATIONS
-        .iter()
-        .filter(|m| m.version < 15)
-        .cloned()
-        .collect();
-    apply_migrations(&db, &before_0015).await.unwrap();
+    migrate_before(&db, 15).await;
     let audit_key = ids::new_key();
     let follow_up_key = "2VxqG7fd7Ffr8rZDbdVi3gSGdNrY";
     let occurred: DateTime<Utc> = "2026-03-04T05:06:07.891Z".parse().unwrap();
@@ -669,12 +664,7 @@ async fn a_store_that_applied_the_first_text_of_0014_still_starts() {
     let db = Db::connect(&Config::for_database("mem://").database)
         .await
         .unwrap();
-    let before_0014: Vec<Migration> = MIGRATIONS
-        .iter()
-        .filter(|m| m.version < 14)
-        .cloned()
-        .collect();
-    apply_migrations(&db, &before_0014).await.unwrap();
+    migrate_before(&db, 14).await;
     let record = |checksum: &str| {
         Query::new(
             "UPSERT migration:14 SET version = 14, name = '0014_customer_timeline_indexes.surql', \
@@ -693,4 +683,114 @@ async fn a_store_that_applied_the_first_text_of_0014_still_starts() {
         apply_migrations(&db, MIGRATIONS).await.unwrap(),
         MIGRATIONS.len() - 14
     );
+}
+
+/// Applies the migrations older than `version`, as a store from before it has them.
+async fn migrate_before(db: &Db, version: u32) {
+    let older: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect();
+    apply_migrations(db, &older).await.unwrap();
+}
+
+/// Opens the embedded store at `url` without migrating it, runs `query` (which returns a list
+/// of numbers), and closes it.
+async fn numbers_in_store(url: &str, query: Query) -> Vec<i64> {
+    let config = Config::for_database(url);
+    let db = Db::connect(&config.database).await.unwrap();
+    let value = query.take(&db, 0).await.unwrap();
+    drop(db);
+    outpost::platform::db::await_store_closed(&config.database).await;
+    value
+}
+
+#[tokio::test]
+async fn a_backfill_killed_between_slices_resumes_where_it_stopped_and_keys_every_row_once() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    // A store from before migration 0015, with four slices of audit entries to key.
+    let config = Config::for_database(&url);
+    let db = Db::connect(&config.database).await.unwrap();
+    migrate_before(&db, 15).await;
+    for _ in 0..4 {
+        Query::new(
+            "FOR $i IN 0..2000 { CREATE type::record('audit', <string> rand::uuid::v7()) SET action = 'bulk', at = time::now() }",
+        )
+        .run(&db)
+        .await
+        .unwrap();
+    }
+    drop(db);
+    outpost::platform::db::await_store_closed(&config.database).await;
+
+    // An upgrade killed (SIGKILL) once its first slice is committed.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate_crash"))
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let progress = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        lines.find(|line| {
+            line.as_ref()
+                .is_ok_and(|l| l.contains("backfill slice committed") && l.contains("version=15"))
+        })
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(progress.is_some(), "the upgrade reported a committed slice");
+    outpost::platform::db::await_store_closed(&config.database).await;
+
+    // The store is in the middle of 0015: some entries keyed, the place recorded, 0015 not
+    // recorded as applied.
+    let state = numbers_in_store(
+        &url,
+        Query::new(
+            "RETURN [
+                count(SELECT id FROM audit WHERE newest != NONE),
+                count(SELECT id FROM migration_progress WHERE id = migration_progress:15),
+                count(SELECT id FROM migration WHERE version = 15),
+            ]",
+        ),
+    )
+    .await;
+    assert!(
+        state[0] >= 2_000 && state[0] < 8_000,
+        "killed between slices: {state:?}"
+    );
+    assert_eq!(state[1..], [1, 0], "{state:?}");
+
+    // The next start resumes from there and finishes: every entry keyed once, from its id,
+    // and reachable through the newest-first index, in order.
+    let db = Db::connect(&config.database).await.unwrap();
+    apply_migrations(&db, MIGRATIONS).await.unwrap();
+    let rows: Vec<(String, Option<String>)> = Query::new(
+        "SELECT VALUE [record::id(id), newest] FROM audit WHERE list = 'all' ORDER BY newest",
+    )
+    .take::<Vec<Vec<Option<String>>>>(&db, 0)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|pair| (pair[0].clone().unwrap(), pair[1].clone()))
+    .collect();
+    assert_eq!(rows.len(), 8_000, "each entry once in the index");
+    for (id, newest) in &rows {
+        assert_eq!(newest, &outpost::platform::ids::newest_first_key_of(id));
+    }
+    let ids: Vec<&String> = rows.iter().map(|(id, _)| id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first is the reverse of id order"
+    );
+    let left: Option<i64> = Query::new("RETURN count(SELECT id FROM migration_progress)")
+        .take(&db, 0)
+        .await
+        .unwrap();
+    assert_eq!(left, Some(0), "the progress is cleared with the last slice");
 }

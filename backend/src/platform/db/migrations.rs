@@ -233,7 +233,8 @@ async fn backfill(db: &Db, migration: &Migration, table: &str) -> Result<(), DbE
         let Some(last) = rows.last().cloned() else {
             break;
         };
-        rewritten += rows.len();
+        let rows_in_slice = rows.len();
+        rewritten += rows_in_slice;
         Query::new(format!(
             "BEGIN TRANSACTION;\n{}\n;UPSERT type::record('migration_progress', $version) SET after = $last;\nCOMMIT TRANSACTION;",
             migration.sql
@@ -245,6 +246,22 @@ async fn backfill(db: &Db, migration: &Migration, table: &str) -> Result<(), DbE
         .await
         .map_err(failed)?;
         after = Some(last);
+        // A long upgrade says how far it is (every 100,000 rows at 2,000 a slice); every
+        // slice, at debug.
+        tracing::debug!(
+            version = migration.version,
+            table,
+            rows = rewritten,
+            "backfill slice committed"
+        );
+        if rewritten % (BACKFILL_SLICE * 50) < rows_in_slice {
+            tracing::info!(
+                version = migration.version,
+                table,
+                rows = rewritten,
+                "backfilling"
+            );
+        }
     }
     tracing::info!(
         version = migration.version,
