@@ -98,6 +98,36 @@ pub struct JobsConfig {
     pub dead_after_secs: u64,
     /// When housekeeping runs (cron, six fields, seconds first; UTC).
     pub housekeeping_schedule: String,
+    /// When the morning digest's sweep runs (cron, as above); each run sends the digest to the
+    /// users whose local 08:00 has passed and who have not had today's. Empty: no digests.
+    pub digest_schedule: String,
+    /// When the public pool's return sweep runs (cron, as above). A store whose sweeps take
+    /// minutes may want it less often. Empty: customers go back only when an admin runs the
+    /// sweep (`POST /api/v1/pools/sweep`).
+    pub pool_sweep_schedule: String,
+}
+
+impl JobsConfig {
+    /// Checks every schedule, so that a typo stops the server at start instead of leaving a
+    /// job that never runs.
+    fn check_schedules(&self) -> Result<(), String> {
+        use std::str::FromStr;
+        for (key, schedule, may_be_off) in [
+            ("housekeeping_schedule", &self.housekeeping_schedule, false),
+            ("digest_schedule", &self.digest_schedule, true),
+            ("pool_sweep_schedule", &self.pool_sweep_schedule, true),
+        ] {
+            if schedule.is_empty() && may_be_off {
+                continue;
+            }
+            if let Err(e) = cron::Schedule::from_str(schedule) {
+                return Err(format!(
+                    "jobs.{key}: `{schedule}` is not a cron expression of six fields, seconds first ({e})"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for JobsConfig {
@@ -107,6 +137,8 @@ impl Default for JobsConfig {
             heartbeat_secs: 5,
             dead_after_secs: 30,
             housekeeping_schedule: "0 0 * * * *".into(),
+            digest_schedule: crate::crm::digest::SCHEDULE.into(),
+            pool_sweep_schedule: crate::crm::pool::returns::SCHEDULE.into(),
         }
     }
 }
@@ -293,8 +325,15 @@ impl Config {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
             .merge(Env::prefixed("OUTPOST__").split("__"))
-            .extract()
+            .extract::<Config>()
             .map_err(|e| ConfigError(Box::new(e)))
+            .and_then(|config| {
+                config
+                    .jobs
+                    .check_schedules()
+                    .map_err(|message| ConfigError(Box::new(figment::Error::from(message))))?;
+                Ok(config)
+            })
     }
 
     /// A configuration for tests and tools: defaults with the given database URL.

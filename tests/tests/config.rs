@@ -59,3 +59,49 @@ fn defaults_file_then_environment_and_secrets_are_redacted() {
         Ok(())
     });
 }
+
+#[test]
+fn schedules_are_checked_at_load_and_the_digest_and_pool_sweep_may_be_off() {
+    figment::Jail::expect_with(|jail| {
+        let defaults = Config::load(std::path::Path::new("missing.toml")).expect("defaults");
+        assert_eq!(
+            (
+                defaults.jobs.digest_schedule.as_str(),
+                defaults.jobs.pool_sweep_schedule.as_str()
+            ),
+            (
+                outpost::crm::digest::SCHEDULE,
+                outpost::crm::pool::returns::SCHEDULE
+            )
+        );
+        jail.create_file(
+            "off.toml",
+            "[jobs]\ndigest_schedule = \"\"\npool_sweep_schedule = \"0 0 2 * * *\"\n",
+        )?;
+        let off = Config::load(std::path::Path::new("off.toml")).expect("empty turns it off");
+        assert!(off.jobs.digest_schedule.is_empty());
+        assert_eq!(off.jobs.pool_sweep_schedule, "0 0 2 * * *");
+        for (file, key) in [
+            (
+                "[jobs]\ndigest_schedule = \"every morning\"\n",
+                "jobs.digest_schedule",
+            ),
+            (
+                "[jobs]\npool_sweep_schedule = \"*/10 * * * *\"\n",
+                "jobs.pool_sweep_schedule",
+            ),
+            (
+                "[jobs]\nhousekeeping_schedule = \"\"\n",
+                "jobs.housekeeping_schedule",
+            ),
+        ] {
+            jail.create_file("bad.toml", file)?;
+            let err = Config::load(std::path::Path::new("bad.toml")).expect_err(file);
+            assert!(err.to_string().contains(key), "{file}: {err}");
+        }
+        jail.set_env("OUTPOST__JOBS__DIGEST_SCHEDULE", "0 0 25 * * *");
+        let err = Config::load(std::path::Path::new("missing.toml")).expect_err("hour 25");
+        assert!(err.to_string().contains("jobs.digest_schedule"), "{err}");
+        Ok(())
+    });
+}

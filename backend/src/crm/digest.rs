@@ -16,7 +16,7 @@ use crate::platform::db::{Db, DbError, Query};
 
 /// The digest's queue (its sweep is a cron job).
 pub const QUEUE: &str = "digest.sweep";
-/// Every quarter of an hour (seconds first).
+/// The default of `jobs.digest_schedule`: every quarter of an hour (seconds first).
 pub const SCHEDULE: &str = "0 */15 * * * *";
 
 /// The local time the digest goes out.

@@ -227,52 +227,60 @@ impl Runtime {
             },
         ));
         let (digest_db, digest_clock) = (db.clone(), clock.clone());
-        match spawn_cron(
-            db,
-            queue_config(crate::crm::digest::QUEUE),
-            crate::crm::digest::SCHEDULE,
-            worker_name(crate::crm::digest::QUEUE, &node),
-            move |_tick: Tick| {
-                let (db, clock) = (digest_db.clone(), digest_clock.clone());
-                async move {
-                    crate::crm::digest::sweep(&db, clock.now())
-                        .await
-                        .map_err(|e| BoxDynError::from(e.to_string()))?;
-                    Ok(())
-                }
-            },
-        ) {
-            Ok(worker) => runtime.workers.push(worker),
-            Err(e) => tracing::error!(error = %e, "the digest schedule does not parse"),
+        match (!jobs.digest_schedule.is_empty()).then(|| {
+            spawn_cron(
+                db,
+                queue_config(crate::crm::digest::QUEUE),
+                &jobs.digest_schedule,
+                worker_name(crate::crm::digest::QUEUE, &node),
+                move |_tick: Tick| {
+                    let (db, clock) = (digest_db.clone(), digest_clock.clone());
+                    async move {
+                        crate::crm::digest::sweep(&db, clock.now())
+                            .await
+                            .map_err(|e| BoxDynError::from(e.to_string()))?;
+                        Ok(())
+                    }
+                },
+            )
+        }) {
+            Some(Ok(worker)) => runtime.workers.push(worker),
+            Some(Err(e)) => tracing::error!(error = %e, "the digest schedule does not parse"),
+            None => tracing::info!("morning digests are off (jobs.digest_schedule is empty)"),
         }
         let (returns_db, returns_engine, returns_clock) =
             (db.clone(), engine.clone(), clock.clone());
-        match spawn_cron(
-            db,
-            queue_config(crate::crm::pool::returns::QUEUE),
-            crate::crm::pool::returns::SCHEDULE,
-            worker_name(crate::crm::pool::returns::QUEUE, &node),
-            move |_tick: Tick| {
-                let (db, engine, clock) = (
-                    returns_db.clone(),
-                    returns_engine.clone(),
-                    returns_clock.clone(),
-                );
-                async move {
-                    let report = crate::crm::pool::returns::sweep(&engine, &db, clock.now())
-                        .await
-                        .map_err(|e| BoxDynError::from(e.to_string()))?;
-                    tracing::info!(
-                        returned = report.returned,
-                        warned = report.warned,
-                        "pool sweep"
+        match (!jobs.pool_sweep_schedule.is_empty()).then(|| {
+            spawn_cron(
+                db,
+                queue_config(crate::crm::pool::returns::QUEUE),
+                &jobs.pool_sweep_schedule,
+                worker_name(crate::crm::pool::returns::QUEUE, &node),
+                move |_tick: Tick| {
+                    let (db, engine, clock) = (
+                        returns_db.clone(),
+                        returns_engine.clone(),
+                        returns_clock.clone(),
                     );
-                    Ok(())
-                }
-            },
-        ) {
-            Ok(worker) => runtime.workers.push(worker),
-            Err(e) => tracing::error!(error = %e, "the pool sweep schedule does not parse"),
+                    async move {
+                        let report = crate::crm::pool::returns::sweep(&engine, &db, clock.now())
+                            .await
+                            .map_err(|e| BoxDynError::from(e.to_string()))?;
+                        tracing::info!(
+                            returned = report.returned,
+                            warned = report.warned,
+                            "pool sweep"
+                        );
+                        Ok(())
+                    }
+                },
+            )
+        }) {
+            Some(Ok(worker)) => runtime.workers.push(worker),
+            Some(Err(e)) => tracing::error!(error = %e, "the pool sweep schedule does not parse"),
+            None => tracing::info!(
+                "the pool sweep runs only when an admin asks (jobs.pool_sweep_schedule is empty)"
+            ),
         }
         let event_db = db.clone();
         runtime.workers.push(spawn_worker(

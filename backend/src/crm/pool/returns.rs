@@ -28,7 +28,7 @@ use crate::sync_host::SyncEngine;
 
 /// The job queue of the sweep.
 pub const QUEUE: &str = "pool.returns";
-/// Every ten minutes.
+/// The default of `jobs.pool_sweep_schedule`: every ten minutes.
 pub const SCHEDULE: &str = "0 */10 * * * *";
 /// Customers returned concurrently (their commits share group transactions).
 const PARALLEL_RETURNS: usize = 128;
