@@ -120,10 +120,16 @@ impl JobsConfig {
             if schedule.is_empty() && may_be_off {
                 continue;
             }
-            if let Err(e) = cron::Schedule::from_str(schedule) {
-                return Err(format!(
-                    "jobs.{key}: `{schedule}` is not a cron expression of six fields, seconds first ({e})"
-                ));
+            match cron::Schedule::from_str(schedule) {
+                Err(e) => {
+                    return Err(format!(
+                        "jobs.{key}: `{schedule}` is not a cron expression of six fields, seconds first ({e})"
+                    ));
+                }
+                Ok(parsed) if parsed.upcoming(chrono::Utc).next().is_none() => {
+                    return Err(format!("jobs.{key}: `{schedule}` never fires"));
+                }
+                Ok(_) => {}
             }
         }
         Ok(())

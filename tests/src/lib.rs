@@ -52,11 +52,13 @@ impl TestServer {
 
     /// A server with the given configuration (its bind address is ignored: always port 0).
     ///
-    /// Its morning digest cron is off: on the system clock it sends a digest at every quarter
-    /// hour past 08:00 local, which would land in whatever a test counts. The digest test
-    /// runs the digest's sweep itself.
+    /// Its morning digest cron is off unless `config` sets a schedule of its own: on the
+    /// system clock the default sends a digest at every quarter hour past 08:00 local, which
+    /// would land in whatever a test counts. The digest test runs the digest's sweep itself.
     pub async fn start_with(mut config: Config) -> Self {
-        config.jobs.digest_schedule = String::new();
+        if config.jobs.digest_schedule == outpost::crm::digest::SCHEDULE {
+            config.jobs.digest_schedule = String::new();
+        }
         Self::start_with_clock(config, outpost::platform::clock::Clock::system()).await
     }
 

@@ -94,6 +94,10 @@ fn schedules_are_checked_at_load_and_the_digest_and_pool_sweep_may_be_off() {
                 "[jobs]\nhousekeeping_schedule = \"\"\n",
                 "jobs.housekeeping_schedule",
             ),
+            (
+                "[jobs]\npool_sweep_schedule = \"0 0 0 30 2 *\"\n",
+                "never fires",
+            ),
         ] {
             jail.create_file("bad.toml", file)?;
             let err = Config::load(std::path::Path::new("bad.toml")).expect_err(file);

@@ -1130,3 +1130,64 @@ async fn follow_up(server: &TestServer, token: &str, customer: &str, at: String)
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     reply.body["doc_id"].as_str().unwrap().to_string()
 }
+
+#[tokio::test]
+async fn a_scope_too_wide_to_walk_owner_by_owner_lists_its_owned_customers_in_order() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token().await;
+    let root = server.root_department(&admin).await;
+    let sales = server.department(&admin, "Sales", &root).await;
+    let rep_role = server.role(&admin, "rep").await;
+    let head_role = server.role(&admin, "department_head").await;
+    server
+        .user(&admin, "head@x.cn", &sales, None, &[&head_role])
+        .await;
+    // More reps than a list walks one by one (32), so the head's list takes the state walk.
+    for i in 0..33 {
+        server
+            .user(&admin, &format!("rep{i}@x.cn"), &sales, None, &[&rep_role])
+            .await;
+    }
+    let reps = [
+        server.token_of("rep0@x.cn").await,
+        server.token_of("rep32@x.cn").await,
+    ];
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        for (r, token) in reps.iter().enumerate() {
+            let name = format!("rep {r} customer {i}");
+            let doc = create(
+                &server,
+                token,
+                json!({ "name": name, "confirm_duplicate": true }),
+            )
+            .await;
+            if i == 1 && r == 1 {
+                let deleted = server
+                    .delete(&format!("/api/v1/customers/{doc}"), token)
+                    .await;
+                assert!(deleted.status.is_success(), "{:?}", deleted.body);
+            } else {
+                expected.push(name);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    // Outside the department: not the head's to see.
+    create(&server, &admin, json!({ "name": "head office customer" })).await;
+    let head = server.token_of("head@x.cn").await;
+    assert_eq!(paged_names(&server, &head, "limit=2").await, expected);
+    let mut newest = expected.clone();
+    newest.reverse();
+    assert_eq!(
+        paged_names(&server, &head, "limit=2&sort=-created").await,
+        newest
+    );
+    assert_eq!(
+        paged_names(&server, &head, "limit=2&state=owned").await,
+        expected
+    );
+    assert!(paged_names(&server, &head, "state=pool").await.is_empty());
+    // The admin sees everything.
+    assert_eq!(paged_names(&server, &admin, "limit=3").await.len(), 6);
+}

@@ -290,44 +290,48 @@ async fn by_key(
     // other condition is left to check; otherwise it reads the index in batches of 1,000.
     // An unnarrowed state walk needs none: its state is `owned` or `pool`, never `deleted`,
     // and an all-seeing caller sees every pool.
-    let (index, walked) = match &walk {
-        Walk::Owners(_) => (
-            format!("WITH INDEX customer_owner_{key}"),
-            "owner = $walked AND ",
-        ),
-        Walk::States(_) => (
-            format!("WITH INDEX customer_state_{key}"),
-            "state = $walked AND ",
-        ),
-        Walk::Pool => (format!("WITH INDEX customer_pool_{key}"), ""),
-        Walk::Level => (format!("WITH INDEX customer_level_{key}"), ""),
-        Walk::Planner => (String::new(), ""),
+    let (index, walked_field) = match &walk {
+        Walk::Owners(_) => (format!("WITH INDEX customer_owner_{key}"), Some("owner")),
+        Walk::States(_) => (format!("WITH INDEX customer_state_{key}"), Some("state")),
+        Walk::Pool => (format!("WITH INDEX customer_pool_{key}"), None),
+        Walk::Level => (format!("WITH INDEX customer_level_{key}"), None),
     };
     let rest = if matches!(walk, Walk::States(_)) && !narrowed {
         String::new()
     } else {
         format!(" AND {}", conditions.sql())
     };
-    let query = Query::new(format!(
-        "SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {walked}{key} > $after{rest} ORDER BY {key} LIMIT $limit"
-    ));
     let values: Vec<Option<String>> = match walk {
         Walk::Owners(owners) => owners.into_iter().map(Some).collect(),
         Walk::States(states) => states.into_iter().map(|s| Some(s.to_string())).collect(),
-        Walk::Pool | Walk::Level | Walk::Planner => vec![None],
+        Walk::Pool | Walk::Level => vec![None],
     };
-    let mut rows: Vec<CustomerRow> = Vec::new();
-    for value in values {
-        let mut part: Vec<CustomerRow> = conditions
-            .clone()
-            .rebind(query.clone())
-            .bind("walked", value)
-            .bind("after", after.clone().unwrap_or_default())
-            .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX))
-            .take(&state.db, 0)
-            .await?;
-        rows.append(&mut part);
+    if values.is_empty() {
+        return Ok(page_by_key(Vec::new(), limit, newest_first));
     }
+    // Every walk is a subquery of one statement, so all of them read one snapshot: a customer
+    // that changes hands (or state) meanwhile is listed once, in its part as of that instant,
+    // rather than twice or not at all.
+    let walks: Vec<String> = (0..values.len())
+        .map(|i| {
+            let walked = walked_field
+                .map(|field| format!("{field} = $walked{i} AND "))
+                .unwrap_or_default();
+            format!(
+                "(SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {walked}{key} > $after{rest} ORDER BY {key} LIMIT $limit)"
+            )
+        })
+        .collect();
+    let query = values.into_iter().enumerate().fold(
+        conditions
+            .clone()
+            .rebind(Query::new(format!("RETURN [{}]", walks.join(", "))))
+            .bind("after", after.unwrap_or_default())
+            .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX)),
+        |query, (i, value)| query.bind(&format!("walked{i}"), value),
+    );
+    let parts: Vec<Vec<CustomerRow>> = query.take(&state.db, 0).await?;
+    let mut rows: Vec<CustomerRow> = parts.into_iter().flatten().collect();
     rows.sort_by(|a, b| {
         if newest_first {
             a.list_key_newest.cmp(&b.list_key_newest)
@@ -344,14 +348,13 @@ async fn by_key(
 enum Walk {
     /// A rep's or a team's list (or one owner's): each owner's part, through `(owner, key)`.
     Owners(Vec<String>),
-    /// An all-seeing caller's list: each state's part, through `(state, key)`.
+    /// An all-seeing caller's list (each state's part), or a scope too wide to walk owner by
+    /// owner (the owned part, with the scope checked beside it), through `(state, key)`.
     States(Vec<&'static str>),
     /// One pool's part, through `(pool, key)`.
     Pool,
     /// One level's part, through `(level, key)`.
     Level,
-    /// A scope too wide to walk owner by owner: the planner chooses.
-    Planner,
 }
 
 /// The walk that serves `filter` for a caller who sees `scope`.
@@ -369,7 +372,14 @@ fn walk_of(scope: &Scope, filter: &CustomerFilter) -> Walk {
             Some(_) => vec!["owned"],
             None => vec!["owned", "pool"],
         }),
-        _ => Walk::Planner,
+        // A scope too wide to walk owner by owner reads the owned part with the scope checked
+        // beside it. Its pool part would hold nothing it may see: a customer in the pool has
+        // no owner (a return or a release takes it), and without `pool_id` pool customers are
+        // not listed to a scoped caller.
+        _ => Walk::States(match filter.state.as_deref() {
+            Some("pool") => Vec::new(),
+            _ => vec!["owned"],
+        }),
     }
 }
 

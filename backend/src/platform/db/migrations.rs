@@ -214,18 +214,22 @@ async fn backfill(db: &Db, migration: &Migration, table: &str) -> Result<(), DbE
     loop {
         // A table or a record range comes in key order, so the slices need no `ORDER BY`
         // (dropping it changed nothing measurable: the time is in the updates).
-        let next = match &after {
-            None => Query::new(format!("SELECT VALUE id FROM {table} LIMIT $slice")),
-            Some(last) => Query::new(format!(
-                "SELECT VALUE id FROM type::record('{table}', $after..) LIMIT $slice"
-            ))
-            .bind("after", last.key.clone()),
+        // A range from the last key reached starts with that key, hence one row more.
+        let (next, slice) = match &after {
+            None => (
+                Query::new(format!("SELECT VALUE id FROM {table} LIMIT $slice")),
+                BACKFILL_SLICE,
+            ),
+            Some(last) => (
+                Query::new(format!(
+                    "SELECT VALUE id FROM type::record('{table}', $after..) LIMIT $slice"
+                ))
+                .bind("after", last.key.clone()),
+                BACKFILL_SLICE + 1,
+            ),
         };
         let mut rows: Vec<surrealdb::types::RecordId> = next
-            .bind(
-                "slice",
-                i64::try_from(BACKFILL_SLICE + 1).unwrap_or(i64::MAX),
-            )
+            .bind("slice", i64::try_from(slice).unwrap_or(i64::MAX))
             .take(db, 0)
             .await
             .map_err(failed)?;
