@@ -172,6 +172,33 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Adds the cron job of `config.queue` on `schedule` (see [`spawn_cron`]). An empty
+    /// schedule is a job the configuration turned off; one that does not parse is logged
+    /// (`Config::load` refuses both mistakes before a server starts).
+    fn add_cron<F, Fut>(
+        &mut self,
+        db: &Db,
+        config: QueueConfig,
+        schedule: &str,
+        worker: String,
+        handler: F,
+    ) where
+        F: Fn(Tick) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxDynError>> + Send + 'static,
+    {
+        let queue = config.queue.clone();
+        if schedule.is_empty() {
+            tracing::info!(queue, "this cron job is off: its schedule is empty");
+            return;
+        }
+        match spawn_cron(db, config, schedule, worker, handler) {
+            Ok(worker) => self.workers.push(worker),
+            Err(e) => {
+                tracing::error!(error = %e, queue, schedule, "a cron schedule does not parse")
+            }
+        }
+    }
+
     /// Starts the built-in workers: housekeeping (expired idempotency keys, finished jobs older
     /// than a week; hourly by default), the morning digest's quarter-hourly sweep, task
     /// and event reminders, notification delivery, and the tasks that follow-ups' next contact times
@@ -190,7 +217,7 @@ impl Runtime {
         let node = node_name();
         let mut runtime = Self::default();
         let housekeeping_db = db.clone();
-        match spawn_cron(
+        runtime.add_cron(
             db,
             queue_config(HOUSEKEEPING),
             &jobs.housekeeping_schedule,
@@ -207,10 +234,7 @@ impl Runtime {
                     Ok(())
                 }
             },
-        ) {
-            Ok(worker) => runtime.workers.push(worker),
-            Err(e) => tracing::error!(error = %e, "the housekeeping schedule does not parse"),
-        }
+        );
         let reminder_db = db.clone();
         runtime.workers.push(spawn_worker(
             db,
@@ -227,61 +251,47 @@ impl Runtime {
             },
         ));
         let (digest_db, digest_clock) = (db.clone(), clock.clone());
-        match (!jobs.digest_schedule.is_empty()).then(|| {
-            spawn_cron(
-                db,
-                queue_config(crate::crm::digest::QUEUE),
-                &jobs.digest_schedule,
-                worker_name(crate::crm::digest::QUEUE, &node),
-                move |_tick: Tick| {
-                    let (db, clock) = (digest_db.clone(), digest_clock.clone());
-                    async move {
-                        crate::crm::digest::sweep(&db, clock.now())
-                            .await
-                            .map_err(|e| BoxDynError::from(e.to_string()))?;
-                        Ok(())
-                    }
-                },
-            )
-        }) {
-            Some(Ok(worker)) => runtime.workers.push(worker),
-            Some(Err(e)) => tracing::error!(error = %e, "the digest schedule does not parse"),
-            None => tracing::info!("morning digests are off (jobs.digest_schedule is empty)"),
-        }
+        runtime.add_cron(
+            db,
+            queue_config(crate::crm::digest::QUEUE),
+            &jobs.digest_schedule,
+            worker_name(crate::crm::digest::QUEUE, &node),
+            move |_tick: Tick| {
+                let (db, clock) = (digest_db.clone(), digest_clock.clone());
+                async move {
+                    crate::crm::digest::sweep(&db, clock.now())
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    Ok(())
+                }
+            },
+        );
         let (returns_db, returns_engine, returns_clock) =
             (db.clone(), engine.clone(), clock.clone());
-        match (!jobs.pool_sweep_schedule.is_empty()).then(|| {
-            spawn_cron(
-                db,
-                queue_config(crate::crm::pool::returns::QUEUE),
-                &jobs.pool_sweep_schedule,
-                worker_name(crate::crm::pool::returns::QUEUE, &node),
-                move |_tick: Tick| {
-                    let (db, engine, clock) = (
-                        returns_db.clone(),
-                        returns_engine.clone(),
-                        returns_clock.clone(),
+        runtime.add_cron(
+            db,
+            queue_config(crate::crm::pool::returns::QUEUE),
+            &jobs.pool_sweep_schedule,
+            worker_name(crate::crm::pool::returns::QUEUE, &node),
+            move |_tick: Tick| {
+                let (db, engine, clock) = (
+                    returns_db.clone(),
+                    returns_engine.clone(),
+                    returns_clock.clone(),
+                );
+                async move {
+                    let report = crate::crm::pool::returns::sweep(&engine, &db, clock.now())
+                        .await
+                        .map_err(|e| BoxDynError::from(e.to_string()))?;
+                    tracing::info!(
+                        returned = report.returned,
+                        warned = report.warned,
+                        "pool sweep"
                     );
-                    async move {
-                        let report = crate::crm::pool::returns::sweep(&engine, &db, clock.now())
-                            .await
-                            .map_err(|e| BoxDynError::from(e.to_string()))?;
-                        tracing::info!(
-                            returned = report.returned,
-                            warned = report.warned,
-                            "pool sweep"
-                        );
-                        Ok(())
-                    }
-                },
-            )
-        }) {
-            Some(Ok(worker)) => runtime.workers.push(worker),
-            Some(Err(e)) => tracing::error!(error = %e, "the pool sweep schedule does not parse"),
-            None => tracing::info!(
-                "the pool sweep runs only when an admin asks (jobs.pool_sweep_schedule is empty)"
-            ),
-        }
+                    Ok(())
+                }
+            },
+        );
         let event_db = db.clone();
         runtime.workers.push(spawn_worker(
             db,
