@@ -72,12 +72,17 @@ impl Floor {
 
     /// A customer in the pool at `level`, or without one.
     async fn pooled_at(&self, name: &str, level: Option<&str>) -> String {
+        self.pooled_in(&self.pool, name, level).await
+    }
+
+    /// A customer in `pool` (created by the admin, then released to it).
+    async fn pooled_in(&self, pool: &str, name: &str, level: Option<&str>) -> String {
         let created = self
             .server
             .post(
                 "/api/v1/customers",
                 &self.admin,
-                json!({ "name": name, "level": level, "pool_id": self.pool, "phones": ["13800000000"], "confirm_duplicate": true }),
+                json!({ "name": name, "level": level, "pool_id": pool, "phones": ["13800000000"], "confirm_duplicate": true }),
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
@@ -852,15 +857,27 @@ async fn a_customer_returned_while_the_owners_phone_is_offline_leaves_the_phone_
 }
 
 #[tokio::test]
-async fn an_admins_list_merges_owned_and_pool_customers_in_creation_order_without_deleted_ones() {
+async fn lists_walk_every_listed_customer_and_each_pools_claimable_part_in_creation_order() {
     let f = floor(json!({}), 0).await;
     let s = &f.server;
-    // Owned and pool customers interleaved, one deleted, some tagged.
+    let south = s
+        .post(
+            "/api/v1/pools",
+            &f.admin,
+            json!({ "name": "华南公海", "member_user_ids": [f.a, f.b] }),
+        )
+        .await;
+    assert_eq!(south.status, StatusCode::CREATED, "{:?}", south.body);
+    let south = south.body["id"].as_str().unwrap().to_string();
+    // Owned customers and customers in two pools interleaved, one deleted, some tagged.
     let mut all = Vec::new();
+    let mut first_pooled = String::new();
     for i in 0..7 {
         let name = format!("list {i}");
-        if i % 3 == 1 {
-            f.pooled_at(&name, None).await;
+        if i == 1 {
+            first_pooled = f.pooled_at(&name, None).await;
+        } else if i == 4 {
+            f.pooled_in(&south, &name, None).await;
         } else {
             let tags = if i % 2 == 0 || i == 3 {
                 json!(["vip"])
@@ -893,9 +910,13 @@ async fn an_admins_list_merges_owned_and_pool_customers_in_creation_order_withou
     let mut newest = all.clone();
     newest.reverse();
     assert_eq!(paged(s, &f.admin, "limit=2&sort=-created").await, newest);
-    // One state's part.
+    // One state: the pool customers of both pools, merged in creation order.
     let pooled = ["list 1", "list 4"];
     assert_eq!(paged(s, &f.admin, "limit=1&state=pool").await, pooled);
+    assert_eq!(
+        paged(s, &f.admin, "limit=1&state=pool&sort=-created").await,
+        ["list 4", "list 1"]
+    );
     let owned: Vec<String> = all
         .iter()
         .filter(|n| !pooled.contains(&n.as_str()))
@@ -910,6 +931,26 @@ async fn an_admins_list_merges_owned_and_pool_customers_in_creation_order_withou
         paged(s, &f.admin, "limit=1&tag=vip&sort=-created").await,
         ["list 6", "list 2", "list 0"]
     );
+    // A member sees each pool's claimable customers; once one is claimed, it leaves that part
+    // and shows in the pool's owned part only to those whose scope holds its new owner.
+    let north_pool = format!("limit=1&pool_id={}&state=pool", f.pool);
+    assert_eq!(paged(s, &f.rep_b, &north_pool).await, ["list 1"]);
+    assert_eq!(
+        paged(s, &f.rep_b, &format!("pool_id={south}&state=pool")).await,
+        ["list 4"]
+    );
+    let claimed = f.claim(&f.rep_a, &first_pooled).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+    assert!(paged(s, &f.rep_b, &north_pool).await.is_empty());
+    let north_owned = format!("pool_id={}&state=owned", f.pool);
+    assert_eq!(paged(s, &f.rep_a, &north_owned).await, ["list 1"]);
+    assert!(paged(s, &f.rep_b, &north_owned).await.is_empty());
+    assert_eq!(
+        paged(s, &f.admin, &format!("limit=1&pool_id={}", f.pool)).await,
+        ["list 1"]
+    );
+    assert_eq!(paged(s, &f.admin, "limit=1&state=pool").await, ["list 4"]);
+    assert_eq!(paged(s, &f.admin, "limit=3").await, all);
     // A cursor that is not one this list gave is refused.
     let bad = s
         .get("/api/v1/customers?cursor=bm90LWEtY3Vyc29y", &f.admin)

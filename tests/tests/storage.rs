@@ -139,10 +139,10 @@ async fn the_write_paths_tables_drop_their_field_definitions_but_keep_their_inde
             &[
                 "customer_credit_code",
                 "customer_company_key",
-                "customer_state_list_key",
-                "customer_state_list_key_newest",
-                "customer_pool_list_key",
-                "customer_pool_list_key_newest",
+                "customer_listed_list_key",
+                "customer_listed_list_key_newest",
+                "customer_pool_state_list_key",
+                "customer_pool_state_list_key_newest",
                 "customer_level_list_key",
                 "customer_level_list_key_newest",
                 "customer_owner_list_key",
@@ -653,6 +653,63 @@ async fn newest_first_migrations_key_old_rows_as_the_server_keys_new_ones() {
     assert!(ids::newest_first_key_of(&newer) < ids::newest_first_key_of(&older));
     assert_eq!(ids::newest_first_key_of("not-a-key"), None);
     assert_eq!(ids::newest_first_key(starts, "e"), "1000000000000|e");
+}
+
+/// Customers projected before 0021 have no `listed` field; the upgrade sets it (false only for
+/// the deleted) over slices of the table, and the `(listed, key)` indexes that the admin's
+/// list walks hold every listed row, in both orders.
+#[tokio::test]
+async fn the_listed_migration_puts_every_customer_but_the_deleted_in_the_list_order() {
+    let db = Db::connect(&Config::for_database("mem://").database)
+        .await
+        .unwrap();
+    migrate_before(&db, 21).await;
+    // More than one backfill slice (2,000 rows), in three states.
+    Query::new(
+        "FOR $i IN 0..2100 {
+             LET $key = <string> (10000 + $i);
+             CREATE type::record('customer', $key) SET state = IF $i % 3 = 0 { 'pool' } ELSE { 'owned' },
+                 list_key = '2026|' + $key, list_key_newest = <string> (99999 - $i) + '|' + $key;
+         };
+         UPDATE customer:`10001` SET state = 'deleted';",
+    )
+    .run(&db)
+    .await
+    .unwrap();
+    apply_migrations(&db, MIGRATIONS).await.unwrap();
+    let counts: Vec<i64> = Query::new(
+        "RETURN [
+            count(SELECT id FROM customer WITH INDEX customer_listed_list_key WHERE listed = true),
+            count(SELECT id FROM customer WHERE listed = false),
+            count(SELECT id FROM customer WHERE listed = NONE),
+            count(SELECT id FROM customer WHERE state = 'pool' AND listed = true),
+            count(SELECT id FROM migration_progress),
+        ]",
+    )
+    .take(&db, 0)
+    .await
+    .unwrap();
+    assert_eq!(counts, vec![2099, 1, 0, 700, 0]);
+    let pages: Vec<Vec<String>> = Query::new(
+        "SELECT VALUE record::id(id) FROM customer WITH INDEX customer_listed_list_key WHERE listed = true AND list_key > '' ORDER BY list_key LIMIT 3;
+         SELECT VALUE record::id(id) FROM customer WITH INDEX customer_listed_list_key_newest WHERE listed = true AND list_key_newest > '' ORDER BY list_key_newest LIMIT 2;",
+    )
+    .run(&db)
+    .await
+    .map(|mut r| (0..2).map(|i| r.take(i).unwrap()).collect())
+    .unwrap();
+    assert_eq!(
+        pages,
+        vec![
+            vec![
+                "10000".to_string(),
+                "10002".to_string(),
+                "10003".to_string()
+            ],
+            vec!["12099".to_string(), "12098".to_string()],
+        ],
+        "the deleted customer is not in the order; the rest are, in both directions"
+    );
 }
 
 /// A store that applied the first text of migration 0014 (one transaction, which a store with a

@@ -344,6 +344,11 @@ struct CustomerRow {
     custody_changed_at: Option<String>,
     list_key: String,
     list_key_newest: String,
+    /// Whether the customer is in the lists at all (not deleted or merged away). An
+    /// all-seeing caller's list walks `(listed, key)`: unlike the state, this does not change
+    /// when a customer changes hands, so a claim, a return or a sweep of 100,000 neither
+    /// moves the customer's entry there nor leaves a delete marker for the list to step over.
+    listed: bool,
 }
 
 /// A change of hands a customer commit carries, to record in its history.
@@ -490,6 +495,7 @@ impl CustomerRow {
             custody_changed_at: doc.custody.changed_at.clone(),
             list_key: String::new(),
             list_key_newest: String::new(),
+            listed: server.state != "deleted",
             name: doc.name.clone(),
             kind: doc.kind.clone(),
             level: doc.level.clone(),

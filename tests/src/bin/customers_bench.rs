@@ -502,6 +502,18 @@ async fn main() {
             }
         })
         .collect();
+    let pool_id: Option<String> =
+        outpost::platform::db::Query::new("(SELECT VALUE record::id(id) FROM pool LIMIT 1)[0]")
+            .take(&server.db(), 0)
+            .await
+            .unwrap();
+    let pool_id = pool_id.expect("the bench created its pool");
+    let claimable: Vec<String> = (0..q)
+        .map(|_| format!("/api/v1/customers?limit=50&pool_id={pool_id}&state=pool"))
+        .collect();
+    let pooled: Vec<String> = (0..q)
+        .map(|_| "/api/v1/customers?limit=50&state=pool&sort=-created".to_string())
+        .collect();
     let owner_list: Vec<String> = (0..q)
         .map(|_| "/api/v1/customers?limit=50".to_string())
         .collect();
@@ -534,6 +546,12 @@ async fn main() {
         ("list (all scope, 50/page)", &token, &lists),
         ("list newest first", &token, &newest),
         ("list filtered by level", &token, &by_level),
+        ("list: one pool's claimable customers", &token, &claimable),
+        (
+            "list: every pool's customers, newest first",
+            &token,
+            &pooled,
+        ),
         ("search: name prefix", &token, &names),
         ("search: partial name", &token, &partial),
         ("search: pinyin / initials", &token, &pinyin),

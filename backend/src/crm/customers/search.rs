@@ -63,19 +63,20 @@ const TERM_CHUNK: i64 = 256;
 const MIN_ROW_WINDOW: usize = 16;
 /// Term-index rows one page may scan before it answers with what it has (and a cursor).
 const MAX_TERMS_SCANNED: usize = 2048;
-/// Owners whose parts of the list order a scoped list walks one by one; a wider scope leaves
-/// the plan to the query planner.
+/// Owners whose parts of the list order a scoped list walks one by one; a wider scope walks
+/// every listed customer with the scope checked beside it.
 const MAX_OWNERS_WALKED: usize = 32;
 
 /// The conditions on customer rows: scope, not deleted, and every filter but the search term.
 struct RowConditions {
     /// All of them, joined by AND, with their values bound.
     query: Query,
-    /// Whether anything beyond "not deleted" and the `state` filter narrows the rows: the
-    /// caller's scope (unless it is all), or a filter. A list walked state by state through the
-    /// `(state, key)` indexes needs no other condition when nothing narrows it, and then reads
-    /// only the page it returns.
-    narrowed: bool,
+    /// Whether the caller's scope is narrower than everything.
+    scoped: bool,
+    /// Whether a filter other than `pool_id` and `state` applies. A list walks parts of the
+    /// list order that hold the pool and state as equalities (see [`Walk`]); a part that
+    /// holds every condition needs no other one, and then reads only the page it returns.
+    filtered: bool,
 }
 
 /// See [`RowConditions`].
@@ -144,9 +145,8 @@ fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<RowCondition
         "email_keys CONTAINS $email",
         filter.email.is_some(),
     );
-    // Two visibility conditions come first; the state filter is not a narrowing (a state walk
-    // holds it), so it is added last.
-    let narrowed = scoped || conditions.len() > 2;
+    // The two visibility conditions come first; pool and state are held by the walks.
+    let filtered = conditions.len() > 2 + usize::from(filter.pool_id.is_some());
     add(&mut conditions, "state = $state", filter.state.is_some());
     let query = Query::new(conditions.join(" AND "))
         .bind("scope_owners", scope.owners)
@@ -159,7 +159,11 @@ fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<RowCondition
         .bind("follow_up_before", filter.follow_up_before)
         .bind("phone_keys", phone_keys)
         .bind("email", filter.email.as_deref().map(keys::email_key));
-    Ok(RowConditions { query, narrowed })
+    Ok(RowConditions {
+        query,
+        scoped,
+        filtered,
+    })
 }
 
 /// Pool customers are listed only to members and admins of the pool named by `pool_id`.
@@ -195,7 +199,8 @@ pub async fn find(
     check_pool_access(state, actor, filter).await?;
     let RowConditions {
         query: conditions,
-        narrowed,
+        scoped,
+        filtered,
     } = row_conditions(actor, filter)?;
     // A search term drives the query through the index: the phone, else the email, else q.
     let term = if let Some(phone) = &filter.phone {
@@ -235,7 +240,14 @@ pub async fn find(
     };
     let page = match term {
         Some(term) => by_term(state, &conditions, &term, limit, filter.cursor.as_deref()).await?,
-        None => by_key(state, &actor.scope, &conditions, narrowed, filter, limit).await?,
+        None => {
+            let residual = Residual {
+                scoped,
+                filtered,
+                by_state: filter.state.is_some(),
+            };
+            by_key(state, &actor.scope, &conditions, residual, filter, limit).await?
+        }
     };
     Ok(Page {
         items: page
@@ -252,7 +264,7 @@ async fn by_key(
     state: &AppState,
     actor_scope: &Scope,
     conditions: &Query,
-    narrowed: bool,
+    residual: Residual,
     filter: &CustomerFilter,
     limit: usize,
 ) -> Result<Page<CustomerRow>, ApiError> {
@@ -284,52 +296,46 @@ async fn by_key(
     } else {
         "list_key"
     };
-    let walk = walk_of(actor_scope, filter);
-    // A walk's field is in the text as an equality, so the planner reads its compound index
-    // from `(value, $after)` on. SurrealDB 3.3 stops such a read at the limit only when no
-    // other condition is left to check; otherwise it reads the index in batches of 1,000.
-    // An unnarrowed state walk needs none: its state is `owned` or `pool`, never `deleted`,
-    // and an all-seeing caller sees every pool.
-    let (index, walked_field) = match &walk {
-        Walk::Owners(_) => (format!("WITH INDEX customer_owner_{key}"), Some("owner")),
-        Walk::States(_) => (format!("WITH INDEX customer_state_{key}"), Some("state")),
-        Walk::Pool => (format!("WITH INDEX customer_pool_{key}"), None),
-        Walk::Level => (format!("WITH INDEX customer_level_{key}"), None),
-    };
-    let rest = if matches!(walk, Walk::States(_)) && !narrowed {
-        String::new()
-    } else {
-        format!(" AND {}", conditions.sql())
-    };
-    let values: Vec<Option<String>> = match walk {
-        Walk::Owners(owners) => owners.into_iter().map(Some).collect(),
-        Walk::States(states) => states.into_iter().map(|s| Some(s.to_string())).collect(),
-        Walk::Pool | Walk::Level => vec![None],
-    };
-    if values.is_empty() {
+    let parts = walk_of(state, actor_scope, filter)
+        .await?
+        .map(Walk::parts)
+        .unwrap_or_default();
+    if parts.is_empty() {
         return Ok(page_by_key(Vec::new(), limit, newest_first));
     }
+    // Each part's fields are in the text as equalities, so the planner reads its compound
+    // index from `(values, $after)` on. SurrealDB 3.3 stops such a read at the limit only when
+    // no other condition is left to check; otherwise it reads the index in batches of 1,000.
     // Every walk is a subquery of one statement, so all of them read one snapshot: a customer
     // that changes hands (or state) meanwhile is listed once, in its part as of that instant,
     // rather than twice or not at all.
-    let walks: Vec<String> = (0..values.len())
-        .map(|i| {
-            let walked = walked_field
-                .map(|field| format!("{field} = $walked{i} AND "))
-                .unwrap_or_default();
-            format!(
-                "(SELECT * OMIT terms, phone_keys, email_keys FROM customer {index} WHERE {walked}{key} > $after{rest} ORDER BY {key} LIMIT $limit)"
-            )
-        })
-        .collect();
-    let query = values.into_iter().enumerate().fold(
-        conditions
-            .clone()
-            .rebind(Query::new(format!("RETURN [{}]", walks.join(", "))))
-            .bind("after", after.unwrap_or_default())
-            .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX)),
-        |query, (i, value)| query.bind(&format!("walked{i}"), value),
-    );
+    let mut query = conditions
+        .clone()
+        .bind("after", after.unwrap_or_default())
+        .bind("limit", i64::try_from(limit + 1).unwrap_or(i64::MAX));
+    let mut walks = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let mut equalities = String::new();
+        for (j, (field, value)) in part.equalities.iter().enumerate() {
+            match value {
+                Some(value) => {
+                    equalities.push_str(&format!("{field} = $walked{i}_{j} AND "));
+                    query = query.bind(&format!("walked{i}_{j}"), value.clone());
+                }
+                None => equalities.push_str(&format!("{field} = true AND ")),
+            }
+        }
+        let rest = if residual.needed(part) {
+            format!(" AND {}", conditions.sql())
+        } else {
+            String::new()
+        };
+        walks.push(format!(
+            "(SELECT * OMIT terms, phone_keys, email_keys FROM customer WITH INDEX customer_{}_{key} WHERE {equalities}{key} > $after{rest} ORDER BY {key} LIMIT $limit)",
+            part.index
+        ));
+    }
+    let query = query.rebind(Query::new(format!("RETURN [{}]", walks.join(", "))));
     let parts: Vec<Vec<CustomerRow>> = query.take(&state.db, 0).await?;
     let mut rows: Vec<CustomerRow> = parts.into_iter().flatten().collect();
     rows.sort_by(|a, b| {
@@ -342,45 +348,145 @@ async fn by_key(
     Ok(page_by_key(rows, limit, newest_first))
 }
 
-/// How a list reaches its rows in key order. Each walk reads one part of the order through a
-/// compound index and the parts are merged, so a page never walks past rows it cannot show.
+/// How a list reaches its rows in key order. Each walk reads parts of the order through
+/// compound indexes (equalities, then the key) and merges them, so a page never walks past
+/// rows it cannot show.
 #[derive(Debug)]
 enum Walk {
     /// A rep's or a team's list (or one owner's): each owner's part, through `(owner, key)`.
     Owners(Vec<String>),
-    /// An all-seeing caller's list (each state's part), or a scope too wide to walk owner by
-    /// owner (the owned part, with the scope checked beside it), through `(state, key)`.
-    States(Vec<&'static str>),
-    /// One pool's part, through `(pool, key)`.
-    Pool,
-    /// One level's part, through `(level, key)`.
+    /// Every listed customer, through `(listed, key)`: an all-seeing caller's list, or a
+    /// scope too wide to walk owner by owner (with the scope checked beside it). A change of
+    /// hands does not move a customer there.
+    Listed,
+    /// The given states' parts of the given pools, through `(pool, state, key)`: one pool's
+    /// list, or an all-seeing caller's list of the customers in every pool.
+    Pools {
+        /// Pool ids.
+        pools: Vec<String>,
+        /// `owned`, `pool`, or both.
+        states: Vec<&'static str>,
+    },
+    /// One level's part, through `(level, key)`, for an all-seeing caller.
     Level,
 }
 
-/// The walk that serves `filter` for a caller who sees `scope`.
-fn walk_of(scope: &Scope, filter: &CustomerFilter) -> Walk {
+/// One index range a walk reads.
+#[derive(Debug)]
+struct Part {
+    /// The index, between `customer_` and the key's name.
+    index: &'static str,
+    /// The index's fields before the key and their values (`None`: `true`).
+    equalities: Vec<(&'static str, Option<String>)>,
+    /// The state every row of the part is in, when the part holds one.
+    state: Option<&'static str>,
+}
+
+impl Walk {
+    /// The index ranges to read.
+    fn parts(self) -> Vec<Part> {
+        match self {
+            Self::Owners(owners) => owners
+                .into_iter()
+                .map(|owner| Part {
+                    index: "owner",
+                    equalities: vec![("owner", Some(owner))],
+                    state: None,
+                })
+                .collect(),
+            Self::Listed => vec![Part {
+                index: "listed",
+                equalities: vec![("listed", None)],
+                state: None,
+            }],
+            Self::Pools { pools, states } => pools
+                .iter()
+                .flat_map(|pool| {
+                    states.iter().map(move |state| Part {
+                        index: "pool_state",
+                        equalities: vec![
+                            ("pool", Some(pool.clone())),
+                            ("state", Some((*state).to_string())),
+                        ],
+                        state: Some(state),
+                    })
+                })
+                .collect(),
+            // The level is a filter, so the conditions (which hold it) go with the walk.
+            Self::Level => vec![Part {
+                index: "level",
+                equalities: Vec::new(),
+                state: None,
+            }],
+        }
+    }
+}
+
+/// When a part of a walk needs the row conditions checked beside it.
+#[derive(Debug, Clone, Copy)]
+struct Residual {
+    /// See [`RowConditions::scoped`].
+    scoped: bool,
+    /// See [`RowConditions::filtered`].
+    filtered: bool,
+    /// Whether the list is filtered by state.
+    by_state: bool,
+}
+
+impl Residual {
+    /// Whether `part` holds rows the conditions would refuse. A listed part holds no deleted
+    /// customer, but every state; a pool's `pool` part holds only what a caller may list once the pool's
+    /// access is checked (or who sees everything); an `owned` part holds customers within the
+    /// scope only for an all-seeing caller. Any other filter is always checked.
+    fn needed(self, part: &Part) -> bool {
+        if self.filtered {
+            return true;
+        }
+        match (part.index, part.state) {
+            ("listed", _) => self.scoped || self.by_state,
+            ("pool_state", Some("owned")) => self.scoped,
+            ("pool_state", Some("pool")) => false,
+            _ => true,
+        }
+    }
+}
+
+/// The walk that serves `filter` for a caller who sees `scope`; `None` when the caller may
+/// see nothing of the list.
+async fn walk_of(
+    state: &AppState,
+    scope: &Scope,
+    filter: &CustomerFilter,
+) -> Result<Option<Walk>, ApiError> {
     let all = matches!(scope, Scope::All);
-    match (&filter.pool_id, &filter.owner_id, scope) {
-        (Some(_), _, _) => Walk::Pool,
+    let states = |filter: &CustomerFilter| match filter.state.as_deref() {
+        Some("pool") => vec!["pool"],
+        Some(_) => vec!["owned"],
+        None => vec!["owned", "pool"],
+    };
+    Ok(Some(match (&filter.pool_id, &filter.owner_id, scope) {
+        (Some(pool), _, _) => Walk::Pools {
+            pools: vec![pool.clone()],
+            states: states(filter),
+        },
         (None, Some(owner), _) => Walk::Owners(vec![owner.clone()]),
         (None, None, Scope::Owners(owners)) if owners.len() <= MAX_OWNERS_WALKED => {
             Walk::Owners(owners.iter().cloned().collect())
         }
         _ if filter.level.is_some() && all => Walk::Level,
-        _ if all => Walk::States(match filter.state.as_deref() {
-            Some("pool") => vec!["pool"],
-            Some(_) => vec!["owned"],
-            None => vec!["owned", "pool"],
-        }),
-        // A scope too wide to walk owner by owner reads the owned part with the scope checked
-        // beside it. Its pool part would hold nothing it may see: a customer in the pool has
-        // no owner (a return or a release takes it), and without `pool_id` pool customers are
-        // not listed to a scoped caller.
-        _ => Walk::States(match filter.state.as_deref() {
-            Some("pool") => Vec::new(),
-            _ => vec!["owned"],
-        }),
-    }
+        // A customer in the pool is in one of the pools (a few per company).
+        _ if all && filter.state.as_deref() == Some("pool") => Walk::Pools {
+            pools: Query::new("SELECT VALUE record::id(id) FROM pool")
+                .take(&state.db, 0)
+                .await?,
+            states: vec!["pool"],
+        },
+        // Nothing a scoped caller may see: a customer in the pool has no owner (a return or a
+        // release takes it), and pool customers are listed to a scoped caller only through
+        // their pool.
+        _ if filter.state.as_deref() == Some("pool") => return Ok(None),
+        _ => Walk::Listed,
+    }))
 }
 
 /// A page of up to `limit` rows in key order (`rows` holds one more when the list goes on),

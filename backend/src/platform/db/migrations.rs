@@ -89,6 +89,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(18, "0018_event_timeline_keys.surql", over "event"),
     migration!(19, "0019_newest_first_indexes.surql"),
     migration!(20, "0020_customer_state_list_keys.surql"),
+    migration!(21, "0021_customer_listed.surql", over "customer"),
+    migration!(22, "0022_customer_list_walk_indexes.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
