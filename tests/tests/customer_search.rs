@@ -1142,7 +1142,8 @@ async fn a_scope_too_wide_to_walk_owner_by_owner_lists_its_owned_customers_in_or
     server
         .user(&admin, "head@x.cn", &sales, None, &[&head_role])
         .await;
-    // More reps than a list walks one by one (32), so the head's list takes the state walk.
+    // More reps than a list walks one by one (32), so the head's list walks every listed
+    // customer with the scope checked beside it.
     for i in 0..33 {
         server
             .user(&admin, &format!("rep{i}@x.cn"), &sales, None, &[&rep_role])

@@ -888,7 +888,7 @@ async fn lists_walk_every_listed_customer_and_each_pools_claimable_part_in_creat
                 .post(
                     "/api/v1/customers",
                     &f.admin,
-                    json!({ "name": name, "tags": tags, "confirm_duplicate": true }),
+                    json!({ "name": name, "tags": tags, "level": if i % 3 == 0 { "A" } else { "B" }, "confirm_duplicate": true }),
                 )
                 .await;
             assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
@@ -926,6 +926,16 @@ async fn lists_walk_every_listed_customer_and_each_pools_claimable_part_in_creat
         paged(s, &f.admin, "limit=2&state=owned&sort=created").await,
         owned
     );
+    // One level's part holds no deleted customer (`list 3` was level A).
+    assert_eq!(
+        paged(s, &f.admin, "limit=1&level=A").await,
+        ["list 0", "list 6"]
+    );
+    assert_eq!(
+        paged(s, &f.admin, "level=A&sort=-created&state=owned").await,
+        ["list 6", "list 0"]
+    );
+    assert!(paged(s, &f.admin, "level=A&state=pool").await.is_empty());
     // A filter still applies on top of the walk (the deleted customer is tagged too).
     assert_eq!(
         paged(s, &f.admin, "limit=1&tag=vip&sort=-created").await,
@@ -939,6 +949,14 @@ async fn lists_walk_every_listed_customer_and_each_pools_claimable_part_in_creat
         paged(s, &f.rep_b, &format!("pool_id={south}&state=pool")).await,
         ["list 4"]
     );
+    // Any other filter is checked beside a pool's part (`list 4` has no tag).
+    assert!(
+        paged(s, &f.admin, &format!("pool_id={south}&state=pool&tag=vip"))
+            .await
+            .is_empty()
+    );
+    // A scoped caller sees no pool customer without naming the pool.
+    assert!(paged(s, &f.rep_b, "state=pool").await.is_empty());
     let claimed = f.claim(&f.rep_a, &first_pooled).await;
     assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
     assert!(paged(s, &f.rep_b, &north_pool).await.is_empty());

@@ -73,9 +73,9 @@ struct RowConditions {
     query: Query,
     /// Whether the caller's scope is narrower than everything.
     scoped: bool,
-    /// Whether a filter other than `pool_id` and `state` applies. A list walks parts of the
-    /// list order that hold the pool and state as equalities (see [`Walk`]); a part that
-    /// holds every condition needs no other one, and then reads only the page it returns.
+    /// Whether a condition other than visibility, `pool_id`, `state` and `level` applies. Some parts of
+    /// the list order hold every row condition but these (see [`Residual`]); such a part needs
+    /// no condition checked beside it, and then reads only the page it returns.
     filtered: bool,
 }
 
@@ -145,9 +145,37 @@ fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<RowCondition
         "email_keys CONTAINS $email",
         filter.email.is_some(),
     );
-    // The two visibility conditions come first; pool and state are held by the walks.
-    let filtered = conditions.len() > 2 + usize::from(filter.pool_id.is_some());
+    // A caller who sees phone numbers masked could recover them digit by digit with prefix
+    // searches; for them, a partial number only finds their own customers.
+    let partial_phone = [filter.phone.as_deref(), filter.q.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|raw| {
+            keys::search_term(raw).is_some_and(|t| t.starts_with(keys::PHONE_TERM))
+                && keys::phone_e164(raw).is_none()
+        });
+    let me_only = partial_phone && !actor.can(Permission::CustomerPhoneFull);
+    add(&mut conditions, "owner = $me_only", me_only);
     add(&mut conditions, "state = $state", filter.state.is_some());
+    let CustomerFilter {
+        q,
+        phone,
+        email,
+        tag,
+        owner_id,
+        follow_up_after,
+        follow_up_before,
+        level: _,
+        state: _,
+        pool_id: _,
+        sort: _,
+        limit: _,
+        cursor: _,
+    } = filter;
+    let filtered = me_only
+        || [q, phone, email, tag, owner_id].iter().any(|f| f.is_some())
+        || follow_up_after.is_some()
+        || follow_up_before.is_some();
     let query = Query::new(conditions.join(" AND "))
         .bind("scope_owners", scope.owners)
         .bind("tag", filter.tag.clone())
@@ -158,7 +186,8 @@ fn row_conditions(actor: &Actor, filter: &CustomerFilter) -> Result<RowCondition
         .bind("follow_up_after", filter.follow_up_after)
         .bind("follow_up_before", filter.follow_up_before)
         .bind("phone_keys", phone_keys)
-        .bind("email", filter.email.as_deref().map(keys::email_key));
+        .bind("email", filter.email.as_deref().map(keys::email_key))
+        .bind("me_only", me_only.then(|| actor.user_id.clone()));
     Ok(RowConditions {
         query,
         scoped,
@@ -218,26 +247,6 @@ pub async fn find(
     } else {
         None
     };
-    // A caller who sees phone numbers masked could recover them digit by digit with prefix
-    // searches; for them, a partial number only finds their own customers.
-    let partial_phone = [filter.phone.as_deref(), filter.q.as_deref()]
-        .into_iter()
-        .flatten()
-        .any(|raw| {
-            keys::search_term(raw).is_some_and(|t| t.starts_with(keys::PHONE_TERM))
-                && keys::phone_e164(raw).is_none()
-        });
-    let conditions = if partial_phone && !actor.can(Permission::CustomerPhoneFull) {
-        conditions
-            .clone()
-            .rebind(Query::new(format!(
-                "{} AND owner = $me_only",
-                conditions.sql()
-            )))
-            .bind("me_only", actor.user_id.clone())
-    } else {
-        conditions
-    };
     let page = match term {
         Some(term) => by_term(state, &conditions, &term, limit, filter.cursor.as_deref()).await?,
         None => {
@@ -245,6 +254,7 @@ pub async fn find(
                 scoped,
                 filtered,
                 by_state: filter.state.is_some(),
+                by_level: filter.level.is_some(),
             };
             by_key(state, &actor.scope, &conditions, residual, filter, limit).await?
         }
@@ -296,10 +306,7 @@ async fn by_key(
     } else {
         "list_key"
     };
-    let parts = walk_of(state, actor_scope, filter)
-        .await?
-        .map(Walk::parts)
-        .unwrap_or_default();
+    let parts = walk_of(state, actor_scope, filter).await?.parts();
     if parts.is_empty() {
         return Ok(page_by_key(Vec::new(), limit, newest_first));
     }
@@ -316,11 +323,11 @@ async fn by_key(
     let mut walks = Vec::with_capacity(parts.len());
     for (i, part) in parts.iter().enumerate() {
         let mut equalities = String::new();
-        for (j, (field, value)) in part.equalities.iter().enumerate() {
+        for (field, value) in part.equalities() {
             match value {
                 Some(value) => {
-                    equalities.push_str(&format!("{field} = $walked{i}_{j} AND "));
-                    query = query.bind(&format!("walked{i}_{j}"), value.clone());
+                    equalities.push_str(&format!("{field} = $walked_{field}{i} AND "));
+                    query = query.bind(&format!("walked_{field}{i}"), value.to_string());
                 }
                 None => equalities.push_str(&format!("{field} = true AND ")),
             }
@@ -332,7 +339,7 @@ async fn by_key(
         };
         walks.push(format!(
             "(SELECT * OMIT terms, phone_keys, email_keys FROM customer WITH INDEX customer_{}_{key} WHERE {equalities}{key} > $after{rest} ORDER BY {key} LIMIT $limit)",
-            part.index
+            part.index()
         ));
     }
     let query = query.rebind(Query::new(format!("RETURN [{}]", walks.join(", "))));
@@ -353,71 +360,83 @@ async fn by_key(
 /// rows it cannot show.
 #[derive(Debug)]
 enum Walk {
-    /// A rep's or a team's list (or one owner's): each owner's part, through `(owner, key)`.
+    /// A rep's or a team's list (or one owner's): each owner's part.
     Owners(Vec<String>),
-    /// Every listed customer, through `(listed, key)`: an all-seeing caller's list, or a
-    /// scope too wide to walk owner by owner (with the scope checked beside it). A change of
-    /// hands does not move a customer there.
+    /// Every listed customer: an all-seeing caller's list, or a scope too wide to walk owner
+    /// by owner (with the scope checked beside it). A change of hands does not move a
+    /// customer there.
     Listed,
-    /// The given states' parts of the given pools, through `(pool, state, key)`: one pool's
-    /// list, or an all-seeing caller's list of the customers in every pool.
+    /// The given states' parts of the given pools: one pool's list, or an all-seeing caller's
+    /// list of the customers in every pool.
     Pools {
         /// Pool ids.
         pools: Vec<String>,
         /// `owned`, `pool`, or both.
         states: Vec<&'static str>,
     },
-    /// One level's part, through `(level, key)`, for an all-seeing caller.
-    Level,
-}
-
-/// One index range a walk reads.
-#[derive(Debug)]
-struct Part {
-    /// The index, between `customer_` and the key's name.
-    index: &'static str,
-    /// The index's fields before the key and their values (`None`: `true`).
-    equalities: Vec<(&'static str, Option<String>)>,
-    /// The state every row of the part is in, when the part holds one.
-    state: Option<&'static str>,
+    /// One level's listed customers, for an all-seeing caller.
+    Level(String),
+    /// Nothing the caller may see.
+    Nothing,
 }
 
 impl Walk {
     /// The index ranges to read.
     fn parts(self) -> Vec<Part> {
         match self {
-            Self::Owners(owners) => owners
-                .into_iter()
-                .map(|owner| Part {
-                    index: "owner",
-                    equalities: vec![("owner", Some(owner))],
-                    state: None,
-                })
-                .collect(),
-            Self::Listed => vec![Part {
-                index: "listed",
-                equalities: vec![("listed", None)],
-                state: None,
-            }],
+            Self::Owners(owners) => owners.into_iter().map(Part::Owner).collect(),
+            Self::Listed => vec![Part::Listed],
             Self::Pools { pools, states } => pools
-                .iter()
+                .into_iter()
                 .flat_map(|pool| {
-                    states.iter().map(move |state| Part {
-                        index: "pool_state",
-                        equalities: vec![
-                            ("pool", Some(pool.clone())),
-                            ("state", Some((*state).to_string())),
-                        ],
-                        state: Some(state),
+                    states.iter().map(move |state| Part::PoolState {
+                        pool: pool.clone(),
+                        state,
                     })
                 })
                 .collect(),
-            // The level is a filter, so the conditions (which hold it) go with the walk.
-            Self::Level => vec![Part {
-                index: "level",
-                equalities: Vec::new(),
-                state: None,
-            }],
+            Self::Level(level) => vec![Part::Level(level)],
+            Self::Nothing => Vec::new(),
+        }
+    }
+}
+
+/// One index range a walk reads: a compound index's fields before the key, as equalities.
+#[derive(Debug)]
+enum Part {
+    /// One owner's customers, through `(owner, key)`.
+    Owner(String),
+    /// Every listed customer, through `(listed, key)` with `listed = true`.
+    Listed,
+    /// One pool's customers in one state, through `(pool, state, key)`.
+    PoolState {
+        /// The pool id.
+        pool: String,
+        /// `owned` or `pool`.
+        state: &'static str,
+    },
+    /// The listed customers of one level, through `(listed, level, key)`.
+    Level(String),
+}
+
+impl Part {
+    /// The index's name between `customer_` and the key's name.
+    fn index(&self) -> &'static str {
+        match self {
+            Self::Owner(_) => "owner",
+            Self::Listed => "listed",
+            Self::PoolState { .. } => "pool_state",
+            Self::Level(_) => "listed_level",
+        }
+    }
+
+    /// The equalities before the key: each field with its value (`None`: `true`).
+    fn equalities(&self) -> Vec<(&'static str, Option<&str>)> {
+        match self {
+            Self::Owner(owner) => vec![("owner", Some(owner))],
+            Self::Listed => vec![("listed", None)],
+            Self::PoolState { pool, state } => vec![("pool", Some(pool)), ("state", Some(state))],
+            Self::Level(level) => vec![("listed", None), ("level", Some(level))],
         }
     }
 }
@@ -431,62 +450,67 @@ struct Residual {
     filtered: bool,
     /// Whether the list is filtered by state.
     by_state: bool,
+    /// Whether the list is filtered by level.
+    by_level: bool,
 }
 
 impl Residual {
-    /// Whether `part` holds rows the conditions would refuse. A listed part holds no deleted
-    /// customer, but every state; a pool's `pool` part holds only what a caller may list once the pool's
-    /// access is checked (or who sees everything); an `owned` part holds customers within the
-    /// scope only for an all-seeing caller. Any other filter is always checked.
+    /// Whether `part` may hold rows the row conditions refuse. The listed parts hold no
+    /// deleted customer, but every state (and the level's part only its level). A pool's `pool` part holds only what the caller
+    /// may list (the pool's access was checked, or the caller sees everything); its `owned`
+    /// part is all within the scope only for an all-seeing caller. Other filters are always
+    /// checked.
     fn needed(self, part: &Part) -> bool {
         if self.filtered {
             return true;
         }
-        match (part.index, part.state) {
-            ("listed", _) => self.scoped || self.by_state,
-            ("pool_state", Some("owned")) => self.scoped,
-            ("pool_state", Some("pool")) => false,
-            _ => true,
+        match part {
+            Part::Listed => self.scoped || self.by_state || self.by_level,
+            Part::Level(_) => self.scoped || self.by_state,
+            Part::PoolState { state, .. } => self.by_level || (*state != "pool" && self.scoped),
+            Part::Owner(_) => true,
         }
     }
 }
 
-/// The walk that serves `filter` for a caller who sees `scope`; `None` when the caller may
-/// see nothing of the list.
+/// The walk that serves `filter` for a caller who sees `scope`.
 async fn walk_of(
     state: &AppState,
     scope: &Scope,
     filter: &CustomerFilter,
-) -> Result<Option<Walk>, ApiError> {
+) -> Result<Walk, ApiError> {
     let all = matches!(scope, Scope::All);
-    let states = |filter: &CustomerFilter| match filter.state.as_deref() {
+    let states = match filter.state.as_deref() {
         Some("pool") => vec!["pool"],
         Some(_) => vec!["owned"],
         None => vec!["owned", "pool"],
     };
-    Ok(Some(match (&filter.pool_id, &filter.owner_id, scope) {
+    let pool_only = filter.state.as_deref() == Some("pool");
+    Ok(match (&filter.pool_id, &filter.owner_id, scope) {
         (Some(pool), _, _) => Walk::Pools {
             pools: vec![pool.clone()],
-            states: states(filter),
+            states,
         },
+        // A customer in the pool has no owner (a return or a release takes it), and pool
+        // customers are listed to a scoped caller only through their pool.
+        (None, owner, _) if pool_only && (owner.is_some() || !all) => Walk::Nothing,
         (None, Some(owner), _) => Walk::Owners(vec![owner.clone()]),
         (None, None, Scope::Owners(owners)) if owners.len() <= MAX_OWNERS_WALKED => {
             Walk::Owners(owners.iter().cloned().collect())
         }
-        _ if filter.level.is_some() && all => Walk::Level,
-        // A customer in the pool is in one of the pools (a few per company).
-        _ if all && filter.state.as_deref() == Some("pool") => Walk::Pools {
+        (None, None, _) if all && filter.level.is_some() && !pool_only => {
+            Walk::Level(filter.level.clone().unwrap_or_default())
+        }
+        // Every customer in the pool is in one of the pools (a few per company, never
+        // deleted).
+        _ if pool_only => Walk::Pools {
             pools: Query::new("SELECT VALUE record::id(id) FROM pool")
                 .take(&state.db, 0)
                 .await?,
-            states: vec!["pool"],
+            states,
         },
-        // Nothing a scoped caller may see: a customer in the pool has no owner (a return or a
-        // release takes it), and pool customers are listed to a scoped caller only through
-        // their pool.
-        _ if filter.state.as_deref() == Some("pool") => return Ok(None),
         _ => Walk::Listed,
-    }))
+    })
 }
 
 /// A page of up to `limit` rows in key order (`rows` holds one more when the list goes on),

@@ -91,6 +91,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(20, "0020_customer_state_list_keys.surql"),
     migration!(21, "0021_customer_listed.surql", over "customer"),
     migration!(22, "0022_customer_list_walk_indexes.surql"),
+    migration!(23, "0023_customer_listed_level_list_keys.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
