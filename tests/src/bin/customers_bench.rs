@@ -15,6 +15,10 @@
 //!
 //! `--reassign` on a kept store that was swept before assigns the returned customers back to
 //! the rep (REST, timed) before the queries, so the sweep can be timed again on a warm process.
+//!
+//! `--add-follow-ups N` on a kept store logs N more follow-ups through REST first (with
+//! `--load-only`, it stops there): 3,000,000 follow-ups at about 330/s take hours, so a store
+//! can reach them over several runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,6 +61,9 @@ struct Args {
     load_only: bool,
     /// Assign customers a previous sweep returned back to the rep, so the sweep has work again.
     reassign: bool,
+    /// Follow-ups to add to a kept store before anything is timed (its first load's count
+    /// grows by them), so a store can reach millions of follow-ups over several runs.
+    add_follow_ups: usize,
 }
 
 fn args() -> Args {
@@ -72,6 +79,7 @@ fn args() -> Args {
         block_kib: None,
         load_only: false,
         reassign: false,
+        add_follow_ups: 0,
     };
     let mut raw: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = raw.iter().position(|a| a == "--load-only") {
@@ -92,10 +100,11 @@ fn args() -> Args {
             "--customers" => args.customers = value,
             "--follow-ups" => args.follow_ups = value,
             "--returns" => args.returns = value,
+            "--add-follow-ups" => args.add_follow_ups = value,
             "--queries" => args.queries = value,
             "--rows-per-import" => args.rows_per_import = value.max(1),
             other => panic!(
-                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --reassign --memtable-mib N --cache-mib N --block-kib N"
+                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --reassign --add-follow-ups N --memtable-mib N --cache-mib N --block-kib N"
             ),
         }
     }
@@ -255,68 +264,62 @@ async fn load(server: &TestServer, args: &Args) -> Loaded {
     }
     let customer_secs = load.elapsed().as_secs_f64();
 
-    // Follow-ups on the customers that are not returning, through the REST path, spread
-    // evenly over all of them (`--follow-ups` each on average).
-    let ids: Vec<String> = {
-        let db = server.db();
-        outpost::platform::db::Query::new(
-            "SELECT VALUE record::id(id) FROM customer WHERE level != 'C'",
-        )
-        .take(&db, 0)
-        .await
-        .unwrap()
-    };
-    // Follow-ups go to customers that do not return; when all of them return there are none.
-    let follow_ups = if ids.is_empty() {
-        0
-    } else {
-        args.customers * args.follow_ups
-    };
-    let load_follow_ups = Instant::now();
-    if !ids.is_empty() && follow_ups > 0 {
-        use futures_util::StreamExt;
-        let token = server.token_of(BENCH_ADMIN).await;
-        let mut done = 0;
-        let batches: Vec<Vec<usize>> = (0..follow_ups)
-            .collect::<Vec<_>>()
-            .chunks(10_000)
-            .map(<[usize]>::to_vec)
-            .collect();
-        let mut token = token;
-        for batch in batches {
-            let results: Vec<StatusCode> = futures_util::stream::iter(batch)
-                .map(|i| {
-                    let (server, token, customer) = (server, &token, &ids[i % ids.len()]);
-                    async move {
-                        server
-                            .post(
-                                "/api/v1/follow-ups",
-                                token,
-                                json!({ "customer_doc_id": customer, "method": "call", "at": "2026-11-01T02:00:00Z", "content": format!("第{i}次电话") }),
-                            )
-                            .await
-                            .status
-                    }
-                })
-                .buffer_unordered(32)
-                .collect()
-                .await;
-            assert!(results.iter().all(|s| *s == StatusCode::CREATED));
-            done += results.len();
-            token = server.token_of(BENCH_ADMIN).await;
-            eprintln!(
-                "loaded {done} follow-ups, {:.0}/s",
-                done as f64 / load_follow_ups.elapsed().as_secs_f64()
-            );
-        }
-    }
-    let follow_up_secs = load_follow_ups.elapsed().as_secs_f64();
+    // Follow-ups on the customers that are not returning (`--follow-ups` each on average).
+    let (follow_ups, follow_up_secs) =
+        add_follow_ups(server, args.customers * args.follow_ups, 0).await;
     Loaded {
         rep_id,
         customer_secs,
         follow_ups,
         follow_up_secs,
     }
+}
+
+/// Logs `count` follow-ups through the REST path, spread evenly over the customers that are
+/// not returning (the `i`-th on customer `i mod n`, numbered on from `first`, so a top-up of
+/// a kept store spreads like the first load). Returns how many and how long it took; none when
+/// every customer returns.
+async fn add_follow_ups(server: &TestServer, count: usize, first: usize) -> (usize, f64) {
+    use futures_util::StreamExt;
+    let ids: Vec<String> = outpost::platform::db::Query::new(
+        "SELECT VALUE record::id(id) FROM customer WHERE level != 'C'",
+    )
+    .take(&server.db(), 0)
+    .await
+    .unwrap();
+    if ids.is_empty() || count == 0 {
+        return (0, 0.0);
+    }
+    let started = Instant::now();
+    let mut done = 0;
+    let numbers: Vec<usize> = (first..first + count).collect();
+    for batch in numbers.chunks(10_000) {
+        let token = server.token_of(BENCH_ADMIN).await;
+        let results: Vec<StatusCode> = futures_util::stream::iter(batch)
+            .map(|&i| {
+                let (token, customer) = (&token, &ids[i % ids.len()]);
+                async move {
+                    server
+                        .post(
+                            "/api/v1/follow-ups",
+                            token,
+                            json!({ "customer_doc_id": customer, "method": "call", "at": "2026-11-01T02:00:00Z", "content": format!("第{i}次电话") }),
+                        )
+                        .await
+                        .status
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        assert!(results.iter().all(|s| *s == StatusCode::CREATED));
+        done += results.len();
+        eprintln!(
+            "loaded {done} follow-ups, {:.0}/s",
+            done as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    (done, started.elapsed().as_secs_f64())
 }
 
 /// Assigns up to `n` level-C customers in the pool (what an earlier sweep returned) back to the
@@ -390,7 +393,7 @@ async fn main() {
     let server = TestServer::start_with_clock(config, clock.clone()).await;
     let marker = dir.join("loaded.json");
     let reused = marker.exists();
-    let loaded: Loaded = match std::fs::read(&marker) {
+    let mut loaded: Loaded = match std::fs::read(&marker) {
         Ok(bytes) => {
             eprintln!("reusing the store loaded in {}", dir.display());
             serde_json::from_slice(&bytes).unwrap()
@@ -401,6 +404,12 @@ async fn main() {
             loaded
         }
     };
+    if reused && args.add_follow_ups > 0 {
+        let (added, secs) = add_follow_ups(&server, args.add_follow_ups, loaded.follow_ups).await;
+        loaded.follow_ups += added;
+        loaded.follow_up_secs += secs;
+        std::fs::write(&marker, serde_json::to_vec(&loaded).unwrap()).unwrap();
+    }
     if args.load_only {
         server.shutdown().await;
         return;
