@@ -549,6 +549,16 @@ async fn merge_moves_everything_to_the_survivor_and_undo_puts_it_back() {
     assert_eq!(view.body["tasks"].as_array().unwrap().len(), 1);
     assert_eq!(view.body["customer"]["tags"], json!(["a", "b"]));
     assert_eq!(view.body["contacts"][0]["name"], "钱七");
+    let actions = |view: &serde_json::Value| -> Vec<String> {
+        view["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["action"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The loser's history (its merge) moved with it.
+    assert_eq!(actions(&view.body), vec!["merge"]);
 
     // An edit after the merge survives the undo.
     s.patch(
@@ -572,6 +582,12 @@ async fn merge_moves_everything_to_the_survivor_and_undo_puts_it_back() {
     assert_eq!(back.status, StatusCode::OK);
     assert_eq!(back.body["follow_ups"].as_array().unwrap().len(), 1);
     assert_eq!(back.body["tasks"].as_array().unwrap().len(), 1);
+    // Its history came back, newest first, and left the survivor's.
+    assert_eq!(actions(&back.body), vec!["unmerge", "merge"]);
+    let survivor_view = s
+        .get(&format!("/api/v1/customers/{survivor}/360"), &o.rep)
+        .await;
+    assert_eq!(actions(&survivor_view.body), Vec::<String>::new());
     let kept = s
         .get(&format!("/api/v1/customers/{survivor}"), &o.rep)
         .await;

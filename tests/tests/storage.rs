@@ -150,10 +150,9 @@ async fn the_write_paths_tables_drop_their_field_definitions_but_keep_their_inde
                 "customer_due",
             ],
         ),
-        (
-            "customer_history",
-            &["customer_history_customer", "customer_history_claims"],
-        ),
+        // Keyed rows, read by record-id ranges (0024): no index to keep up.
+        ("custody_entry", &[]),
+        ("pool_claim", &[]),
         (
             "audit",
             &["audit_newest", "audit_target_newest", "audit_actor_newest"],
@@ -201,6 +200,10 @@ async fn the_write_paths_tables_drop_their_field_definitions_but_keep_their_inde
         wanted.sort_unstable();
         assert_eq!(defined, wanted, "{table} keeps its indexes");
     }
+    assert!(
+        tables.get("customer_history").is_none(),
+        "the indexed history table is gone (0026)"
+    );
 }
 
 #[tokio::test]
@@ -709,6 +712,91 @@ async fn the_listed_migration_puts_every_customer_but_the_deleted_in_the_list_or
             vec!["12099".to_string(), "12098".to_string()],
         ],
         "the deleted customer is not in the order; the rest are, in both directions"
+    );
+}
+
+/// The custody history written before 0024 (rows of `customer_history`, found through two
+/// indexes) moves into the keyed tables: every entry, in more than one slice, newest first per
+/// customer, with its old id as the key an earlier merge recorded; the claims count toward the
+/// daily cap by the day they were made.
+#[tokio::test]
+async fn the_custody_history_moves_to_keyed_rows_with_every_entry_and_claim() {
+    use outpost::crm::customers::history;
+    let db = Db::connect(&Config::for_database("mem://").database)
+        .await
+        .unwrap();
+    migrate_before(&db, 24).await;
+    // 2,100 entries of 700 customers (claim, return, claim), a day apart; two reps claim.
+    // Their ids are UUIDv7 text, as the server wrote them.
+    Query::new(
+        "FOR $i IN 0..2100 {
+             LET $customer = <string> (10000 + $i % 700);
+             LET $step = math::floor($i / 700);
+             CREATE type::record('customer_history', <string> rand::uuid::v7()) SET customer = $customer,
+                 action = IF $step = 1 { 'return' } ELSE { 'claim' },
+                 from_owner = NONE, to_owner = NONE,
+                 by = IF $step = 1 { NONE } ELSE IF $i % 2 = 0 { 'rep-a' } ELSE { 'rep-b' },
+                 pool = 'p1', reason = NONE,
+                 at = d'2026-11-01T08:00:00.250Z' + <duration> (<string> $step + 'd');
+         };",
+    )
+    .run(&db)
+    .await
+    .unwrap();
+    let old_keys: Vec<String> = Query::new(
+        "SELECT VALUE record::id(id) FROM customer_history WHERE customer = '10001' ORDER BY at DESC",
+    )
+    .take(&db, 0)
+    .await
+    .unwrap();
+    assert_eq!(old_keys.len(), 3);
+    apply_migrations(&db, MIGRATIONS).await.unwrap();
+
+    let counts: Vec<i64> = Query::new(
+        "RETURN [count(SELECT id FROM custody_entry), count(SELECT id FROM pool_claim), count(SELECT id FROM migration_progress)]",
+    )
+    .take(&db, 0)
+    .await
+    .unwrap();
+    assert_eq!(counts, vec![2100, 1400, 0]);
+    let entries = history::newest(&db, "10001", 10).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["claim", "return", "claim"], "newest first");
+    assert_eq!(entries[0].at.to_rfc3339(), "2026-11-03T08:00:00.250+00:00");
+    assert_eq!(history::keys(&db, "10001").await.unwrap(), old_keys);
+    // Rep A made 350 claims on each of the first and third days; the cap counts from a time.
+    let day_three = chrono::DateTime::parse_from_rfc3339("2026-11-03T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let on_the_dot = chrono::DateTime::parse_from_rfc3339("2026-11-03T08:00:00.250Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let later = on_the_dot + chrono::Duration::milliseconds(1);
+    assert_eq!(
+        history::claims_since(&db, "rep-a", "p1", day_three)
+            .await
+            .unwrap(),
+        350
+    );
+    assert_eq!(
+        history::claims_since(&db, "rep-a", "p1", on_the_dot)
+            .await
+            .unwrap(),
+        350,
+        "a claim at the start of the range counts"
+    );
+    assert_eq!(
+        history::claims_since(&db, "rep-a", "p1", later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        history::claims_since(&db, "rep-a", "p2", day_three)
+            .await
+            .unwrap(),
+        0,
+        "claims count per pool"
     );
 }
 

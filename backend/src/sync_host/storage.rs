@@ -232,20 +232,6 @@ fn ranged_chunks_sql(count: usize) -> String {
     )
 }
 
-/// A new entry of a customer's history (a change of hands), as it is created.
-#[derive(Debug, SurrealValue)]
-struct HistoryRow {
-    id: RecordId,
-    customer: String,
-    action: String,
-    from_owner: Option<String>,
-    to_owner: Option<String>,
-    by: Option<String>,
-    pool: Option<String>,
-    reason: Option<String>,
-    at: DateTime<Utc>,
-}
-
 /// One stored chunk of a document.
 #[derive(Debug, SurrealValue)]
 struct ChunkOf {
@@ -1044,18 +1030,18 @@ impl SyncStorage for SurrealSyncStorage {
                 let from_owner = previous_customer.owner.clone();
                 if previous_customer.custody_changed_at.as_deref() != Some(change.at_text.as_str())
                 {
-                    let entry = HistoryRow {
-                        id: ids::record("customer_history", &ids::new_key()),
+                    tx.record_custody(crate::crm::customers::history::NewEntry {
                         customer: id.clone(),
-                        action: change.action.clone(),
-                        from_owner: from_owner.clone(),
-                        to_owner: change.to_owner.clone(),
-                        by: change.by.clone(),
-                        pool: change.pool.clone(),
-                        reason: change.reason.clone(),
-                        at: change.at,
-                    };
-                    tx.create("customer_history", entry.into_value());
+                        change: crate::crm::customers::view::HistoryEntry {
+                            action: change.action.clone(),
+                            from_owner: from_owner.clone(),
+                            to_owner: change.to_owner.clone(),
+                            by: change.by.clone(),
+                            pool: change.pool.clone(),
+                            reason: change.reason.clone(),
+                            at: change.at,
+                        },
+                    });
                     let ctx = AuditContext {
                         actor: change.by.clone().or(Some(commit.author.user_id.clone())),
                         channel: commit.channel.to_string(),

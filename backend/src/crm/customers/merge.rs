@@ -184,14 +184,9 @@ async fn linked(state: &AppState, loser: &str) -> Result<Vec<Moved>, ApiError> {
         .collect())
 }
 
-/// The ids of a customer's history entries.
+/// The keys of a customer's history entries.
 async fn history_of(state: &AppState, customer: &str) -> Result<Vec<String>, ApiError> {
-    Ok(
-        Query::new("SELECT VALUE record::id(id) FROM customer_history WHERE customer = $c")
-            .bind("c", customer.to_string())
-            .take(&state.db, 0)
-            .await?,
-    )
+    Ok(super::history::keys(&state.db, customer).await?)
 }
 
 /// Points one record at `customer`, unless it points elsewhere than `from` by now.
@@ -432,10 +427,7 @@ pub(crate) async fn merge_customers(
     for m in &moved {
         repoint(&state, &actor, m, loser_id.as_str(), survivor_id.as_str()).await?;
     }
-    Query::new("UPDATE customer_history SET customer = $survivor WHERE customer = $loser")
-        .bind("survivor", survivor_id.to_string())
-        .bind("loser", loser_id.to_string())
-        .run(&state.db)
+    super::history::move_entries(&state.db, &history, loser_id.as_str(), survivor_id.as_str())
         .await?;
     let row: Option<MergeRow> = state.db.get("customer_merge", &merge_id).await?;
     let row = row.ok_or(ApiError::NotFound("merge"))?;
@@ -538,22 +530,19 @@ pub(crate) async fn undo_merge(
     for m in &moved {
         repoint(&state, &actor, m, survivor_id.as_str(), loser_id.as_str()).await?;
     }
-    Query::new(
-        "UPDATE $history SET customer = $loser;
-         UPDATE $merge SET undone_at = $now;",
+    // Moving back twice is harmless: an entry no longer in the survivor's history stays.
+    super::history::move_entries(
+        &state.db,
+        &row.history,
+        survivor_id.as_str(),
+        loser_id.as_str(),
     )
-    .bind("loser", loser_id.to_string())
-    .bind(
-        "history",
-        row.history
-            .iter()
-            .map(|h| ids::record("customer_history", h))
-            .collect::<Vec<_>>(),
-    )
-    .bind("merge", row.id.clone())
-    .bind("now", now)
-    .run(&state.db)
     .await?;
+    Query::new("UPDATE $merge SET undone_at = $now")
+        .bind("merge", row.id.clone())
+        .bind("now", now)
+        .run(&state.db)
+        .await?;
     crate::platform::audit::record(
         &state.db,
         &actor.audit(),

@@ -4,6 +4,7 @@
 
 pub mod duplicates;
 pub mod files;
+pub mod history;
 pub mod import;
 pub mod keys;
 pub mod merge;

@@ -105,8 +105,7 @@ pub(crate) async fn customer_360(
     // customer, read forward (latest start first).
     let events = crate::crm::events::visible_condition(&actor);
     let query = Query::new(format!(
-        "SELECT * FROM event WHERE customer = $customer AND {events} ORDER BY timeline_key ASC LIMIT $n;
-         SELECT action, from_owner, to_owner, by, pool, reason, at FROM customer_history WHERE customer = $customer ORDER BY at ASC;",
+        "SELECT * FROM event WHERE customer = $customer AND {events} ORDER BY timeline_key ASC LIMIT $n;",
         events = events.sql(),
     ));
     let others = events
@@ -114,17 +113,14 @@ pub(crate) async fn customer_360(
         .bind("customer", doc_id.clone())
         .bind("n", VIEW_ITEMS as i64);
     let others = others.run(&state.db);
-    let (follow_ups, tasks, mut results) = tokio::try_join!(
+    let (follow_ups, tasks, mut results, history) = tokio::try_join!(
         newest_visible_about::<FollowUpRow>(&state.db, &actor, &doc_id, VIEW_ITEMS),
         newest_visible_about::<TaskRow>(&state.db, &actor, &doc_id, VIEW_ITEMS),
         others,
+        super::history::newest(&state.db, &doc_id, VIEW_ITEMS),
     )?;
     let take = |e: surrealdb::Error| ApiError::Storage(e.into());
     let events: Vec<EventRow> = results.take(0).map_err(take)?;
-    // Read oldest first (a forward index scan), newest first out.
-    let mut history: Vec<HistoryEntry> = results.take(1).map_err(take)?;
-    history.reverse();
-    history.truncate(VIEW_ITEMS);
     let follow_ups: Vec<FollowUp> = follow_ups.into_iter().map(FollowUp::from).collect();
     let tasks: Vec<Task> = tasks.into_iter().map(Task::from).collect();
     let events: Vec<EventView> = events

@@ -225,15 +225,14 @@ pub(crate) async fn claim(
         check_owned_cap(&state, &pool, customer.level.as_deref(), &actor.user_id).await?;
         if let Some(limit) = rules.max_claims_per_day {
             let since = local_day_start(&state, &actor.user_id, now).await?;
-            let claims: Option<i64> = Query::new(
-                "(SELECT count() AS n FROM customer_history WHERE by = $user AND action = 'claim' AND at >= $since AND pool = $pool GROUP ALL)[0].n",
+            let claims = crate::crm::customers::history::claims_since(
+                &state.db,
+                &actor.user_id,
+                &pool.id,
+                since,
             )
-            .bind("user", actor.user_id.clone())
-            .bind("since", since)
-            .bind("pool", pool.id.clone())
-            .take(&state.db, 0)
             .await?;
-            if claims.unwrap_or(0) >= i64::from(limit) {
+            if claims >= i64::from(limit) {
                 return Err(ApiError::PoolRule(format!(
                     "you have made {limit} claims from pool `{}` today, the most allowed",
                     pool.name

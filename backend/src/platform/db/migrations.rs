@@ -92,6 +92,9 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(21, "0021_customer_listed.surql", over "customer"),
     migration!(22, "0022_customer_list_walk_indexes.surql"),
     migration!(23, "0023_customer_listed_level_list_keys.surql"),
+    migration!(24, "0024_keyed_custody_history.surql"),
+    migration!(25, "0025_move_custody_history.surql", over "customer_history"),
+    migration!(26, "0026_drop_customer_history.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
