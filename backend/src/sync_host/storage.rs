@@ -1009,14 +1009,18 @@ impl SyncStorage for SurrealSyncStorage {
             tx.create("document_chunk", chunk(commit.chunk).into_value());
             // A new document has every chunk ranged; one from before migration 0012 keeps
             // its mark absent until its compaction.
-            let layout = if before.chunks.is_none() {
-                format!(", chunk_layout = {RANGED_CHUNKS}")
+            if before.chunks.is_some() {
+                // The document is stored (its rows are never deleted), so this is an
+                // `UPDATE`: an `UPSERT` of an existing record first tries to create it, reads
+                // the key, fails, and only then updates (SurrealDB 3.3 `doc/store.rs`).
+                tx.push(format!(
+                    "UPDATE {doc_record} SET chunks = chunks + 1, heads = {heads_b}, updated_at = time::now() RETURN NONE"
+                ));
             } else {
-                String::new()
-            };
-            tx.push(format!(
-                "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1{layout}, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now() RETURN NONE"
-            ));
+                tx.push(format!(
+                    "UPSERT {doc_record} SET kind = {kind}, chunks = (chunks ?? 0) + 1, chunk_layout = {RANGED_CHUNKS}, heads = {heads_b}, created_at = created_at ?? time::now(), updated_at = time::now() RETURN NONE"
+                ));
+            }
         }
         if let Some((row, server)) = projected {
             let projection = tx.bind(ids::record(commit.kind, &id));
@@ -1105,9 +1109,12 @@ impl SyncStorage for SurrealSyncStorage {
                 }
                 // The fields derived from other records (the follow-up and deal clocks) are
                 // not in the row, so a merge keeps them.
+                // A row read before this commit exists still (projection rows are never
+                // deleted), and is updated rather than upserted (see the document's row above).
                 let row_b = tx.bind(row);
+                let write = if customer_existed { "UPDATE" } else { "UPSERT" };
                 tx.push(format!(
-                    "UPSERT {projection} MERGE object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }}) RETURN NONE"
+                    "{write} {projection} MERGE object::extend({row_b}, {{ created_at: {created_at}, updated_at: time::now() }}) RETURN NONE"
                 ));
                 if previous_customer.terms_in_row.is_some() {
                     // A write keeps a field the schema no longer defines; the terms have just
