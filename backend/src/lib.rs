@@ -26,6 +26,21 @@ use tokio::task::JoinHandle;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Whether library errors capture backtraces in this process: `RUST_LIB_BACKTRACE`, or else
+/// `RUST_BACKTRACE`, set to anything but `0`.
+///
+/// SurrealDB 3.3 uses errors for control flow: an `UPSERT` or `INSERT IGNORE` that meets an
+/// existing record raises an `anyhow` error, which captures a backtrace when this holds. A pool
+/// sweep spent 4% of its CPU in `Backtrace::capture` with `RUST_BACKTRACE=1` (as many container
+/// images set), so the server warns at start; `RUST_LIB_BACKTRACE=0` keeps panics' backtraces
+/// and drops these.
+pub fn library_backtraces_on() -> bool {
+    let on = |name: &str| std::env::var_os(name).map(|v| v != "0");
+    on("RUST_LIB_BACKTRACE")
+        .or_else(|| on("RUST_BACKTRACE"))
+        .unwrap_or(false)
+}
+
 use crate::app::AppState;
 use crate::config::Config;
 use crate::crm::identity::auth::LoginLimiter;

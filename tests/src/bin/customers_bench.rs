@@ -371,6 +371,11 @@ async fn reassign(server: &TestServer, rep_id: &str, n: usize) -> (usize, f64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
+    if outpost::library_backtraces_on() {
+        eprintln!(
+            "note: RUST_BACKTRACE is set: storage errors the database raises internally capture backtraces (about 4% of a sweep); run with RUST_LIB_BACKTRACE=0 to measure as deployed"
+        );
+    }
     let temporary = tempfile::tempdir().unwrap();
     let dir = args
         .data
