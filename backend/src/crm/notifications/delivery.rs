@@ -20,8 +20,8 @@ use surrealdb::types::SurrealValue;
 
 use super::Notification;
 use crate::config::EmailConfig;
-use crate::jobs::{Job, JobOptions, enqueue};
-use crate::platform::db::{Db, DbError};
+use crate::jobs::{Job, JobOptions, enqueue_in};
+use crate::platform::db::{Db, DbError, Tx};
 
 /// The channels a user can choose, besides the inbox (which always gets a copy).
 pub const CHANNELS: [&str; 2] = ["inbox", "email"];
@@ -106,8 +106,16 @@ struct UserContact {
     time_zone: String,
 }
 
-/// Plans the external deliveries of a notification just stored under `key`.
-pub async fn plan(db: &Db, notification: &Notification, key: &str) -> Result<(), DbError> {
+/// Adds to `tx` the delivery of `notification` (stored as `key`) through each channel the
+/// user chose beyond the inbox, due now or, when not urgent, at the end of the user's quiet
+/// hours. Planned in the transaction that stores the notification, so a notification is never
+/// stored without its deliveries (a crash between the two lost the email before).
+pub async fn plan_in(
+    db: &Db,
+    tx: &mut Tx,
+    notification: &Notification,
+    key: &str,
+) -> Result<(), DbError> {
     let settings = settings_of(db, &notification.user).await?;
     let contact: Option<UserContact> = db.get("user", &notification.user).await?;
     let tz: Tz = contact
@@ -133,7 +141,7 @@ pub async fn plan(db: &Db, notification: &Notification, key: &str) -> Result<(),
             unique: true,
             ..JobOptions::default()
         };
-        if let Err(e) = enqueue(db, &job, &options).await {
+        if let Err(e) = enqueue_in(tx, &job, &options) {
             tracing::error!(error = %e, "cannot plan a notification delivery");
         }
     }

@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::crm::identity::access::Actor;
 use crate::error::ApiError;
-use crate::platform::db::{Db, DbError, Query};
+use crate::platform::db::{Db, DbError, Query, Tx};
 use crate::platform::http::{ApiQuery, Order, PageParams, PathKey, fetch_page};
 use crate::platform::ids;
 
@@ -186,31 +186,42 @@ impl Notification {
 }
 
 /// Stores `notification` in the recipient's inbox unless it is already there, and plans its
-/// delivery through the user's other channels; returns whether it is new (a notification seen
-/// before goes nowhere again).
+/// delivery through the user's other channels in the same transaction (so a reader that sees
+/// it in the inbox sees its deliveries too, and a crash leaves neither); returns whether it is
+/// new (a notification seen before goes nowhere again).
 pub async fn notify(db: &Db, notification: &Notification) -> Result<bool, DbError> {
     let (subject_kind, subject_id) = notification.subject.clone().unzip();
-    let query = Query::new(
-        "IF record::exists($record) { RETURN false } ELSE {
-           CREATE $record SET user = $user, kind = $kind, title = $title, body = $body,
-             subject_kind = $subject_kind, subject_id = $subject_id, created_at = time::now(), read_at = NONE;
-           RETURN true
-         }",
-    )
-    .bind("record", ids::record("notification", &notification.key()))
-    .bind("user", notification.user.clone())
-    .bind("kind", notification.kind.clone())
-    .bind("title", notification.title.clone())
-    .bind("body", notification.body.clone())
-    .bind("subject_kind", subject_kind)
-    .bind("subject_id", subject_id);
-    let created: Option<bool> = db.retry(|| query.take(db, 0)).await?;
-    let created = created.unwrap_or(false);
-    if created {
-        delivery::plan(db, notification, &notification.key()).await?;
+    let key = notification.key();
+    let mut tx = Tx::new();
+    let record = tx.bind(ids::record("notification", &key));
+    let already = tx.bind(ALREADY_NOTIFIED);
+    let (user, kind, title, body) = (
+        tx.bind(notification.user.clone()),
+        tx.bind(notification.kind.clone()),
+        tx.bind(notification.title.clone()),
+        tx.bind(notification.body.clone()),
+    );
+    let (subject_kind, subject_id) = (tx.bind(subject_kind), tx.bind(subject_id));
+    tx.push(format!("IF record::exists({record}) {{ THROW {already} }}"));
+    tx.push(format!(
+        "CREATE {record} SET user = {user}, kind = {kind}, title = {title}, body = {body},
+           subject_kind = {subject_kind}, subject_id = {subject_id}, created_at = time::now(), read_at = NONE RETURN NONE"
+    ));
+    delivery::plan_in(db, &mut tx, notification, &key).await?;
+    match tx.run(db).await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.thrown_message()
+                .is_some_and(|m| m.contains(ALREADY_NOTIFIED)) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
-    Ok(created)
 }
+
+/// What the notifying transaction throws when the notification was stored before.
+const ALREADY_NOTIFIED: &str = "already-notified";
 
 /// A stored notification.
 #[derive(Debug, Clone, SurrealValue)]
