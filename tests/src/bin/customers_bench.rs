@@ -16,9 +16,10 @@
 //! `--reassign` on a kept store that was swept before assigns the returned customers back to
 //! the rep (REST, timed) before the queries, so the sweep can be timed again on a warm process.
 //!
-//! `--add-follow-ups N` on a kept store logs N more follow-ups through REST first (with
-//! `--load-only`, it stops there): 3,000,000 follow-ups at about 330/s take hours, so a store
-//! can reach them over several runs.
+//! `--add-follow-ups N` logs N more follow-ups through REST after the load, or first on a kept
+//! store (with `--load-only`, it stops there): 3,000,000 follow-ups at about 330/s take hours,
+//! so a store can reach them over several runs. The kept count follows each batch of 10,000,
+//! so a top-up stopped midway can go on from what it stored.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -175,7 +176,7 @@ fn print_queries(table: &[(&str, Duration, Duration, usize)], q: usize) {
 const BENCH_ADMIN: &str = "admin@bench.cn";
 
 /// What loading left, kept beside a reused store.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Loaded {
     rep_id: String,
     customer_secs: f64,
@@ -266,7 +267,7 @@ async fn load(server: &TestServer, args: &Args) -> Loaded {
 
     // Follow-ups on the customers that are not returning (`--follow-ups` each on average).
     let (follow_ups, follow_up_secs) =
-        add_follow_ups(server, args.customers * args.follow_ups, 0).await;
+        add_follow_ups(server, args.customers * args.follow_ups, 0, |_, _| ()).await;
     Loaded {
         rep_id,
         customer_secs,
@@ -275,12 +276,52 @@ async fn load(server: &TestServer, args: &Args) -> Loaded {
     }
 }
 
+/// Sends one `POST` per item through REST, 32 in flight, in batches of 10,000 (each with a
+/// fresh admin token, so none outlives its token), and checks that every answer is `expected`.
+/// After each batch, `progress` gets how many are done and the seconds so far; returns the same.
+async fn post_each<T: Sync>(
+    server: &TestServer,
+    items: &[T],
+    expected: StatusCode,
+    request: impl Fn(&T) -> (String, serde_json::Value) + Sync,
+    mut progress: impl FnMut(usize, f64),
+) -> (usize, f64) {
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let mut done = 0;
+    for batch in items.chunks(10_000) {
+        let token = server.token_of(BENCH_ADMIN).await;
+        let results: Vec<StatusCode> = futures_util::stream::iter(batch)
+            .map(|item| {
+                let (path, body) = request(item);
+                let token = &token;
+                async move { server.post(&path, token, body).await.status }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        assert!(
+            results.iter().all(|s| *s == expected),
+            "{:?}",
+            results.iter().find(|s| **s != expected)
+        );
+        done += results.len();
+        progress(done, started.elapsed().as_secs_f64());
+    }
+    (done, started.elapsed().as_secs_f64())
+}
+
 /// Logs `count` follow-ups through the REST path, spread evenly over the customers that are
 /// not returning (the `i`-th on customer `i mod n`, numbered on from `first`, so a top-up of
-/// a kept store spreads like the first load). Returns how many and how long it took; none when
-/// every customer returns.
-async fn add_follow_ups(server: &TestServer, count: usize, first: usize) -> (usize, f64) {
-    use futures_util::StreamExt;
+/// a kept store spreads like the first load). `progress` hears after each batch of 10,000
+/// (how many so far, seconds so far). Returns how many and how long it took; none when every
+/// customer returns.
+async fn add_follow_ups(
+    server: &TestServer,
+    count: usize,
+    first: usize,
+    mut progress: impl FnMut(usize, f64),
+) -> (usize, f64) {
     let ids: Vec<String> = outpost::platform::db::Query::new(
         "SELECT VALUE record::id(id) FROM customer WHERE level != 'C'",
     )
@@ -290,42 +331,28 @@ async fn add_follow_ups(server: &TestServer, count: usize, first: usize) -> (usi
     if ids.is_empty() || count == 0 {
         return (0, 0.0);
     }
-    let started = Instant::now();
-    let mut done = 0;
     let numbers: Vec<usize> = (first..first + count).collect();
-    for batch in numbers.chunks(10_000) {
-        let token = server.token_of(BENCH_ADMIN).await;
-        let results: Vec<StatusCode> = futures_util::stream::iter(batch)
-            .map(|&i| {
-                let (token, customer) = (&token, &ids[i % ids.len()]);
-                async move {
-                    server
-                        .post(
-                            "/api/v1/follow-ups",
-                            token,
-                            json!({ "customer_doc_id": customer, "method": "call", "at": "2026-11-01T02:00:00Z", "content": format!("第{i}次电话") }),
-                        )
-                        .await
-                        .status
-                }
-            })
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        assert!(results.iter().all(|s| *s == StatusCode::CREATED));
-        done += results.len();
-        eprintln!(
-            "loaded {done} follow-ups, {:.0}/s",
-            done as f64 / started.elapsed().as_secs_f64()
-        );
-    }
-    (done, started.elapsed().as_secs_f64())
+    post_each(
+        server,
+        &numbers,
+        StatusCode::CREATED,
+        |&i| {
+            (
+                "/api/v1/follow-ups".to_string(),
+                json!({ "customer_doc_id": ids[i % ids.len()], "method": "call", "at": "2026-11-01T02:00:00Z", "content": format!("第{i}次电话") }),
+            )
+        },
+        |done, secs| {
+            eprintln!("loaded {done} follow-ups, {:.0}/s", done as f64 / secs);
+            progress(done, secs);
+        },
+    )
+    .await
 }
 
 /// Assigns up to `n` level-C customers in the pool (what an earlier sweep returned) back to the
 /// rep through the REST command; returns how many and how long it took.
 async fn reassign(server: &TestServer, rep_id: &str, n: usize) -> (usize, f64) {
-    use futures_util::StreamExt;
     let ids: Vec<String> = outpost::platform::db::Query::new(
         "SELECT VALUE record::id(id) FROM customer WHERE state = 'pool' AND level = 'C' LIMIT $n",
     )
@@ -333,39 +360,24 @@ async fn reassign(server: &TestServer, rep_id: &str, n: usize) -> (usize, f64) {
     .take(&server.db(), 0)
     .await
     .unwrap();
-    let started = Instant::now();
-    let mut done = 0;
-    for chunk in ids.chunks(10_000) {
-        let token = server.token_of(BENCH_ADMIN).await;
-        let results: Vec<StatusCode> = futures_util::stream::iter(chunk)
-            .map(|id| {
-                let token = &token;
-                async move {
-                    server
-                        .post(
-                            &format!("/api/v1/customers/{id}/assign"),
-                            token,
-                            json!({ "user_id": rep_id, "reason": "bench: back for another sweep" }),
-                        )
-                        .await
-                        .status
-                }
-            })
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        assert!(
-            results.iter().all(|s| *s == StatusCode::OK),
-            "{:?}",
-            results.iter().find(|s| **s != StatusCode::OK)
-        );
-        done += results.len();
-        eprintln!(
-            "assigned back {done} customers, {:.0}/s",
-            done as f64 / started.elapsed().as_secs_f64()
-        );
-    }
-    (done, started.elapsed().as_secs_f64())
+    post_each(
+        server,
+        &ids,
+        StatusCode::OK,
+        |id| {
+            (
+                format!("/api/v1/customers/{id}/assign"),
+                json!({ "user_id": rep_id, "reason": "bench: back for another sweep" }),
+            )
+        },
+        |done, secs| {
+            eprintln!(
+                "assigned back {done} customers, {:.0}/s",
+                done as f64 / secs
+            );
+        },
+    )
+    .await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -409,10 +421,21 @@ async fn main() {
             loaded
         }
     };
-    if reused && args.add_follow_ups > 0 {
-        let (added, secs) = add_follow_ups(&server, args.add_follow_ups, loaded.follow_ups).await;
-        loaded.follow_ups += added;
-        loaded.follow_up_secs += secs;
+    if args.add_follow_ups > 0 {
+        // The marker follows each batch, so a top-up stopped midway still counts what it
+        // stored (at most one batch of 10,000 goes uncounted).
+        let (before, before_secs) = (loaded.follow_ups, loaded.follow_up_secs);
+        let (added, secs) = add_follow_ups(&server, args.add_follow_ups, before, |done, secs| {
+            let so_far = Loaded {
+                follow_ups: before + done,
+                follow_up_secs: before_secs + secs,
+                ..loaded.clone()
+            };
+            std::fs::write(&marker, serde_json::to_vec(&so_far).unwrap()).unwrap();
+        })
+        .await;
+        loaded.follow_ups = before + added;
+        loaded.follow_up_secs = before_secs + secs;
         std::fs::write(&marker, serde_json::to_vec(&loaded).unwrap()).unwrap();
     }
     if args.load_only {
