@@ -3,8 +3,8 @@
 //!
 //! The entries are keyed rather than indexed. An entry's record id is
 //! `custody_entry:[customer, newest-first time | newest-first key]`, so a customer's history is
-//! one range read, newest first; a claim also leaves `pool_claim:[user, at, key]`, so a rep's claims of a day
-//! are one range read. Neither table has a SurrealDB index: SurrealDB 3.3 gives every record
+//! one range read, newest first; a claim also leaves `pool_claim:[user, at, key]`, so a rep's
+//! claims of a day are one range read. Neither table has a SurrealDB index: SurrealDB 3.3 gives every record
 //! of an indexed table a document id (a sequence step and three mapping keys) before writing
 //! its index entries, and a pool sweep that returns 100,000 customers writes 100,000 entries.
 

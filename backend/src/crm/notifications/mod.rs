@@ -192,6 +192,16 @@ impl Notification {
 pub async fn notify(db: &Db, notification: &Notification) -> Result<bool, DbError> {
     let (subject_kind, subject_id) = notification.subject.clone().unzip();
     let key = notification.key();
+    // A repeated notification (a warning the sweep raises again every ten minutes) stops at
+    // one read, before the deliveries are planned; the transaction checks again.
+    let seen: bool = Query::new("RETURN record::exists($record)")
+        .bind("record", ids::record("notification", &key))
+        .take::<Option<bool>>(db, 0)
+        .await?
+        .unwrap_or(false);
+    if seen {
+        return Ok(false);
+    }
     let mut tx = Tx::new();
     let record = tx.bind(ids::record("notification", &key));
     let already = tx.bind(ALREADY_NOTIFIED);
