@@ -88,16 +88,21 @@ impl Floor {
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
         let doc = created.body["doc_id"].as_str().unwrap().to_string();
         let released = self
-            .server
-            .post(
-                &format!("/api/v1/customers/{doc}/release"),
-                &self.admin,
-                json!({ "reason": "new lead for the pool" }),
-            )
+            .release(&self.admin, &doc, "new lead for the pool")
             .await;
         assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
         assert_eq!(released.body["state"], "pool");
         doc
+    }
+
+    async fn release(&self, token: &str, doc: &str, reason: &str) -> outpost_tests::Reply {
+        self.server
+            .post(
+                &format!("/api/v1/customers/{doc}/release"),
+                token,
+                json!({ "reason": reason }),
+            )
+            .await
     }
 
     async fn claim(&self, token: &str, doc: &str) -> outpost_tests::Reply {
@@ -207,22 +212,10 @@ async fn claim_release_assign_and_transfer_are_recorded_and_refused_when_they_sh
     assert_eq!(lost.body["owner_id"], f.a.as_str());
 
     // Release needs a reason; then the cool-down keeps A from claiming it straight back.
-    let no_reason = f
-        .server
-        .post(
-            &format!("/api/v1/customers/{doc}/release"),
-            &f.rep_a,
-            json!({ "reason": " " }),
-        )
-        .await;
+    let no_reason = f.release(&f.rep_a, &doc, " ").await;
     assert_eq!(no_reason.status, StatusCode::UNPROCESSABLE_ENTITY);
     let released = f
-        .server
-        .post(
-            &format!("/api/v1/customers/{doc}/release"),
-            &f.rep_a,
-            json!({ "reason": "budget frozen until next year" }),
-        )
+        .release(&f.rep_a, &doc, "budget frozen until next year")
         .await;
     assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
     let back = f.claim(&f.rep_a, &doc).await;
@@ -969,6 +962,34 @@ async fn lists_walk_every_listed_customer_and_each_pools_claimable_part_in_creat
     );
     assert_eq!(paged(s, &f.admin, "limit=1&state=pool").await, ["list 4"]);
     assert_eq!(paged(s, &f.admin, "limit=3").await, all);
+    // A pool's list without a state merges the part its owners hold with its claimable part:
+    // a member sees the claimable ones and those within the member's scope, an admin all of
+    // them, and a filter by owner only that owner's.
+    f.pooled_at("list 7", None).await;
+    let north = format!("limit=1&pool_id={}", f.pool);
+    assert_eq!(paged(s, &f.rep_a, &north).await, ["list 1", "list 7"]);
+    assert_eq!(paged(s, &f.rep_b, &north).await, ["list 7"]);
+    assert_eq!(paged(s, &f.admin, &north).await, ["list 1", "list 7"]);
+    assert_eq!(
+        paged(s, &f.admin, &format!("{north}&sort=-created")).await,
+        ["list 7", "list 1"]
+    );
+    assert_eq!(
+        paged(s, &f.admin, &format!("{north}&state=owned")).await,
+        ["list 1"]
+    );
+    let by_a = format!("{north}&owner_id={}", f.a);
+    assert_eq!(paged(s, &f.admin, &by_a).await, ["list 1"]);
+    assert!(
+        paged(s, &f.admin, &format!("{by_a}&state=pool"))
+            .await
+            .is_empty()
+    );
+    // Released, the customer leaves its owner's part for the pool's claimable part.
+    let released = f.release(&f.rep_a, &first_pooled, "not now").await;
+    assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
+    assert_eq!(paged(s, &f.rep_b, &north).await, ["list 1", "list 7"]);
+    assert!(paged(s, &f.admin, &by_a).await.is_empty());
     // A cursor that is not one this list gave is refused.
     let bad = s
         .get("/api/v1/customers?cursor=bm90LWEtY3Vyc29y", &f.admin)

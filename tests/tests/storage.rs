@@ -141,13 +141,13 @@ async fn the_write_paths_tables_drop_their_field_definitions_but_keep_their_inde
                 "customer_company_key",
                 "customer_listed_list_key",
                 "customer_listed_list_key_newest",
-                "customer_pool_state_list_key",
-                "customer_pool_state_list_key_newest",
                 "customer_listed_level_list_key",
                 "customer_listed_level_list_key_newest",
-                "customer_owner_list_key",
-                "customer_owner_list_key_newest",
                 "customer_due",
+                "customer_holder_list_key",
+                "customer_holder_list_key_newest",
+                "customer_listed_pool_list_key",
+                "customer_listed_pool_list_key_newest",
             ],
         ),
         // Keyed rows, read by record-id ranges (0024): no index to keep up.
@@ -548,10 +548,7 @@ async fn chunks_stored_before_their_ranged_table_load_grow_and_compact_into_it()
 async fn newest_first_migrations_key_old_rows_as_the_server_keys_new_ones() {
     use chrono::{DateTime, Utc};
     use outpost::platform::ids;
-    let db = Db::connect(&Config::for_database("mem://").database)
-        .await
-        .unwrap();
-    migrate_before(&db, 15).await;
+    let db = memory_store_before(15).await;
     let audit_key = ids::new_key();
     let follow_up_key = "2VxqG7fd7Ffr8rZDbdVi3gSGdNrY";
     let occurred: DateTime<Utc> = "2026-03-04T05:06:07.891Z".parse().unwrap();
@@ -621,16 +618,14 @@ async fn newest_first_migrations_key_old_rows_as_the_server_keys_new_ones() {
     // The old rows are in the new indexes with their keys, not only in their records: an
     // index defined after the rows' update in the same transaction indexed them as they were
     // before it (measured: 400,000 audit entries missing from the log's newest-first index).
-    let indexed: Vec<Vec<String>> = Query::new(
+    let indexed: Vec<Vec<String>> = id_lists(
+        &db,
         "SELECT VALUE record::id(id) FROM audit WHERE list = 'all' AND action = 'x' ORDER BY newest LIMIT 10;
          SELECT VALUE record::id(id) FROM follow_up WHERE customer = 'c' ORDER BY timeline_key LIMIT 10;
          SELECT VALUE record::id(id) FROM task WHERE customer = 'c' ORDER BY timeline_key LIMIT 10;
          SELECT VALUE record::id(id) FROM event WHERE customer = 'c' ORDER BY timeline_key LIMIT 10;",
     )
-    .run(&db)
-    .await
-    .map(|mut r| (0..4).map(|i| r.take(i).unwrap()).collect())
-    .unwrap();
+    .await;
     assert_eq!(
         indexed,
         vec![
@@ -663,10 +658,7 @@ async fn newest_first_migrations_key_old_rows_as_the_server_keys_new_ones() {
 /// list walks hold every listed row, in both orders.
 #[tokio::test]
 async fn the_listed_migration_puts_every_customer_but_the_deleted_in_the_list_order() {
-    let db = Db::connect(&Config::for_database("mem://").database)
-        .await
-        .unwrap();
-    migrate_before(&db, 21).await;
+    let db = memory_store_before(21).await;
     // More than one backfill slice (2,000 rows), in three states.
     Query::new(
         "FOR $i IN 0..2100 {
@@ -693,14 +685,12 @@ async fn the_listed_migration_puts_every_customer_but_the_deleted_in_the_list_or
     .await
     .unwrap();
     assert_eq!(counts, vec![2099, 1, 0, 700, 0]);
-    let pages: Vec<Vec<String>> = Query::new(
+    let pages: Vec<Vec<String>> = id_lists(
+        &db,
         "SELECT VALUE record::id(id) FROM customer WITH INDEX customer_listed_list_key WHERE listed = true AND list_key > '' ORDER BY list_key LIMIT 3;
          SELECT VALUE record::id(id) FROM customer WITH INDEX customer_listed_list_key_newest WHERE listed = true AND list_key_newest > '' ORDER BY list_key_newest LIMIT 2;",
     )
-    .run(&db)
-    .await
-    .map(|mut r| (0..2).map(|i| r.take(i).unwrap()).collect())
-    .unwrap();
+    .await;
     assert_eq!(
         pages,
         vec![
@@ -715,6 +705,82 @@ async fn the_listed_migration_puts_every_customer_but_the_deleted_in_the_list_or
     );
 }
 
+/// Customers projected before 0027 have no `holder`; the upgrade gives each the one its state
+/// says (its owner while owned, its pool while in one, none once deleted), over slices of the
+/// table, and the `(holder, key)` indexes of 0028 find each owner's and each pool's part in
+/// order. The `(listed, pool, key)` index holds a pool's customers whoever holds them.
+#[tokio::test]
+async fn the_holder_migration_puts_each_customer_in_its_owners_or_its_pools_part() {
+    let db = memory_store_before(27).await;
+    // More than one backfill slice (2,000 rows): owned by two reps (one of them from a pool),
+    // in the pool, and deleted.
+    Query::new(
+        "FOR $i IN 0..2100 {
+             LET $key = <string> (10000 + $i);
+             LET $state = IF $i % 3 = 0 { 'pool' } ELSE { 'owned' };
+             CREATE type::record('customer', $key) SET state = $state, listed = true,
+                 owner = IF $state = 'owned' { IF $i % 2 = 0 { 'ann' } ELSE { 'bob' } } ELSE { NONE },
+                 pool = IF $i % 3 = 0 OR $i % 3 = 1 { 'north' } ELSE { NONE },
+                 list_key = '2026|' + $key, list_key_newest = <string> (99999 - $i) + '|' + $key;
+         };
+         UPDATE customer:`10001` SET state = 'deleted', listed = false;",
+    )
+    .run(&db)
+    .await
+    .unwrap();
+    apply_migrations(&db, MIGRATIONS).await.unwrap();
+    let counts: Vec<i64> = Query::new(
+        "RETURN [
+            count(SELECT id FROM customer WITH INDEX customer_holder_list_key WHERE holder = 'u:ann'),
+            count(SELECT id FROM customer WITH INDEX customer_holder_list_key WHERE holder = 'u:bob'),
+            count(SELECT id FROM customer WITH INDEX customer_holder_list_key WHERE holder = 'p:north'),
+            count(SELECT id FROM customer WHERE holder = NONE),
+            count(SELECT id FROM customer WITH INDEX customer_listed_pool_list_key WHERE listed = true AND pool = 'north'),
+            count(SELECT id FROM migration_progress),
+        ]",
+    )
+    .take(&db, 0)
+    .await
+    .unwrap();
+    // 1,400 owned (700 each, less the deleted `10001`, which was bob's), 700 in the pool,
+    // and 1,400 of the listed ones from the pool (every `i % 3` of 0 or 1, less `10001`).
+    assert_eq!(counts, vec![700, 699, 700, 1, 1399, 0]);
+    let pages: Vec<Vec<String>> = id_lists(
+        &db,
+        "SELECT VALUE record::id(id) FROM customer WITH INDEX customer_holder_list_key WHERE holder = 'u:bob' AND list_key > '' ORDER BY list_key LIMIT 3;
+         SELECT VALUE record::id(id) FROM customer WITH INDEX customer_holder_list_key_newest WHERE holder = 'p:north' AND list_key_newest > '' ORDER BY list_key_newest LIMIT 2;",
+    )
+    .await;
+    assert_eq!(
+        pages,
+        vec![
+            vec![
+                "10005".to_string(),
+                "10007".to_string(),
+                "10011".to_string()
+            ],
+            vec!["12097".to_string(), "12094".to_string()],
+        ],
+        "each part in both orders, without the deleted customer"
+    );
+    // A scoped user's sync manifest finds the customers its owners hold through the index,
+    // not by reading every customer.
+    let plan: surrealdb::types::Value = Query::new(
+        "SELECT record::id(id) AS doc_id FROM customer WHERE holder IN $scope_holders EXPLAIN",
+    )
+    .bind(
+        "scope_holders",
+        vec!["u:ann".to_string(), "u:bob".to_string()],
+    )
+    .take(&db, 0)
+    .await
+    .unwrap();
+    assert!(
+        format!("{plan:?}").contains("customer_holder_list_key"),
+        "{plan:?}"
+    );
+}
+
 /// The custody history written before 0024 (rows of `customer_history`, found through two
 /// indexes) moves into the keyed tables: every entry, in more than one slice, newest first per
 /// customer, with its old id as the key an earlier merge recorded; the claims count toward the
@@ -722,10 +788,7 @@ async fn the_listed_migration_puts_every_customer_but_the_deleted_in_the_list_or
 #[tokio::test]
 async fn the_custody_history_moves_to_keyed_rows_with_every_entry_and_claim() {
     use outpost::crm::customers::history;
-    let db = Db::connect(&Config::for_database("mem://").database)
-        .await
-        .unwrap();
-    migrate_before(&db, 24).await;
+    let db = memory_store_before(24).await;
     // 2,100 entries of 700 customers (claim, return, claim), a day apart; two reps claim.
     // Their ids are UUIDv7 text, as the server wrote them.
     Query::new(
@@ -806,10 +869,7 @@ async fn the_custody_history_moves_to_keyed_rows_with_every_entry_and_claim() {
 /// still refused.
 #[tokio::test]
 async fn a_store_that_applied_the_first_text_of_0014_still_starts() {
-    let db = Db::connect(&Config::for_database("mem://").database)
-        .await
-        .unwrap();
-    migrate_before(&db, 14).await;
+    let db = memory_store_before(14).await;
     let record = |checksum: &str| {
         Query::new(
             "UPSERT migration:14 SET version = 14, name = '0014_customer_timeline_indexes.surql', \
@@ -828,6 +888,26 @@ async fn a_store_that_applied_the_first_text_of_0014_still_starts() {
         apply_migrations(&db, MIGRATIONS).await.unwrap(),
         MIGRATIONS.len() - 14
     );
+}
+
+/// A `mem://` store with the migrations older than `version`, as a store from before it.
+async fn memory_store_before(version: u32) -> Db {
+    let db = Db::connect(&Config::for_database("mem://").database)
+        .await
+        .unwrap();
+    migrate_before(&db, version).await;
+    db
+}
+
+/// The record keys each statement of `sql` (one `SELECT VALUE record::id(id)` per line)
+/// returns.
+async fn id_lists(db: &Db, sql: &str) -> Vec<Vec<String>> {
+    let statements = sql.trim().lines().count();
+    Query::new(sql)
+        .run(db)
+        .await
+        .map(|mut r| (0..statements).map(|i| r.take(i).unwrap()).collect())
+        .unwrap()
 }
 
 /// Applies the migrations older than `version`, as a store from before it has them.

@@ -38,16 +38,26 @@ pub async fn visible_documents(
     scope: &Scope,
     permissions: &HashSet<Permission>,
 ) -> Result<Vec<ManifestEntry>, DbError> {
+    let holders: Vec<String> = match scope {
+        Scope::All => Vec::new(),
+        Scope::Owners(owners) => owners
+            .iter()
+            .map(|o| crate::crm::customers::owner_holder(o))
+            .collect(),
+    };
+    let scope_is_all = matches!(scope, Scope::All);
     let scope = scope.filter("owner");
-    // Phones in full: every customer in scope, or only the user's own.
-    let customers = if sees_full_phones(permissions, user_id, None) {
-        "true"
-    } else {
-        "owner = $me"
+    // Phones in full: every customer in scope, or only the user's own. Outside an all-seeing
+    // scope, the customers in scope are those its owners hold (`(holder, key)` finds them);
+    // customers in a pool are read over REST through their pool.
+    let customers = match (sees_full_phones(permissions, user_id, None), scope_is_all) {
+        (true, true) => "state != 'deleted'".to_string(),
+        (true, false) => "holder IN $scope_holders".to_string(),
+        (false, _) => format!("holder = $my_holder AND {}", scope.condition),
     };
     let rows: Vec<Row> = Query::new(format!(
         "SELECT record::id(id) AS doc_id, 'customer' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
-           FROM customer WHERE {cond} AND {customers} AND state != 'deleted';
+           FROM customer WHERE {customers};
          SELECT record::id(id) AS doc_id, 'follow_up' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
            FROM follow_up WHERE {cond} AND state != 'deleted';
          SELECT record::id(id) AS doc_id, 'task' AS kind, (SELECT VALUE heads FROM ONLY type::record('sync_document', record::id($parent.id))) AS heads
@@ -59,7 +69,8 @@ pub async fn visible_documents(
         events = crate::crm::events::visible_sql(&scope.condition),
     ))
     .bind("scope_owners", scope.owners)
-    .bind("me", user_id.to_string())
+    .bind("scope_holders", holders)
+    .bind("my_holder", crate::crm::customers::owner_holder(user_id))
     .run(db)
     .await
     .and_then(|mut r| {

@@ -335,6 +335,9 @@ struct CustomerRow {
     /// when a customer changes hands, so a claim, a return or a sweep of 100,000 neither
     /// moves the customer's entry there nor leaves a delete marker for the list to step over.
     listed: bool,
+    /// Who holds it (see [`crate::crm::customers::holder`]): the one field a change of hands
+    /// moves in the list order.
+    holder: Option<String>,
 }
 
 /// A change of hands a customer commit carries, to record in its history.
@@ -482,6 +485,11 @@ impl CustomerRow {
             list_key: String::new(),
             list_key_newest: String::new(),
             listed: server.state != "deleted",
+            holder: crate::crm::customers::holder(
+                &server.state,
+                server.owner.as_deref(),
+                doc.custody.pool.as_deref(),
+            ),
             name: doc.name.clone(),
             kind: doc.kind.clone(),
             level: doc.level.clone(),

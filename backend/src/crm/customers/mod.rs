@@ -50,6 +50,30 @@ pub(crate) fn routes(max_import_bytes: usize) -> OpenApiRouter<AppState> {
         )
 }
 
+/// Who holds a customer, as the one value its `(holder, key)` indexes order it by: `u:<user>`
+/// while a rep owns it, `p:<pool>` while it waits in a pool to be claimed, nothing once it is
+/// deleted or merged away. A rep's list, a team's list, a pool's claimable list and a rep's
+/// counts each walk one holder's part of the list order. A change of hands changes this one
+/// value, so it moves the customer in two index entries (both orders) where an owner index
+/// and a pool-and-state index used to take four.
+pub fn holder(state: &str, owner: Option<&str>, pool: Option<&str>) -> Option<String> {
+    match (state, owner, pool) {
+        ("owned", Some(owner), _) => Some(owner_holder(owner)),
+        ("pool", _, Some(pool)) => Some(pool_holder(pool)),
+        _ => None,
+    }
+}
+
+/// The [`holder`] of the customers `user` owns.
+pub fn owner_holder(user: &str) -> String {
+    format!("u:{user}")
+}
+
+/// The [`holder`] of the customers waiting in `pool`.
+pub fn pool_holder(pool: &str) -> String {
+    format!("p:{pool}")
+}
+
 /// A customer projection row.
 #[derive(Debug, Clone, SurrealValue)]
 pub struct CustomerRow {

@@ -306,7 +306,7 @@ async fn by_key(
     } else {
         "list_key"
     };
-    let parts = walk_of(state, actor_scope, filter).await?.parts();
+    let parts = walk_of(state, actor_scope, filter).await?;
     if parts.is_empty() {
         return Ok(page_by_key(Vec::new(), limit, newest_first));
     }
@@ -355,77 +355,56 @@ async fn by_key(
     Ok(page_by_key(rows, limit, newest_first))
 }
 
-/// How a list reaches its rows in key order. Each walk reads parts of the order through
-/// compound indexes (equalities, then the key) and merges them, so a page never walks past
-/// rows it cannot show.
-#[derive(Debug)]
-enum Walk {
-    /// A rep's or a team's list (or one owner's): each owner's part.
-    Owners(Vec<String>),
-    /// Every listed customer: an all-seeing caller's list, or a scope too wide to walk owner
-    /// by owner (with the scope checked beside it). A change of hands does not move a
-    /// customer there.
-    Listed,
-    /// The given states' parts of the given pools: one pool's list, or an all-seeing caller's
-    /// list of the customers in every pool.
-    Pools {
-        /// Pool ids.
-        pools: Vec<String>,
-        /// `owned`, `pool`, or both.
-        states: Vec<&'static str>,
-    },
-    /// One level's listed customers, for an all-seeing caller.
-    Level(String),
-    /// Nothing the caller may see.
-    Nothing,
-}
-
-impl Walk {
-    /// The index ranges to read.
-    fn parts(self) -> Vec<Part> {
-        match self {
-            Self::Owners(owners) => owners.into_iter().map(Part::Owner).collect(),
-            Self::Listed => vec![Part::Listed],
-            Self::Pools { pools, states } => pools
-                .into_iter()
-                .flat_map(|pool| {
-                    states.iter().map(move |state| Part::PoolState {
-                        pool: pool.clone(),
-                        state,
-                    })
-                })
-                .collect(),
-            Self::Level(level) => vec![Part::Level(level)],
-            Self::Nothing => Vec::new(),
-        }
-    }
-}
-
-/// One index range a walk reads: a compound index's fields before the key, as equalities.
+/// One index range a list reads in key order: a compound index's fields before the key, as
+/// equalities. A list reads the parts of the order that hold what it may show and merges
+/// them, so a page never walks past rows it cannot show.
 #[derive(Debug)]
 enum Part {
-    /// One owner's customers, through `(owner, key)`.
-    Owner(String),
-    /// Every listed customer, through `(listed, key)` with `listed = true`.
-    Listed,
-    /// One pool's customers in one state, through `(pool, state, key)`.
-    PoolState {
-        /// The pool id.
-        pool: String,
-        /// `owned` or `pool`.
-        state: &'static str,
+    /// One holder's customers (see [`super::holder`]), through `(holder, key)`: a rep's own
+    /// (`u:<user>`) or a pool's claimable ones (`p:<pool>`).
+    Held {
+        /// The holder.
+        holder: String,
+        /// Whether every row of the part is within the caller's scope, state and pool
+        /// conditions, so only the other filters (and the level) need checking beside it.
+        whole: bool,
     },
-    /// The listed customers of one level, through `(listed, level, key)`.
+    /// Every listed customer, through `(listed, key)` with `listed = true`: an all-seeing
+    /// caller's list, or a scope too wide to walk owner by owner (with the scope checked
+    /// beside it). A change of hands does not move a customer there.
+    Listed,
+    /// Every listed customer of one pool, whoever holds it, through `(listed, pool, key)`: a
+    /// pool's list as an all-seeing caller (or a scope too wide to walk) reads it.
+    Pool(String),
+    /// The listed customers of one level, through `(listed, level, key)`, for an all-seeing
+    /// caller.
     Level(String),
 }
 
 impl Part {
+    /// The part of `owner`'s customers.
+    fn owner(owner: &str, whole: bool) -> Self {
+        Self::Held {
+            holder: super::owner_holder(owner),
+            whole,
+        }
+    }
+
+    /// The part of `pool`'s claimable customers: each is in the pool, and the caller may list
+    /// the pool (its access was checked, or the caller sees everything).
+    fn claimable(pool: &str) -> Self {
+        Self::Held {
+            holder: super::pool_holder(pool),
+            whole: true,
+        }
+    }
+
     /// The index's name between `customer_` and the key's name.
     fn index(&self) -> &'static str {
         match self {
-            Self::Owner(_) => "owner",
+            Self::Held { .. } => "holder",
             Self::Listed => "listed",
-            Self::PoolState { .. } => "pool_state",
+            Self::Pool(_) => "listed_pool",
             Self::Level(_) => "listed_level",
         }
     }
@@ -433,9 +412,9 @@ impl Part {
     /// The equalities before the key: each field with its value (`None`: `true`).
     fn equalities(&self) -> Vec<(&'static str, Option<&str>)> {
         match self {
-            Self::Owner(owner) => vec![("owner", Some(owner))],
+            Self::Held { holder, .. } => vec![("holder", Some(holder))],
             Self::Listed => vec![("listed", None)],
-            Self::PoolState { pool, state } => vec![("pool", Some(pool)), ("state", Some(state))],
+            Self::Pool(pool) => vec![("listed", None), ("pool", Some(pool))],
             Self::Level(level) => vec![("listed", None), ("level", Some(level))],
         }
     }
@@ -455,61 +434,81 @@ struct Residual {
 }
 
 impl Residual {
-    /// Whether `part` may hold rows the row conditions refuse. The listed parts hold no
-    /// deleted customer, but every state (and the level's part only its level). A pool's `pool` part holds only what the caller
-    /// may list (the pool's access was checked, or the caller sees everything); its `owned`
-    /// part is all within the scope only for an all-seeing caller. Other filters are always
+    /// Whether `part` may hold rows the row conditions refuse. No part holds a deleted
+    /// customer. A holder's part holds one state; the walk marks it whole when it holds
+    /// nothing outside the caller's scope and the list's pool. The listed parts hold every
+    /// state and owner (and the level's part only its level). Other filters are always
     /// checked.
     fn needed(self, part: &Part) -> bool {
         if self.filtered {
             return true;
         }
         match part {
-            Part::Listed => self.scoped || self.by_state || self.by_level,
+            Part::Held { whole, .. } => !whole || self.by_level,
+            Part::Listed | Part::Pool(_) => self.scoped || self.by_state || self.by_level,
             Part::Level(_) => self.scoped || self.by_state,
-            Part::PoolState { state, .. } => self.by_level || (*state != "pool" && self.scoped),
-            Part::Owner(_) => true,
         }
     }
 }
 
-/// The walk that serves `filter` for a caller who sees `scope`.
+/// The parts of the list order that serve `filter` for a caller who sees `scope`.
 async fn walk_of(
     state: &AppState,
     scope: &Scope,
     filter: &CustomerFilter,
-) -> Result<Walk, ApiError> {
+) -> Result<Vec<Part>, ApiError> {
     let all = matches!(scope, Scope::All);
-    let states = match filter.state.as_deref() {
-        Some("pool") => vec!["pool"],
-        Some(_) => vec!["owned"],
-        None => vec!["owned", "pool"],
-    };
     let pool_only = filter.state.as_deref() == Some("pool");
-    Ok(match (&filter.pool_id, &filter.owner_id, scope) {
-        (Some(pool), _, _) => Walk::Pools {
-            pools: vec![pool.clone()],
-            states,
-        },
-        // A customer in the pool has no owner (a return or a release takes it), and pool
-        // customers are listed to a scoped caller only through their pool.
-        (None, owner, _) if pool_only && (owner.is_some() || !all) => Walk::Nothing,
-        (None, Some(owner), _) => Walk::Owners(vec![owner.clone()]),
-        (None, None, Scope::Owners(owners)) if owners.len() <= MAX_OWNERS_WALKED => {
-            Walk::Owners(owners.iter().cloned().collect())
+    let owned_only = filter.state.as_deref() == Some("owned");
+    // The owners to walk one by one, when there are few enough.
+    let owners: Option<Vec<String>> = match (&filter.owner_id, scope) {
+        (Some(owner), _) => Some(vec![owner.clone()]),
+        (None, Scope::Owners(owners)) if owners.len() <= MAX_OWNERS_WALKED => {
+            Some(owners.iter().cloned().collect())
         }
-        (None, None, _) if all && filter.level.is_some() && !pool_only => {
-            Walk::Level(filter.level.clone().unwrap_or_default())
+        _ => None,
+    };
+    Ok(match &filter.pool_id {
+        // A customer in the pool has no owner (a return or a release takes it).
+        Some(_) if pool_only && filter.owner_id.is_some() => Vec::new(),
+        Some(pool) if pool_only => vec![Part::claimable(pool)],
+        // The pool's customers held by the owners, checked for the pool beside the walk, and
+        // (unless an owner or the state says otherwise) its claimable ones.
+        Some(pool) => match owners {
+            Some(owners) => {
+                let mut parts: Vec<Part> = owners.iter().map(|o| Part::owner(o, false)).collect();
+                if !owned_only && filter.owner_id.is_none() {
+                    parts.push(Part::claimable(pool));
+                }
+                parts
+            }
+            None => vec![Part::Pool(pool.clone())],
+        },
+        // Pool customers are listed to a scoped caller only through their pool.
+        None if pool_only && (filter.owner_id.is_some() || !all) => Vec::new(),
+        // A filter by owner may name someone outside the scope, which is checked beside it.
+        None if filter.owner_id.is_some() => owners
+            .unwrap_or_default()
+            .iter()
+            .map(|o| Part::owner(o, false))
+            .collect(),
+        None if owners.is_some() => owners
+            .unwrap_or_default()
+            .iter()
+            .map(|o| Part::owner(o, true))
+            .collect(),
+        None if all && filter.level.is_some() && !pool_only => {
+            vec![Part::Level(filter.level.clone().unwrap_or_default())]
         }
         // Every customer in the pool is in one of the pools (a few per company, never
         // deleted).
-        _ if pool_only => Walk::Pools {
-            pools: Query::new("SELECT VALUE record::id(id) FROM pool")
+        None if pool_only => {
+            let pools: Vec<String> = Query::new("SELECT VALUE record::id(id) FROM pool")
                 .take(&state.db, 0)
-                .await?,
-            states,
-        },
-        _ => Walk::Listed,
+                .await?;
+            pools.iter().map(|p| Part::claimable(p)).collect()
+        }
+        None => vec![Part::Listed],
     })
 }
 

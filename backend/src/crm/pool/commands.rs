@@ -77,9 +77,9 @@ async fn check_owned_cap(
         return Ok(());
     };
     let owned: Option<i64> = Query::new(
-        "(SELECT count() AS n FROM customer WITH INDEX customer_owner_list_key WHERE owner = $user AND state = 'owned' AND pool = $pool GROUP ALL)[0].n",
+        "(SELECT count() AS n FROM customer WITH INDEX customer_holder_list_key WHERE holder = $holder AND pool = $pool GROUP ALL)[0].n",
     )
-    .bind("user", user.to_string())
+    .bind("holder", crate::crm::customers::owner_holder(user))
     .bind("pool", pool.id.clone())
     .take(&state.db, 0)
     .await?;

@@ -470,10 +470,10 @@ pub async fn returning_soon(
             };
             let held: Vec<Held> = Query::new(
                 "SELECT id, name, owner, level, owned_since, last_follow_up_at, last_deal_at FROM customer
-                   WITH INDEX customer_owner_list_key
-                   WHERE owner = $user AND state = 'owned' AND pool = $pool AND owned_since <= $cutoff AND level INSIDE $levels",
+                   WITH INDEX customer_holder_list_key
+                   WHERE holder = $holder AND pool = $pool AND owned_since <= $cutoff AND level INSIDE $levels",
             )
-            .bind("user", user.to_string())
+            .bind("holder", crate::crm::customers::owner_holder(user))
             .bind("pool", pool.id.clone())
             .bind("cutoff", cut)
             .bind("levels", covered_levels(&pool, level))

@@ -95,6 +95,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(24, "0024_keyed_custody_history.surql"),
     migration!(25, "0025_move_custody_history.surql", over "customer_history"),
     migration!(26, "0026_drop_customer_history.surql"),
+    migration!(27, "0027_customer_holder.surql", over "customer"),
+    migration!(28, "0028_customer_holder_indexes.surql"),
 ];
 
 #[derive(Debug, SurrealValue)]
