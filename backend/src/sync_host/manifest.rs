@@ -69,6 +69,7 @@ pub async fn visible_documents(
         events = crate::crm::events::visible_sql(&scope.condition),
     ))
     .bind("scope_owners", scope.owners)
+    .bind("me", user_id.to_string())
     .bind("scope_holders", holders)
     .bind("my_holder", crate::crm::customers::owner_holder(user_id))
     .run(db)
