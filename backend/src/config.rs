@@ -211,9 +211,10 @@ pub struct DatabaseConfig {
     pub password: Option<Secret>,
     /// MiB of read cache the embedded store (`surrealkv://`) may keep. Left alone, SurrealKV
     /// takes half the machine's memory minus 1 GiB. A bigger cache buys less than it costs: at
-    /// 1M customers, 4096 made a 100,000-customer pool sweep about 14% faster (135-144 s against
-    /// 158-167 s): a cached block is still copied whole for every point read, and SurrealDB's
-    /// index upkeep costs the same with any cache.
+    /// 1M customers, 4096 once made a 100,000-customer pool sweep about 14% faster (135-144 s
+    /// against 158-167 s), and on today's smaller store layout 1024 made no clear difference
+    /// (69.3 s against a median of 70.6 s): a cached block is still copied whole for every
+    /// point read, and SurrealDB's index upkeep costs the same with any cache.
     pub cache_mib: u64,
     /// MiB of writes the embedded store buffers in memory before flushing them to disk. One
     /// transaction must fit (a group commit or an import batch is a few MiB); left alone,
