@@ -486,17 +486,16 @@ async fn walk_of(
         },
         // Pool customers are listed to a scoped caller only through their pool.
         None if pool_only && (filter.owner_id.is_some() || !all) => Vec::new(),
-        // A filter by owner may name someone outside the scope, which is checked beside it.
-        None if filter.owner_id.is_some() => owners
-            .unwrap_or_default()
-            .iter()
-            .map(|o| Part::owner(o, false))
-            .collect(),
-        None if owners.is_some() => owners
-            .unwrap_or_default()
-            .iter()
-            .map(|o| Part::owner(o, true))
-            .collect(),
+        // A filter by owner may name someone outside the scope, which is then checked beside
+        // the owner's part; the scope's own owners need no such check.
+        None if owners.is_some() => {
+            let whole = filter.owner_id.is_none();
+            owners
+                .unwrap_or_default()
+                .iter()
+                .map(|o| Part::owner(o, whole))
+                .collect()
+        }
         None if all && filter.level.is_some() && !pool_only => {
             vec![Part::Level(filter.level.clone().unwrap_or_default())]
         }
