@@ -90,6 +90,20 @@ async fn mutations_and_failed_logins_are_audited_and_filterable() {
     assert_eq!(actions, ["department.update", "department.create"]);
     let bad_time = server.get("/api/v1/audit?from=yesterday", &token).await;
     assert_eq!(bad_time.status, StatusCode::BAD_REQUEST);
+    // The widest window there is (long before 1970 to the end of year 9999) holds the whole
+    // log.
+    let everything = all_pages(&server, &token, "/api/v1/audit?limit=200").await;
+    let widest = all_pages(
+        &server,
+        &token,
+        &format!(
+            "/api/v1/audit?from={}&to={}&limit=200",
+            urlencode("0001-01-01T00:00:00Z"),
+            urlencode("9999-12-31T23:59:59.999Z")
+        ),
+    )
+    .await;
+    assert_eq!(widest, everything);
 }
 
 fn urlencode(s: &str) -> String {
