@@ -116,7 +116,8 @@ impl Tx {
 /// The range is built with `type::record`: SurrealDB 3.3 reads a range written as a literal
 /// (`table:[a]..[b]`) whole and only then applies the limit (its `RecordIdScan` passes none),
 /// but stops a range built at run time once the limit is reached (`DynamicScan`). Measured on
-/// a range of 250,000 rows: 650 ms for a page of 50 the first way, 1.4 ms the second.
+/// a prototype audit log of 250,000 keyed rows: 650 ms for a page of 50 the first way, 1.4 ms
+/// the second. A customer's history is far shorter, but grows with every change of hands.
 pub async fn newest(db: &Db, customer: &str, limit: usize) -> Result<Vec<HistoryEntry>, DbError> {
     Query::new(format!(
         "SELECT action, from_owner, to_owner, by, pool, reason, at FROM type::record('custody_entry', [$customer]..[$customer, '{RANGE_END}']) LIMIT $limit"
