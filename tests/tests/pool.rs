@@ -131,6 +131,34 @@ impl Floor {
         );
     }
 
+    /// The items of the pool's `pool.return` audit entries (a sweep's returns), each with its
+    /// entry, read page by page.
+    async fn pool_returns(&self) -> Vec<(Value, Value)> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "/api/v1/audit?target_kind=pool&target_id={}&action=pool.return&limit=10",
+                self.pool
+            );
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.server.get(&url, &self.admin).await;
+            assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+            for entry in page.body["items"].as_array().unwrap() {
+                assert_eq!(entry["action"], "pool.return", "{entry:?}");
+                for item in entry["summary"]["items"].as_array().unwrap() {
+                    out.push((entry.clone(), item.clone()));
+                }
+            }
+            match page.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return out,
+            }
+        }
+    }
+
     /// The customers in the pool, as `token` lists them.
     async fn in_pool(&self, token: &str) -> Vec<Value> {
         let reply = self
@@ -623,19 +651,26 @@ async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_coun
     let names: Vec<&str> = pooled.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["无人跟进"]);
     assert_eq!(f.history(&quiet).await[0], "return");
-    // The return is audited once, as itself, by the sweep.
+    // The return is audited once, by the sweep, in the pool's `pool.return` entry that
+    // lists what it returned (one entry per group commit).
+    let returns = f.pool_returns().await;
+    assert_eq!(returns.len(), 1, "{returns:?}");
+    let (entry, item) = &returns[0];
+    assert_eq!(entry["channel"], "job");
+    assert_eq!(entry["actor_id"], "system");
+    assert_eq!(item["customer_id"], quiet.as_str());
+    assert_eq!(item["reason"], "no follow-up for 3 days");
+    assert_eq!(item["from_owner"], f.a.as_str());
+    assert!(
+        item["heads"].as_array().is_some_and(|h| !h.is_empty()),
+        "{item:?}"
+    );
     let audit = f
         .server
         .get(&format!("/api/v1/audit?target_id={quiet}"), &f.admin)
         .await;
     assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
     let entries = audit.body["items"].as_array().unwrap();
-    let newest = &entries[0];
-    assert_eq!(newest["action"], "customer.return", "{entries:?}");
-    assert_eq!(newest["channel"], "job");
-    assert_eq!(newest["summary"]["reason"], "no follow-up for 3 days");
-    assert_eq!(newest["summary"]["via"], "job");
-    assert_eq!(newest["summary"]["to_owner"], Value::Null);
     // A change of hands keeps the search terms (reused, not derived again): pinyin
     // initials and a phone still find it in the pool.
     for q in ["wrgj", "wurengen", "13800000000"] {
@@ -644,7 +679,7 @@ async fn customers_return_at_the_deadline_plus_grace_and_offline_follow_ups_coun
         assert_eq!(names, ["无人跟进"], "searching {q}");
     }
     let count = |action: &str| entries.iter().filter(|e| e["action"] == action).count();
-    assert_eq!(count("customer.return"), 1, "{entries:?}");
+    assert_eq!(count("customer.return"), 0, "{entries:?}");
     assert_eq!(count("customer.claim"), 1, "{entries:?}");
     assert_eq!(
         count("customer.update"),
@@ -779,6 +814,26 @@ async fn a_sweep_larger_than_one_lookup_returns_every_due_customer_whole() {
         );
         assert_eq!(f.history(doc).await[0], "return");
     }
+    // Every return is in exactly one of the pool's `pool.return` entries.
+    let returns = f.pool_returns().await;
+    let mut audited: Vec<&str> = returns
+        .iter()
+        .map(|(_, item)| item["customer_id"].as_str().unwrap())
+        .collect();
+    audited.sort();
+    let mut expected: Vec<&str> = docs.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(audited, expected);
+    let entries: std::collections::HashSet<&str> = returns
+        .iter()
+        .map(|(entry, _)| entry["id"].as_str().unwrap())
+        .collect();
+    for (entry, _) in &returns {
+        assert_eq!(entry["actor_id"], "system");
+        let listed = entry["summary"]["items"].as_array().unwrap().len();
+        assert_eq!(entry["summary"]["count"], listed, "{entry:?}");
+    }
+    assert!(entries.len() <= 75, "{} entries", entries.len());
     assert!(
         f.server.get("/api/v1/customers", &f.rep_a).await.body["items"]
             .as_array()

@@ -21,6 +21,9 @@ pub struct Tx {
     /// ahead of all others (see [`Tx::expect`]), so that a group commit checks all its
     /// documents at once rather than with one statement each.
     expectations: Vec<(&'static str, Vec<surrealdb::types::Value>)>,
+    /// Items of audit entries shared by a group commit (see `Tx::audit_in_bulk`), turned into
+    /// rows when the transaction runs.
+    bulk_audit: Vec<crate::platform::audit::BulkItem>,
 }
 
 /// One condition of [`Tx::expect`].
@@ -59,6 +62,13 @@ impl Tx {
         for (field, checks) in other.expectations {
             self.expectations_of(field).extend(checks);
         }
+        self.bulk_audit.extend(other.bulk_audit);
+    }
+
+    /// Adds an item of an audit entry shared by a group commit.
+    pub(crate) fn add_bulk_audit(&mut self, item: crate::platform::audit::BulkItem) -> &mut Self {
+        self.bulk_audit.push(item);
+        self
     }
 
     /// Fails the transaction, throwing `failure`, unless `record`'s `field` is `value` when
@@ -105,8 +115,12 @@ impl Tx {
 
     /// Runs the statements as one transaction, retrying on conflicts.
     pub async fn run(&self, db: &Db) -> Result<surrealdb::IndexedResults, DbError> {
-        let inserts = self
-            .creates
+        let mut creates = self.creates.clone();
+        if !self.bulk_audit.is_empty() {
+            group(&mut creates, "audit")
+                .extend(crate::platform::audit::bulk_rows(&self.bulk_audit));
+        }
+        let inserts = creates
             .iter()
             .enumerate()
             .map(|(i, (table, _))| format!("INSERT INTO {table} $created{i} RETURN NONE"));
@@ -125,12 +139,11 @@ impl Tx {
             "BEGIN TRANSACTION;\n{};\nCOMMIT TRANSACTION;",
             statements.join(";\n")
         );
-        let query = self
-            .creates
-            .iter()
+        let query = creates
+            .into_iter()
             .enumerate()
             .fold(Query::new(sql), |query, (i, (_, rows))| {
-                query.bind(&format!("created{i}"), rows.clone())
+                query.bind(&format!("created{i}"), rows)
             });
         let query = self
             .expectations
