@@ -1075,8 +1075,8 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
         let Some(current) = guard.doc.as_mut() else {
             return Err(ChangeError::NotFound);
         };
-        let before: T =
-            autosurgeon::hydrate(current).map_err(|e| ChangeError::Malformed(e.to_string()))?;
+        let before: T = outpost_mobile::records::read::hydrate(current)
+            .map_err(|e| ChangeError::Malformed(e.to_string()))?;
         let mut after = before.clone();
         edit(&mut after);
         if after == before {

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use automerge::AutoCommit;
-use autosurgeon::{hydrate, reconcile};
+use autosurgeon::reconcile;
 use outpost_mobile::records::customer::Customer;
 use outpost_mobile::records::event::Event;
 use outpost_mobile::records::follow_up::FollowUp;
+use outpost_mobile::records::read::hydrate;
 use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields, Violation};
 

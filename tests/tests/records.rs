@@ -5,7 +5,7 @@ use automerge::AutoCommit;
 use autosurgeon::{hydrate, reconcile};
 use outpost_mobile::records::customer::{Contact, Customer};
 use outpost_mobile::records::follow_up::FollowUp;
-use outpost_mobile::records::{RecordType, ServerFields};
+use outpost_mobile::records::{RecordType, ServerFields, read};
 use proptest::prelude::*;
 
 fn contact(id: &str, name: &str) -> Contact {
@@ -223,6 +223,10 @@ proptest! {
         let states: Vec<Customer> = [&*d0, &*d1, &*d2].iter().map(|d| hydrate(*d).unwrap()).collect();
         prop_assert_eq!(&states[0], &states[1]);
         prop_assert_eq!(&states[1], &states[2]);
+        // The server's one-pass hydration reads the same record, conflicts included.
+        for (doc, state) in [&*d0, &*d1, &*d2].iter().zip(&states) {
+            prop_assert_eq!(&read::hydrate::<Customer>(doc).unwrap(), state);
+        }
     }
 }
 
@@ -246,11 +250,62 @@ fn strings_written_as_text_objects_by_javascript_clients_hydrate() {
     assert_eq!(customer.name, "文本公司");
     assert_eq!(customer.industry.as_deref(), Some("Retail"));
     assert_eq!(customer.phones, ["13800138000"]);
+    assert_eq!(read::hydrate::<Customer>(&doc).unwrap(), customer);
 
     // A number where a string belongs is malformed, not silently accepted.
     let mut bad = AutoCommit::new();
     bad.put(ROOT, "name", 42).unwrap();
     assert!(hydrate::<_, Customer>(&bad).is_err());
+    assert!(read::hydrate::<Customer>(&bad).is_err());
+}
+
+/// The server hydrates with one pass over each map (`records::read`): concurrent changes of
+/// the server-owned maps (two nodes returning and assigning the same customer) and of plain
+/// fields read back exactly as autosurgeon's field-by-field hydration reads them.
+#[test]
+fn one_pass_hydration_reads_what_field_by_field_hydration_reads() {
+    let mut base = Customer::new("并发客户");
+    base.server.owner = Some("rep-a".into());
+    base.custody.pool = Some("pool-1".into());
+    base.custody.owned_since = Some("2026-11-01T00:00:00.000Z".into());
+    base.phones = vec!["13800138000".into()];
+    base.contacts = vec![contact("c1", "王经理")];
+    let base = doc_of(&base);
+    let mut returned = base.clone().fork();
+    let mut assigned = base.clone().fork();
+    let mut c: Customer = hydrate(&returned).unwrap();
+    c.custody.previous_owner = c.server.owner.take();
+    c.server.state = "pool".into();
+    c.custody.owned_since = None;
+    c.custody.action = Some("return".into());
+    c.custody.reason = Some("no follow-up for 3 days".into());
+    c.level = Some("B".into());
+    reconcile(&mut returned, &c).unwrap();
+    let mut c: Customer = hydrate(&assigned).unwrap();
+    c.server.owner = Some("rep-b".into());
+    c.custody.action = Some("assign".into());
+    c.custody.owned_since = Some("2026-11-02T00:00:00.000Z".into());
+    c.level = Some("A".into());
+    c.contacts[0].title = Some("CFO".into());
+    reconcile(&mut assigned, &c).unwrap();
+    returned.merge(&mut assigned).unwrap();
+    let field_by_field: Customer = hydrate(&returned).unwrap();
+    assert_eq!(
+        read::hydrate::<Customer>(&returned).unwrap(),
+        field_by_field
+    );
+    assert_eq!(field_by_field.contacts[0].title.as_deref(), Some("CFO"));
+    // Both sides' `custody.action` conflict; whichever wins, both readings agree on it.
+    assert!(
+        ["return", "assign"].contains(&field_by_field.custody.action.as_deref().unwrap()),
+        "{field_by_field:?}"
+    );
+    // An empty document hydrates to the same defaults either way.
+    let empty = AutoCommit::new();
+    assert_eq!(
+        read::hydrate::<Customer>(&empty).ok(),
+        hydrate::<_, Customer>(&empty).ok()
+    );
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! Documents, chunks, sync states, actor bindings and projections in SurrealDB.
 
-use autosurgeon::hydrate;
 use chrono::{DateTime, Utc};
 use outpost_mobile::records::customer::Customer;
 use outpost_mobile::records::event::Event;
 use outpost_mobile::records::follow_up::FollowUp;
+use outpost_mobile::records::read::hydrate;
 use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields};
 use outpost_sync::{Commit, DocumentId, StorageError, StoredDocument, SyncStorage};

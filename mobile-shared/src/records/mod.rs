@@ -8,6 +8,7 @@
 pub mod customer;
 pub mod event;
 pub mod follow_up;
+pub mod read;
 pub mod rules;
 pub mod task;
 pub mod text;
