@@ -850,6 +850,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             corrections: &corrections,
             channel: "sync",
             request_id: None,
+            bulk: false,
             heads,
             based_on,
             new_actors: new_actors.clone(),
@@ -974,6 +975,10 @@ pub struct Author {
     pub channel: &'static str,
     /// The HTTP request, if any.
     pub request_id: Option<String>,
+    /// Whether this is one change of bulk work the server does on many records at once (a
+    /// pool sweep). Storage may then audit it in one entry with the other such changes of its
+    /// batch, since each record keeps its own trail (a customer's custody history).
+    pub bulk: bool,
 }
 
 impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
@@ -1154,6 +1159,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
                 corrections: &[],
                 channel: author.channel,
                 request_id: author.request_id.as_deref(),
+                bulk: author.bulk,
                 heads,
                 based_on,
                 new_actors: Vec::new(),

@@ -73,6 +73,9 @@ pub struct Commit<'a> {
     pub channel: &'a str,
     /// The HTTP request that made the change, if any.
     pub request_id: Option<&'a str>,
+    /// Part of bulk server work (see [`crate::Author::bulk`]): may be audited with the other
+    /// such changes of its batch in one entry.
+    pub bulk: bool,
     /// The document's heads after the change, hex-encoded (for manifests).
     pub heads: Vec<String>,
     /// For a change the server made on its cached copy: that copy's heads before the change

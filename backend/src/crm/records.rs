@@ -16,6 +16,7 @@ pub fn author(actor: &Actor) -> Author {
         },
         channel: "api",
         request_id: actor.request_id.clone(),
+        bulk: false,
     }
 }
 

@@ -1061,12 +1061,12 @@ impl SyncStorage for SurrealSyncStorage {
                         request_id: commit.request_id.map(str::to_string),
                         address: None,
                     };
-                    match (&change.pool, commit.channel, change.action.as_str()) {
-                        // A pool sweep's returns share one `pool.return` entry per group
-                        // commit, on the pool, listing each customer: an entry per return
-                        // cost a sixth of a 100,000-customer sweep. Each customer's own
-                        // trail is its custody history, written just above.
-                        (Some(pool), "job", "return") => {
+                    match (&change.pool, commit.bulk, change.action.as_str()) {
+                        // A pool sweep's returns (bulk work) share one `pool.return` entry per
+                        // group commit, on the pool, listing each customer: an entry per
+                        // return cost a sixth of a 100,000-customer sweep. Each customer's
+                        // own trail is its custody history, written just above.
+                        (Some(pool), true, "return") => {
                             tx.audit_in_bulk(
                                 &ctx,
                                 "pool.return",

@@ -132,6 +132,7 @@ impl<S: SyncStorage, G: AccessGate> Engine<S, G> {
             corrections: &[],
             channel: "sync",
             request_id: None,
+            bulk: false,
             heads,
             based_on: None,
             previous_state: None,

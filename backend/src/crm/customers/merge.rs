@@ -155,6 +155,7 @@ fn author_system() -> outpost_sync::Author {
         },
         channel: "api",
         request_id: None,
+        bulk: false,
     }
 }
 

@@ -92,6 +92,7 @@ pub async fn schedule(engine: &SyncEngine, db: &Db, job: &NextContact) -> Result
         },
         channel: "job",
         request_id: None,
+        bulk: false,
     };
     let id = task_id(&job.follow_up);
     let mut task = Task::new(format!(

@@ -286,6 +286,9 @@ async fn return_one(engine: &SyncEngine, pool: &Pool, held: Held, now: DateTime<
         },
         channel: "job",
         request_id: None,
+        // Audited one entry per batch (`pool.return`); each customer's own trail is its
+        // custody history.
+        bulk: true,
     };
     let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut returned = false;
