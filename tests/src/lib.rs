@@ -629,6 +629,20 @@ pub mod bench {
             .unwrap_or(0.0)
     }
 
+    /// Bytes this process has read from and written to storage so far (`read_bytes` and
+    /// `write_bytes` of Linux's `/proc/self/io`): what a store's commits, flushes and merges cost
+    /// in I/O.
+    pub fn io_bytes() -> (u64, u64) {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("read_bytes:"), field("write_bytes:"))
+    }
+
     /// Waits (at most `limit`) until the process has stayed nearly idle for three seconds in a
     /// row, and says how long that took. A store that was just loaded or reopened merges its
     /// files in the background on the same cores the measured requests use; timing requests

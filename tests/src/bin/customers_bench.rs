@@ -622,6 +622,9 @@ async fn main() {
     // The sweep: every level-C customer is due after 30 days. A sweep longer than the HTTP
     // timeout goes on in the server; the bench then waits for the customers to be back.
     clock.advance(Duration::from_secs(31 * 86_400));
+    eprintln!("sweeping");
+    let io_before = outpost_tests::bench::io_bytes();
+    let cpu_before = outpost_tests::bench::cpu_seconds();
     let sweep = Instant::now();
     let report = server
         .post(
@@ -645,6 +648,11 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let sweep_secs = sweep.elapsed().as_secs_f64();
+    let sweep_cpu = outpost_tests::bench::cpu_seconds() - cpu_before;
+    // What the store read and wrote meanwhile: the sweep's own writes, the memtable flushes and
+    // the merges they set off, which share the two cores with the sweep.
+    let io_after = outpost_tests::bench::io_bytes();
+    eprintln!("swept");
     // The same queries at once, before the store's merges drop what the sweep moved: each
     // returned customer left a delete marker in its owner's part of the list order and a new
     // entry in its pool's claimable part.
@@ -682,6 +690,11 @@ async fn main() {
         returned as f64 / sweep_secs
     );
     println!();
+    println!(
+        "the sweep used {sweep_cpu:.1} s of CPU (two cores); the process read {:.0} MiB and wrote {:.0} MiB to disk meanwhile (commits, memtable flushes and the merges they start)",
+        (io_after.0 - io_before.0) as f64 / 1_048_576.0,
+        (io_after.1 - io_before.1) as f64 / 1_048_576.0
+    );
     println!(
         "queries and sweep timed after the store's background merges settled ({:.0} s)",
         settled.as_secs_f64()
