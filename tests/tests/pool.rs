@@ -795,11 +795,31 @@ async fn a_sweep_larger_than_one_lookup_returns_every_due_customer_whole() {
     }
 
     f.clock.advance(Duration::from_secs(4 * 86_400));
+    let before = f.server.get("/api/v1/admin/sync", &f.admin).await.body;
     f.sweep_returns(75).await;
     assert_eq!(
         changes_redone(&f.server, &f.admin).await,
         edited.len() as u64
     );
+    // The store's counters: 75 returns committed, plus the refused first attempts of those
+    // made on stale copies, in group commits of one or more (a failed group is run again one
+    // commit at a time).
+    let after = f.server.get("/api/v1/admin/sync", &f.admin).await.body;
+    let delta = |field: &str| after[field].as_u64().unwrap() - before[field].as_u64().unwrap();
+    let (groups, commits, retried) = (
+        delta("group_commits"),
+        delta("document_commits"),
+        delta("group_commits_retried_singly"),
+    );
+    assert!(
+        commits >= 75 + edited.len() as u64,
+        "each return and each refused attempt is answered: {commits}"
+    );
+    assert!(
+        groups >= 1 && groups <= commits + retried,
+        "{groups} groups, {commits} commits, {retried} retried"
+    );
+    assert!(after["document_commit_wait_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(f.in_pool(&f.rep_b).await.len(), 75);
     // Each returned document was loaded whole: the edit in its second chunk survived the
     // return, which was made on top of it.

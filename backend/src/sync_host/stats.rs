@@ -33,6 +33,20 @@ pub struct SyncStats {
     /// Server changes (commands, edits over REST, sweeps) made again since start because
     /// another node sharing the database had changed the document after this node loaded it.
     pub changes_redone: u64,
+    /// Transactions run against the store since start: groups of document commits merged
+    /// into one, and commits run alone (a group that fails is run again one by one).
+    pub group_commits: u64,
+    /// Document commits stored since start; divided by `group_commits`, how well they group.
+    pub document_commits: u64,
+    /// Groups that failed as a whole (a document changed on another node, a device's actor
+    /// taken) and were run again one commit at a time.
+    pub group_commits_retried_singly: u64,
+    /// Seconds spent running the group commits (their statements and the store's commit),
+    /// summed: divided by `group_commits`, the mean time a group takes.
+    pub group_commit_seconds: f64,
+    /// Seconds document commits waited from their arrival to their result (queue and run),
+    /// summed: divided by `document_commits`, what a change waits on the store.
+    pub document_commit_wait_seconds: f64,
 }
 
 /// Sync engine statistics. Needs `system.read`.
@@ -45,7 +59,13 @@ async fn sync_stats(
 ) -> Result<axum::Json<SyncStats>, ApiError> {
     actor.require(Permission::SystemRead)?;
     let (singly, in_batches) = state.sync.documents_loaded();
+    let commits = state.sync.storage().commit_stats();
     Ok(axum::Json(SyncStats {
+        group_commits: commits.groups,
+        document_commits: commits.transactions,
+        group_commits_retried_singly: commits.retried_singly,
+        group_commit_seconds: commits.running_micros as f64 / 1e6,
+        document_commit_wait_seconds: commits.waiting_micros as f64 / 1e6,
         documents_loaded_singly: singly,
         documents_loaded_in_batches: in_batches,
         changes_redone: state.sync.changes_redone(),

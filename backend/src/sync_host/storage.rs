@@ -9,6 +9,7 @@ use outpost_mobile::records::task::Task;
 use outpost_mobile::records::{RecordType, ServerFields};
 use outpost_sync::{Commit, DocumentId, StorageError, StoredDocument, SyncStorage};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
 use surrealdb::types::{Bytes, RecordId, SurrealValue};
 
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +44,34 @@ pub struct SurrealSyncStorage {
     commits: mpsc::UnboundedSender<PendingCommit>,
     reads: mpsc::UnboundedSender<PendingRead>,
     prefetched: std::sync::Arc<std::sync::Mutex<Prefetched>>,
+    commit_stats: std::sync::Arc<CommitCounters>,
+}
+
+/// Counters of the group commits since start, for operators (`GET /api/v1/admin/sync`) and
+/// benchmarks: whether changes wait on the store, and how well their commits are grouped.
+#[derive(Default)]
+struct CommitCounters {
+    groups: AtomicU64,
+    transactions: AtomicU64,
+    retried_singly: AtomicU64,
+    running_micros: AtomicU64,
+    waiting_micros: AtomicU64,
+}
+
+/// What [`SurrealSyncStorage::commit_stats`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions run against the store: merged groups, and transactions run alone.
+    pub groups: u64,
+    /// Document commits stored (each is in exactly one successful group or run alone).
+    pub transactions: u64,
+    /// Groups that failed as a whole and whose transactions were run one by one.
+    pub retried_singly: u64,
+    /// Time spent running the groups (statements and the store's commit), summed.
+    pub running_micros: u64,
+    /// Time from each commit's arrival to its result, summed over commits: the queue plus the
+    /// run.
+    pub waiting_micros: u64,
 }
 
 /// Pre-commit states read together with the documents they belong to, so the first commit
@@ -95,6 +124,8 @@ struct PendingRead {
 struct PendingCommit {
     tx: Tx,
     done: oneshot::Sender<Result<(), StorageError>>,
+    /// When it was queued, for [`CommitStats::waiting_micros`].
+    arrived: std::time::Instant,
 }
 
 /// Most transactions merged into one group commit. SurrealDB copies every bound value of a
@@ -126,8 +157,13 @@ impl SurrealSyncStorage {
     pub fn new(db: Db, clock: crate::platform::clock::Clock) -> Self {
         let (commits, queue) = mpsc::unbounded_channel();
         let queue = std::sync::Arc::new(tokio::sync::Mutex::new(queue));
+        let commit_stats = std::sync::Arc::new(CommitCounters::default());
         for _ in 0..COMMITTERS {
-            tokio::spawn(group_commits(db.clone(), queue.clone()));
+            tokio::spawn(group_commits(
+                db.clone(),
+                queue.clone(),
+                commit_stats.clone(),
+            ));
         }
         let (reads, read_queue) = mpsc::unbounded_channel();
         tokio::spawn(batched_reads(db.clone(), read_queue));
@@ -137,6 +173,19 @@ impl SurrealSyncStorage {
             commits,
             reads,
             prefetched: std::sync::Arc::default(),
+            commit_stats,
+        }
+    }
+
+    /// The group commits since start.
+    pub fn commit_stats(&self) -> CommitStats {
+        let c = &self.commit_stats;
+        CommitStats {
+            groups: c.groups.load(Ordering::Relaxed),
+            transactions: c.transactions.load(Ordering::Relaxed),
+            retried_singly: c.retried_singly.load(Ordering::Relaxed),
+            running_micros: c.running_micros.load(Ordering::Relaxed),
+            waiting_micros: c.waiting_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -1205,7 +1254,11 @@ impl SyncStorage for SurrealSyncStorage {
         }
         let (done, result) = oneshot::channel();
         self.commits
-            .send(PendingCommit { tx, done })
+            .send(PendingCommit {
+                tx,
+                done,
+                arrived: std::time::Instant::now(),
+            })
             .map_err(|_| StorageError::Failed("the store is shutting down".into()))?;
         result
             .await
@@ -1265,7 +1318,17 @@ const STALE_DOCUMENT: &str = "stale-document:";
 async fn group_commits(
     db: Db,
     queue: std::sync::Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PendingCommit>>>,
+    stats: std::sync::Arc<CommitCounters>,
 ) {
+    let micros =
+        |since: std::time::Instant| u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let answer = |pending: PendingCommit, result: Result<(), StorageError>| {
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        stats
+            .waiting_micros
+            .fetch_add(micros(pending.arrived), Ordering::Relaxed);
+        let _ = pending.done.send(result);
+    };
     loop {
         let group = {
             let mut queue = queue.lock().await;
@@ -1286,14 +1349,22 @@ async fn group_commits(
             for pending in &group {
                 merged.extend(pending.tx.clone());
             }
-            if merged.run(&db).await.is_ok() {
+            let started = std::time::Instant::now();
+            let result = merged.run(&db).await;
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats
+                .running_micros
+                .fetch_add(micros(started), Ordering::Relaxed);
+            if result.is_ok() {
                 for pending in group {
-                    let _ = pending.done.send(Ok(()));
+                    answer(pending, Ok(()));
                 }
                 continue;
             }
+            stats.retried_singly.fetch_add(1, Ordering::Relaxed);
         }
         for pending in group {
+            let started = std::time::Instant::now();
             let result = pending.tx.run(&db).await.map(|_| ()).map_err(|e| {
                 let thrown = e.thrown_message();
                 if let Some((_, actor)) = thrown.and_then(|m| m.split_once("actor-taken:")) {
@@ -1304,7 +1375,11 @@ async fn group_commits(
                     failed(e)
                 }
             });
-            let _ = pending.done.send(result);
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats
+                .running_micros
+                .fetch_add(micros(started), Ordering::Relaxed);
+            answer(pending, result);
         }
     }
 }
