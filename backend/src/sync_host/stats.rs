@@ -36,7 +36,9 @@ pub struct SyncStats {
     /// Transactions run against the store since start: groups of document commits merged
     /// into one, and commits run alone (a group that fails is run again one by one).
     pub group_commits: u64,
-    /// Document commits stored since start; divided by `group_commits`, how well they group.
+    /// Document commits answered since start (stored, or refused because the document had
+    /// changed on another node or a device's actor was taken); divided by `group_commits`, how
+    /// well they group.
     pub document_commits: u64,
     /// Groups that failed as a whole (a document changed on another node, a device's actor
     /// taken) and were run again one commit at a time.

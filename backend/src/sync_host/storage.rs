@@ -63,7 +63,8 @@ struct CommitCounters {
 pub struct CommitStats {
     /// Transactions run against the store: merged groups, and transactions run alone.
     pub groups: u64,
-    /// Document commits stored (each is in exactly one successful group or run alone).
+    /// Document commits answered: stored, or refused (a stale copy, an actor taken). A stored
+    /// one was in exactly one successful group or ran alone.
     pub transactions: u64,
     /// Groups that failed as a whole and whose transactions were run one by one.
     pub retried_singly: u64,
