@@ -713,6 +713,11 @@ async fn main() {
         commit_delta("document_commit_wait_seconds") * 1e3 / commits.max(1.0)
     );
     println!(
+        "it loaded {:.0} documents ahead in blocks and {:.0} one by one (a customer evicted from the engine's cache before its return loads again alone)",
+        commit_delta("documents_loaded_in_batches"),
+        commit_delta("documents_loaded_singly")
+    );
+    println!(
         "queries and sweep timed after the store's background merges settled ({:.0} s)",
         settled.as_secs_f64()
     );
