@@ -189,6 +189,60 @@ fn print_queries(table: &[(&str, Duration, Duration, usize)], q: usize, when: &s
     println!();
 }
 
+/// Times single edits through REST, one at a time, of the customers `ids`: a change of notes
+/// (which leaves the search terms alone), a rename and its undo (which delete the terms that
+/// go away), and a phone number added (terms added only) then removed (terms deleted only): a
+/// transaction that deletes pays SurrealDB's walk over the catalog. Each edit is its own group
+/// commit. The customers end as they were, but for their notes.
+async fn time_edits(server: &TestServer, token: &str, ids: &[String]) {
+    let patch = |id: &String, body: serde_json::Value| {
+        let path = format!("/api/v1/customers/{id}");
+        async move {
+            let started = Instant::now();
+            let reply = server.patch(&path, token, body).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
+            (started.elapsed(), reply)
+        }
+    };
+    let (mut notes, mut renames, mut added, mut removed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, id) in ids.iter().enumerate() {
+        let (took, reply) = patch(id, json!({ "notes": format!("bench edit {i}") })).await;
+        notes.push(took);
+        let name = reply.body["name"].as_str().unwrap().to_string();
+        let phones = reply.body["phones"].clone();
+        let (took, _) = patch(id, json!({ "name": format!("{name}分部") })).await;
+        renames.push(took);
+        let (took, _) = patch(id, json!({ "name": name })).await;
+        renames.push(took);
+        let mut more = phones.as_array().cloned().unwrap_or_default();
+        more.push(json!(format!("137{i:08}")));
+        let (took, _) = patch(id, json!({ "phones": more })).await;
+        added.push(took);
+        let (took, _) = patch(id, json!({ "phones": phones })).await;
+        removed.push(took);
+    }
+    for times in [&mut notes, &mut renames, &mut added, &mut removed] {
+        times.sort();
+    }
+    println!("| edit (REST, one at a time) | count | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    for (label, times) in [
+        ("notes (search terms untouched)", &notes),
+        ("rename and rename back (terms deleted)", &renames),
+        ("add a phone number (terms added)", &added),
+        ("remove it again (terms deleted)", &removed),
+    ] {
+        println!(
+            "| {label} | {} | {:.1} | {:.1} |",
+            times.len(),
+            outpost_tests::bench::percentile(times, 0.5).as_secs_f64() * 1000.0,
+            outpost_tests::bench::percentile(times, 0.99).as_secs_f64() * 1000.0
+        );
+    }
+    println!();
+}
+
 /// An admin with a known password, so a kept store can be used again.
 const BENCH_ADMIN: &str = "admin@bench.cn";
 
@@ -618,6 +672,7 @@ async fn main() {
     ];
     let table = time_kinds(&server, &kinds).await;
     print_queries(&table, q, "before the sweep");
+    time_edits(&server, &token, &sample).await;
 
     // The sweep: every level-C customer is due after 30 days. A sweep longer than the HTTP
     // timeout goes on in the server; the bench then waits for the customers to be back.
