@@ -28,12 +28,13 @@ const MAX_INDEXED_IN: usize = 32;
 /// instead. Fewer chunks load faster: automerge loads a lone snapshot directly, but a snapshot
 /// followed by changes through its change-applying path, which for a customer took 150 µs
 /// with one change after the snapshot, 300 µs with eight and 1.1 ms with 64, against 50-90 µs
-/// compacted (`documents_bench`). But a compaction deletes the old chunks, and in SurrealDB
-/// 3.3 a transaction that deletes a record first walks the whole catalog (every table's
-/// field definitions, a range read each, to find fields that may reference the record:
-/// `table_may_have_incoming_references`). At 4, on a store of 1M customers that had changed
-/// hands about ten times, assigning them back fell from about 230/s to 76/s, that walk taking
-/// half the CPU; so compactions stay rare.
+/// compacted (`documents_bench`). But a compaction deletes the old chunks, and SurrealDB
+/// 3.3.5 walks the whole catalog for every record it deletes (every table's field
+/// definitions, a range read each, to find fields that may reference the record:
+/// `table_may_have_incoming_references`; its per-transaction cache does not spare the next
+/// record), about 0.8 ms each on a large store. At 4 and at 8, on a store of 1M customers that
+/// had changed hands about ten times, assigning them back fell from about 230-300/s to 56-76/s,
+/// that walk taking half the CPU or more; so compactions stay rare.
 const COMPACT_AFTER_CHUNKS: i64 = 64;
 
 /// [`SyncStorage`] over SurrealDB.

@@ -191,9 +191,8 @@ fn print_queries(table: &[(&str, Duration, Duration, usize)], q: usize, when: &s
 
 /// Times single edits through REST, one at a time, of the customers `ids`: a change of notes
 /// (which leaves the search terms alone), a rename and its undo (which delete the terms that
-/// go away), and a phone number added (terms added only) then removed (terms deleted only): a
-/// transaction that deletes pays SurrealDB's walk over the catalog. Each edit is its own group
-/// commit. The customers end as they were, but for their notes.
+/// go away), and a phone number added (terms added only) then removed (terms deleted only):
+/// SurrealDB walks its catalog for every record it deletes. Each edit is its own group commit. The customers end as they were, but for their notes.
 async fn time_edits(server: &TestServer, token: &str, ids: &[String]) {
     let patch = |id: &String, body: serde_json::Value| {
         let path = format!("/api/v1/customers/{id}");
@@ -679,17 +678,11 @@ async fn main() {
     clock.advance(Duration::from_secs(31 * 86_400));
     eprintln!("sweeping");
     let admin = server.token_of(BENCH_ADMIN).await;
-    let commits_before = server.get("/api/v1/admin/sync", &admin).await.body;
+    let sync_before = server.get("/api/v1/admin/sync", &admin).await.body;
     let io_before = outpost_tests::bench::io_bytes();
     let cpu_before = outpost_tests::bench::cpu_seconds();
     let sweep = Instant::now();
-    let report = server
-        .post(
-            "/api/v1/pools/sweep",
-            &server.token_of(BENCH_ADMIN).await,
-            json!({}),
-        )
-        .await;
+    let report = server.post("/api/v1/pools/sweep", &admin, json!({})).await;
     let db = server.db();
     let returned = loop {
         let pooled: Option<i64> = outpost::platform::db::Query::new(
@@ -709,14 +702,11 @@ async fn main() {
     // What the store read and wrote meanwhile: the sweep's own writes, the memtable flushes and
     // the merges they set off, which share the two cores with the sweep.
     let io_after = outpost_tests::bench::io_bytes();
-    let commits_after = server.get("/api/v1/admin/sync", &admin).await.body;
-    let commit_delta = |field: &str| {
-        commits_after[field].as_f64().unwrap_or(0.0) - commits_before[field].as_f64().unwrap_or(0.0)
+    let sync_after = server.get("/api/v1/admin/sync", &admin).await.body;
+    let sync_delta = |field: &str| {
+        sync_after[field].as_f64().unwrap_or(0.0) - sync_before[field].as_f64().unwrap_or(0.0)
     };
-    let (groups, commits) = (
-        commit_delta("group_commits"),
-        commit_delta("document_commits"),
-    );
+    let (groups, commits) = (sync_delta("group_commits"), sync_delta("document_commits"));
     eprintln!("swept");
     // The same queries at once, before the store's merges drop what the sweep moved: each
     // returned customer left a delete marker in its owner's part of the list order and a new
@@ -763,14 +753,14 @@ async fn main() {
     println!(
         "its {commits:.0} document commits ran in {groups:.0} group commits ({:.1} each, {:.0} run again one by one) of {:.1} ms on average; a commit waited {:.1} ms on average from its arrival to its result",
         commits / groups.max(1.0),
-        commit_delta("group_commits_retried_singly"),
-        commit_delta("group_commit_seconds") * 1e3 / groups.max(1.0),
-        commit_delta("document_commit_wait_seconds") * 1e3 / commits.max(1.0)
+        sync_delta("group_commits_retried_singly"),
+        sync_delta("group_commit_seconds") * 1e3 / groups.max(1.0),
+        sync_delta("document_commit_wait_seconds") * 1e3 / commits.max(1.0)
     );
     println!(
         "it loaded {:.0} documents ahead in blocks and {:.0} one by one (a customer evicted from the engine's cache before its return loads again alone)",
-        commit_delta("documents_loaded_in_batches"),
-        commit_delta("documents_loaded_singly")
+        sync_delta("documents_loaded_in_batches"),
+        sync_delta("documents_loaded_singly")
     );
     println!(
         "queries and sweep timed after the store's background merges settled ({:.0} s)",
