@@ -16,7 +16,8 @@
 //! the same cores.
 //!
 //! `--reassign` on a kept store that was swept before assigns the returned customers back to
-//! the rep (REST, timed) before the queries, so the sweep can be timed again on a warm process.
+//! the users the load gave them to (REST, timed) before the queries, so the sweep can be timed
+//! again on a warm process (pass the load's `--rows-per-import`).
 //!
 //! `--add-follow-ups N` logs N more follow-ups through REST after the load, or first on a kept
 //! store (with `--load-only`, it stops there): 3,000,000 follow-ups at about 330/s take hours,
@@ -62,7 +63,8 @@ struct Args {
     block_kib: Option<u64>,
     /// Stop after loading (to keep `data` as it was before the sweep).
     load_only: bool,
-    /// Assign customers a previous sweep returned back to the rep, so the sweep has work again.
+    /// Assign customers a previous sweep returned back to their first owners, so the sweep has
+    /// work again.
     reassign: bool,
     /// Follow-ups to add to a kept store before anything is timed (its first load's count
     /// grows by them), so a store can reach millions of follow-ups over several runs.
@@ -420,24 +422,54 @@ async fn add_follow_ups(
     .await
 }
 
-/// Assigns up to `n` level-C customers in the pool (what an earlier sweep returned) back to the
-/// rep through the REST command; returns how many and how long it took.
-async fn reassign(server: &TestServer, rep_id: &str, n: usize) -> (usize, f64) {
-    let ids: Vec<String> = outpost::platform::db::Query::new(
-        "SELECT VALUE record::id(id) FROM customer WHERE state = 'pool' AND level = 'C' LIMIT $n",
+/// Assigns up to `n` level-C customers in the pool (what an earlier sweep returned) back to
+/// the user the first load gave them to through the REST command; returns how many and how
+/// long it took. Customer `i` (its number is in its name) came in import `i / rows_per_import`,
+/// and every tenth import is the rep's, so the rep gets back a tenth of them and the admin the
+/// rest: the next sweep then meets the owners' index ranges as a freshly loaded store has them.
+/// (Giving all of them to the rep would put 100,000 delete markers at the head of the rep's
+/// range after the sweep, a harder case than the load-then-sweep.)
+async fn reassign(
+    server: &TestServer,
+    rep_id: &str,
+    n: usize,
+    rows_per_import: usize,
+) -> (usize, f64) {
+    // Each row: the customer's id and its name.
+    let returned: Vec<Vec<String>> = outpost::platform::db::Query::new(
+        "SELECT VALUE [record::id(id), name] FROM customer WHERE state = 'pool' AND level = 'C' LIMIT $n",
     )
     .bind("n", i64::try_from(n).unwrap())
     .take(&server.db(), 0)
     .await
     .unwrap();
+    let admin = server.token_of(BENCH_ADMIN).await;
+    let admin_id = server.get("/api/v1/me", &admin).await.body["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_owners: Vec<(String, &str)> = returned
+        .into_iter()
+        .map(|customer| {
+            let [id, name] = <[String; 2]>::try_from(customer).unwrap();
+            let number: String = name.chars().filter(char::is_ascii_digit).collect();
+            let import = number.parse::<usize>().unwrap() / rows_per_import;
+            let owner = if import % 10 == 9 {
+                rep_id
+            } else {
+                admin_id.as_str()
+            };
+            (id, owner)
+        })
+        .collect();
     post_each(
         server,
-        &ids,
+        &first_owners,
         StatusCode::OK,
-        |id| {
+        |(id, owner)| {
             (
                 format!("/api/v1/customers/{id}/assign"),
-                json!({ "user_id": rep_id, "reason": "bench: back for another sweep" }),
+                json!({ "user_id": owner, "reason": "bench: back for another sweep" }),
             )
         },
         |done, secs| {
@@ -528,7 +560,7 @@ async fn main() {
 
     // Customers a previous sweep returned go back to the rep, so the sweep below has work.
     let reassigned = if args.reassign {
-        let reassigned = reassign(&server, &rep_id, args.returns).await;
+        let reassigned = reassign(&server, &rep_id, args.returns, args.rows_per_import).await;
         // The assignments' writes are merged in the background before anything is timed.
         let settled = outpost_tests::bench::settle(Duration::from_secs(900)).await;
         eprintln!(
