@@ -558,7 +558,8 @@ async fn main() {
         settled.as_secs_f64()
     );
 
-    // Customers a previous sweep returned go back to the rep, so the sweep below has work.
+    // Customers a previous sweep returned go back to their first owners, so the sweep below
+    // has work.
     let reassigned = if args.reassign {
         let reassigned = reassign(&server, &rep_id, args.returns, args.rows_per_import).await;
         // The assignments' writes are merged in the background before anything is timed.
