@@ -194,7 +194,8 @@ fn print_queries(table: &[(&str, Duration, Duration, usize)], q: usize, when: &s
 /// Times single edits through REST, one at a time, of the customers `ids`: a change of notes
 /// (which leaves the search terms alone), a rename and its undo (which delete the terms that
 /// go away), and a phone number added (terms added only) then removed (terms deleted only):
-/// SurrealDB walks its catalog for every record it deletes. Each edit is its own group commit. The customers end as they were, but for their notes.
+/// SurrealDB walks its catalog for every record it deletes. Each edit is its own group
+/// commit. The customers end as they were, but for their notes.
 async fn time_edits(server: &TestServer, token: &str, ids: &[String]) {
     let patch = |id: &String, body: serde_json::Value| {
         let path = format!("/api/v1/customers/{id}");
