@@ -23,6 +23,10 @@
 //! store (with `--load-only`, it stops there): 3,000,000 follow-ups at about 330/s take hours,
 //! so a store can reach them over several runs. The kept count follows each batch of 10,000,
 //! so a top-up stopped midway can go on from what it stored.
+//!
+//! `--make-due N` moves N more owned customers to level C (REST, on a kept store; with
+//! `--load-only` it stops there), so a store loaded with a small `--returns` can be swept at a
+//! larger one without loading it again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -69,6 +73,9 @@ struct Args {
     /// Follow-ups to add to a kept store before anything is timed (its first load's count
     /// grows by them), so a store can reach millions of follow-ups over several runs.
     add_follow_ups: usize,
+    /// Owned customers of other levels moved to level C (through REST) on a kept store, so
+    /// that a store loaded with a smaller `--returns` can be swept at a larger one.
+    make_due: usize,
 }
 
 fn args() -> Args {
@@ -85,6 +92,7 @@ fn args() -> Args {
         load_only: false,
         reassign: false,
         add_follow_ups: 0,
+        make_due: 0,
     };
     let mut raw: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = raw.iter().position(|a| a == "--load-only") {
@@ -106,10 +114,11 @@ fn args() -> Args {
             "--follow-ups" => args.follow_ups = value,
             "--returns" => args.returns = value,
             "--add-follow-ups" => args.add_follow_ups = value,
+            "--make-due" => args.make_due = value,
             "--queries" => args.queries = value,
             "--rows-per-import" => args.rows_per_import = value.max(1),
             other => panic!(
-                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --reassign --add-follow-ups N --memtable-mib N --cache-mib N --block-kib N"
+                "unknown flag {other}; flags: --customers N --follow-ups PER_CUSTOMER --returns N --queries N --rows-per-import N --data DIR --load-only --reassign --add-follow-ups N --make-due N --memtable-mib N --cache-mib N --block-kib N"
             ),
         }
     }
@@ -349,11 +358,13 @@ async fn load(server: &TestServer, args: &Args) -> Loaded {
     }
 }
 
-/// Sends one `POST` per item through REST, 32 in flight, in batches of 10,000 (each with a
-/// fresh admin token, so none outlives its token), and checks that every answer is `expected`.
-/// After each batch, `progress` gets how many are done and the seconds so far; returns the same.
-async fn post_each<T: Sync>(
+/// Sends one `method` request per item through REST, 32 in flight, in batches of 10,000 (each
+/// with a fresh admin token, so none outlives its token), and checks that every answer is
+/// `expected`. After each batch, `progress` gets how many are done and the seconds so far;
+/// returns the same.
+async fn send_each<T: Sync>(
     server: &TestServer,
+    method: &str,
     items: &[T],
     expected: StatusCode,
     request: impl Fn(&T) -> (String, serde_json::Value) + Sync,
@@ -368,7 +379,12 @@ async fn post_each<T: Sync>(
             .map(|item| {
                 let (path, body) = request(item);
                 let token = &token;
-                async move { server.post(&path, token, body).await.status }
+                async move {
+                    server
+                        .send(method, &path, Some(token), Some(body), &[])
+                        .await
+                        .status
+                }
             })
             .buffer_unordered(32)
             .collect()
@@ -405,8 +421,9 @@ async fn add_follow_ups(
         return (0, 0.0);
     }
     let numbers: Vec<usize> = (first..first + count).collect();
-    post_each(
+    send_each(
         server,
+        "POST",
         &numbers,
         StatusCode::CREATED,
         |&i| {
@@ -418,6 +435,36 @@ async fn add_follow_ups(
         |done, secs| {
             eprintln!("loaded {done} follow-ups, {:.0}/s", done as f64 / secs);
             progress(done, secs);
+        },
+    )
+    .await
+}
+
+/// Moves up to `n` owned customers of other levels to level C through REST (32 in flight), so
+/// that the sweep returns them too; returns how many and how long it took. For a kept store
+/// loaded with fewer returns than a run wants (its level-C customers are the first
+/// `--returns` of the load). The customers moved may have follow-ups, but all of them were
+/// logged before this run, and the bench's clock moves 31 days on before the sweep, so the
+/// 30-day rule finds them due like the others.
+async fn make_due(server: &TestServer, n: usize) -> (usize, f64) {
+    let ids: Vec<String> = outpost::platform::db::Query::new(
+        "SELECT VALUE record::id(id) FROM customer WHERE level != 'C' AND state = 'owned' LIMIT $n",
+    )
+    .bind("n", i64::try_from(n).unwrap())
+    .take(&server.db(), 0)
+    .await
+    .unwrap();
+    send_each(
+        server,
+        "PATCH",
+        &ids,
+        StatusCode::OK,
+        |id| (format!("/api/v1/customers/{id}"), json!({ "level": "C" })),
+        |done, secs| {
+            eprintln!(
+                "moved {done} customers to level C, {:.0}/s",
+                done as f64 / secs
+            )
         },
     )
     .await
@@ -463,8 +510,9 @@ async fn reassign(
             (id, owner)
         })
         .collect();
-    post_each(
+    send_each(
         server,
+        "POST",
         &first_owners,
         StatusCode::OK,
         |(id, owner)| {
@@ -540,6 +588,13 @@ async fn main() {
         loaded.follow_ups = before + added;
         loaded.follow_up_secs = before_secs + secs;
         std::fs::write(&marker, serde_json::to_vec(&loaded).unwrap()).unwrap();
+    }
+    if args.make_due > 0 {
+        let (count, secs) = make_due(&server, args.make_due).await;
+        eprintln!(
+            "moved {count} customers to level C in {secs:.1} s, {:.0}/s",
+            count as f64 / secs.max(0.001)
+        );
     }
     if args.load_only {
         server.shutdown().await;
