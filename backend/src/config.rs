@@ -230,7 +230,7 @@ pub struct DatabaseConfig {
     /// the sweep faster in two of three interleaved runs; but at 1M a store loaded with 16 KiB
     /// blocks was still merging 15 minutes after the load (64 KiB settled within 75 s), and
     /// its sweep and lists ran slower while it did. At a quarter of the scale (250k
-    /// customers, 750k follow-ups) 4 KiB swept 100k customers in a median 53.7 s against
+    /// customers, 750k follow-ups) 4 KiB swept 100k customers in a median 53.3 s against
     /// 63.3 s, with lower query tails (see the README, after the customer benchmark); until
     /// that holds at 1M the default stays 64.
     pub block_kib: u64,
