@@ -231,8 +231,10 @@ pub struct DatabaseConfig {
     /// blocks was still merging 15 minutes after the load (64 KiB settled within 75 s), and
     /// its sweep and lists ran slower while it did. At a quarter of the scale (250k
     /// customers, 750k follow-ups) 4 KiB swept 100k customers in a median 53.3 s against
-    /// 63.3 s, with lower query tails (see the README, after the customer benchmark); until
-    /// that holds at 1M the default stays 64.
+    /// 63.3 s, with lower query tails; at 1M customers (no follow-ups) 4 KiB loaded in 46 min
+    /// against 65, settled as fast, and swept in 65-91 s against 125-142 s (see the README,
+    /// after the customer benchmark). Until that holds at the full 3M follow-ups the default
+    /// stays 64.
     pub block_kib: u64,
 }
 
