@@ -236,6 +236,13 @@ pub struct DatabaseConfig {
     /// after the customer benchmark). Until that holds at the full 3M follow-ups the default
     /// stays 64.
     pub block_kib: u64,
+    /// Seconds the store may go without answering a read before `outpost serve` or `outpost
+    /// worker` ends itself (exit status 75) for its supervisor to restart it; 0 never does.
+    /// SurrealKV 0.21 can deadlock between a range read and a memtable flush, after which
+    /// nothing in the process answers again (see `platform::db::watchdog`). A read of the
+    /// store takes milliseconds even during a pool sweep or an import, so two minutes only
+    /// passes when it is stuck.
+    pub stall_exit_secs: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -249,6 +256,7 @@ impl Default for DatabaseConfig {
             cache_mib: 256,
             memtable_mib: 512,
             block_kib: 64,
+            stall_exit_secs: 120,
         }
     }
 }

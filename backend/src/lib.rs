@@ -198,13 +198,28 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let stall = config.database.stall_exit_secs;
     let server = start(config, listener).await?;
     if let Some(admin) = &server.generated_admin {
         print_generated_admin(admin);
     }
+    let watchdog = watch_store(server.db.as_ref(), stall);
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
+    if let Some(watchdog) = watchdog {
+        watchdog.stop().await;
+    }
     server.shutdown().await
+}
+
+/// Starts the store watchdog of `serve` and `worker` unless `stall_exit_secs` is 0.
+fn watch_store(db: Option<&Db>, stall_exit_secs: u64) -> Option<platform::db::StoreWatchdog> {
+    let db = db.filter(|_| stall_exit_secs > 0)?;
+    Some(platform::db::StoreWatchdog::for_store(
+        db,
+        std::time::Duration::from_secs(stall_exit_secs),
+        platform::db::exit_on_stall,
+    ))
 }
 
 /// Prints generated credentials once, to stdout and nowhere else (not to the log).
@@ -226,8 +241,12 @@ pub async fn run_workers(
     let clock = platform::clock::Clock::system();
     let engine = sync_host::engine(&db, &config.sync, clock.clone()).await?;
     let workers = jobs::runtime::Runtime::start(&db, &config, &engine, &clock);
+    let watchdog = watch_store(Some(&db), config.database.stall_exit_secs);
     shutdown.await;
     tracing::info!("shutting down: letting workers finish or return their jobs");
+    if let Some(watchdog) = watchdog {
+        watchdog.stop().await;
+    }
     workers.shutdown().await;
     drop(engine);
     drop(db);

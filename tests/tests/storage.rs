@@ -1016,3 +1016,87 @@ async fn a_backfill_killed_between_slices_resumes_where_it_stopped_and_keys_ever
         .unwrap();
     assert_eq!(left, Some(0), "the progress is cleared with the last slice");
 }
+
+#[tokio::test]
+async fn the_store_watchdog_fires_once_when_the_store_stops_answering() {
+    use outpost::platform::db::StoreWatchdog;
+    use std::time::Duration;
+    // A store that answers three reads, then never again: what SurrealKV 0.21's lock-order
+    // deadlock between a range read and a memtable flush looks like from outside.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let probe = {
+        let answered = answered.clone();
+        move || {
+            let round = answered.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if round >= 3 {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watchdog = StoreWatchdog::spawn(probe, Duration::from_secs(1), move |since| {
+        tx.send(since).unwrap();
+    });
+    let since = tokio::task::spawn_blocking(move || {
+        let first = rx.recv_timeout(Duration::from_secs(60));
+        (first, rx.recv_timeout(Duration::from_secs(2)))
+    })
+    .await
+    .unwrap();
+    let (first, again) = since;
+    let since = first.expect("the watchdog reports a store that stopped answering");
+    assert!(
+        since > Duration::from_secs(1),
+        "it waits the whole allowance first: {since:?}"
+    );
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        4,
+        "three answers, then the stuck read"
+    );
+    assert!(again.is_err(), "it reports once (the sender is gone)");
+    watchdog.stop().await;
+}
+
+#[tokio::test]
+async fn the_store_watchdog_stays_quiet_while_the_store_answers_and_lets_go_of_it() {
+    use outpost::platform::db::{StoreWatchdog, await_store_closed};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("surrealkv://{}", dir.path().join("data").display());
+    let config = Config::for_database(&url).database;
+    let db = Db::connect(&config).await.unwrap();
+    apply_migrations(&db, MIGRATIONS).await.unwrap();
+    let stalls = Arc::new(AtomicUsize::new(0));
+    let watchdog = StoreWatchdog::for_store(&db, Duration::from_secs(3), {
+        let stalls = stalls.clone();
+        move |_| {
+            stalls.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // Writes go on meanwhile, as on a working server.
+    for batch in 0..30 {
+        Query::new("FOR $i IN 0..200 { CREATE note SET batch = $batch, i = $i }")
+            .bind("batch", batch)
+            .run(&db)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        stalls.load(Ordering::SeqCst),
+        0,
+        "a store that answers is left alone"
+    );
+    watchdog.stop().await;
+    drop(db);
+    await_store_closed(&config).await;
+    // Had the probe kept its handle, the store would still be open and locked.
+    let lock = std::fs::File::open(dir.path().join("data").join("LOCK")).unwrap();
+    assert!(
+        lock.try_lock().is_ok(),
+        "the store closed once its last user let go"
+    );
+}

@@ -7,6 +7,7 @@
 
 mod migrations;
 mod tx;
+mod watchdog;
 
 use std::future::Future;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use surrealdb::types::QueryError;
 
 pub use migrations::{MIGRATIONS, Migration, apply_migrations, migrations_current};
 pub use tx::Tx;
+pub use watchdog::{STORE_STALLED_EXIT_CODE, StoreWatchdog, exit_on_stall};
 
 use crate::config::DatabaseConfig;
 
