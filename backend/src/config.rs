@@ -224,17 +224,17 @@ pub struct DatabaseConfig {
     /// 512 MiB, and its peak memory higher (the merges allocate).
     pub memtable_mib: u64,
     /// KiB per block of the embedded store's files: the unit it reads from disk and caches.
-    /// Applies to files written from then on. SurrealKV 0.21 copies the whole block for every
-    /// point read that reaches a file (`Block::iter` clones it): 7% of a pool sweep's CPU at
-    /// its own default of 64 KiB. Smaller blocks copy less, and at 100k customers 16 KiB made
-    /// the sweep faster in two of three interleaved runs; but at 1M a store loaded with 16 KiB
-    /// blocks was still merging 15 minutes after the load (64 KiB settled within 75 s), and
-    /// its sweep and lists ran slower while it did. At a quarter of the scale (250k
-    /// customers, 750k follow-ups) 4 KiB swept 100k customers in a median 53.3 s against
-    /// 63.3 s, with lower query tails; at 1M customers (no follow-ups) 4 KiB loaded in 46 min
-    /// against 65, settled as fast, and swept in 65-91 s against 125-142 s (see the README,
-    /// after the customer benchmark). Until that holds at the full 3M follow-ups the default
-    /// stays 64.
+    /// Applies to files written from then on, so a store loaded with another size moves over
+    /// as its merges rewrite it. SurrealKV 0.21 copies the whole block for every point read
+    /// that reaches a file (`Block::iter` clones it), and a pool sweep is mostly point reads
+    /// (the documents it changes and SurrealDB's own index upkeep), so small blocks pay off:
+    /// against SurrealKV's own 64 KiB, 4 KiB swept 100k customers in a median 53.3 s against
+    /// 63.3 s at a quarter of the scale (250k customers, 750k follow-ups), and at 1M
+    /// customers loaded in 46 min against 65, settled after opening as fast, and swept in
+    /// 65-91 s against 125-142 s with the rep's pinyin search p99 at 21-50 ms against
+    /// 54-80; with 280,000 follow-ups added, 102-116 s against 119-158 s, the pinyin p99 at
+    /// 44-65 ms against 99-117 (see the README, after the customer benchmark). 16 KiB once
+    /// left a 1M store merging for 15 minutes after its load; 4 KiB did not.
     pub block_kib: u64,
     /// Seconds the store may go without answering a read before `outpost serve` or `outpost
     /// worker` ends itself (exit status 75) for its supervisor to restart it; 0 never does.
@@ -255,7 +255,7 @@ impl Default for DatabaseConfig {
             password: None,
             cache_mib: 256,
             memtable_mib: 512,
-            block_kib: 64,
+            block_kib: 4,
             stall_exit_secs: 120,
         }
     }
