@@ -236,13 +236,13 @@ pub struct DatabaseConfig {
     /// 44-65 ms against 99-117 (see the README, after the customer benchmark). 16 KiB once
     /// left a 1M store merging for 15 minutes after its load; 4 KiB did not.
     pub block_kib: u64,
-    /// Seconds the store may go without answering a read before `outpost serve` or `outpost
-    /// worker` ends itself (exit status 75) for its supervisor to restart it; 0 never does.
-    /// SurrealKV 0.21 can deadlock between a range read and a memtable flush, after which
-    /// nothing in the process answers again (see `platform::db::watchdog`). A read of the
-    /// store takes milliseconds even during a pool sweep or an import, so two minutes only
-    /// passes when it is stuck.
-    pub stall_exit_secs: u64,
+    /// Seconds an embedded store (`surrealkv://`) may go without answering a read before
+    /// `outpost serve` or `outpost worker` ends itself (exit status 75) for its supervisor to
+    /// restart it; 0 never does. The check allows a tenth more (at most 10 s) between its
+    /// reads. SurrealKV 0.21 can deadlock between a range read and a memtable flush, after
+    /// which nothing in the process answers again (see `platform::db::watchdog`). A read that
+    /// takes over a quarter of this is logged as a warning.
+    pub unresponsive_exit_secs: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -256,7 +256,7 @@ impl Default for DatabaseConfig {
             cache_mib: 256,
             memtable_mib: 512,
             block_kib: 4,
-            stall_exit_secs: 120,
+            unresponsive_exit_secs: 120,
         }
     }
 }

@@ -198,12 +198,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let stall = config.database.stall_exit_secs;
+    let database = config.database.clone();
     let server = start(config, listener).await?;
     if let Some(admin) = &server.generated_admin {
         print_generated_admin(admin);
     }
-    let watchdog = watch_store(server.db.as_ref(), stall);
+    let watchdog = watch_store(server.db.as_ref(), &database);
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     if let Some(watchdog) = watchdog {
@@ -212,12 +212,18 @@ pub async fn run(
     server.shutdown().await
 }
 
-/// Starts the store watchdog of `serve` and `worker` unless `stall_exit_secs` is 0.
-fn watch_store(db: Option<&Db>, stall_exit_secs: u64) -> Option<platform::db::StoreWatchdog> {
-    let db = db.filter(|_| stall_exit_secs > 0)?;
+/// Starts the store watchdog of `serve` and `worker` over an embedded store, unless
+/// `unresponsive_exit_secs` is 0. A remote SurrealDB server is left to its own operators: an
+/// outage of it should not make every node exit at once.
+fn watch_store(
+    db: Option<&Db>,
+    config: &config::DatabaseConfig,
+) -> Option<platform::db::StoreWatchdog> {
+    let embedded = config.url.starts_with("surrealkv://");
+    let db = db.filter(|_| embedded && config.unresponsive_exit_secs > 0)?;
     Some(platform::db::StoreWatchdog::for_store(
         db,
-        std::time::Duration::from_secs(stall_exit_secs),
+        std::time::Duration::from_secs(config.unresponsive_exit_secs),
         platform::db::exit_on_stall,
     ))
 }
@@ -241,7 +247,7 @@ pub async fn run_workers(
     let clock = platform::clock::Clock::system();
     let engine = sync_host::engine(&db, &config.sync, clock.clone()).await?;
     let workers = jobs::runtime::Runtime::start(&db, &config, &engine, &clock);
-    let watchdog = watch_store(Some(&db), config.database.stall_exit_secs);
+    let watchdog = watch_store(Some(&db), &config.database);
     shutdown.await;
     tracing::info!("shutting down: letting workers finish or return their jobs");
     if let Some(watchdog) = watchdog {

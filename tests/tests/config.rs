@@ -13,7 +13,8 @@ fn defaults_file_then_environment_and_secrets_are_redacted() {
             (256, 512),
             "the embedded store's memory is capped out of the box"
         );
-        assert_eq!(defaults.database.block_kib, 64);
+        assert_eq!(defaults.database.block_kib, 4);
+        assert_eq!(defaults.database.unresponsive_exit_secs, 120);
 
         jail.create_file(
             "outpost.toml",

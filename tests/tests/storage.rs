@@ -1018,7 +1018,7 @@ async fn a_backfill_killed_between_slices_resumes_where_it_stopped_and_keys_ever
 }
 
 #[tokio::test]
-async fn the_store_watchdog_fires_once_when_the_store_stops_answering() {
+async fn the_store_watchdog_fires_once_the_store_stops_answering() {
     use outpost::platform::db::StoreWatchdog;
     use std::time::Duration;
     // A store that answers three reads, then never again: what SurrealKV 0.21's lock-order
@@ -1036,19 +1036,15 @@ async fn the_store_watchdog_fires_once_when_the_store_stops_answering() {
         }
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    let watchdog = StoreWatchdog::spawn(probe, Duration::from_secs(1), move |since| {
+    let watchdog = StoreWatchdog::spawn(probe, Duration::from_secs(2), move |since| {
         tx.send(since).unwrap();
     });
-    let since = tokio::task::spawn_blocking(move || {
-        let first = rx.recv_timeout(Duration::from_secs(60));
-        (first, rx.recv_timeout(Duration::from_secs(2)))
-    })
-    .await
-    .unwrap();
-    let (first, again) = since;
-    let since = first.expect("the watchdog reports a store that stopped answering");
+    let fired = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let since = fired.expect("the watchdog reports a store that stopped answering");
     assert!(
-        since > Duration::from_secs(1),
+        since > Duration::from_secs(2),
         "it waits the whole allowance first: {since:?}"
     );
     assert_eq!(
@@ -1056,12 +1052,50 @@ async fn the_store_watchdog_fires_once_when_the_store_stops_answering() {
         4,
         "three answers, then the stuck read"
     );
-    assert!(again.is_err(), "it reports once (the sender is gone)");
     watchdog.stop().await;
 }
 
 #[tokio::test]
-async fn the_store_watchdog_stays_quiet_while_the_store_answers_and_lets_go_of_it() {
+async fn a_stopped_store_watchdog_never_fires_and_lets_go_of_its_probe() {
+    use outpost::platform::db::StoreWatchdog;
+    use std::time::Duration;
+    // The probe holds a share of `store`, as the real one holds the store's handle.
+    let store = Arc::new(());
+    let probe = {
+        let store = store.clone();
+        move || {
+            let store = store.clone();
+            async move {
+                let _held = store;
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let fired = Arc::new(AtomicUsize::new(0));
+    let watchdog = StoreWatchdog::spawn(probe, Duration::from_secs(1), {
+        let fired = fired.clone();
+        move |_| {
+            fired.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(Arc::strong_count(&store) > 1, "the probe is running");
+    watchdog.stop().await;
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "once stopped, the probe has let go of what it held"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        0,
+        "a stopped watchdog stays silent past its allowance"
+    );
+}
+
+#[tokio::test]
+async fn the_store_watchdog_stays_quiet_while_the_store_answers() {
     use outpost::platform::db::{StoreWatchdog, await_store_closed};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
@@ -1093,7 +1127,6 @@ async fn the_store_watchdog_stays_quiet_while_the_store_answers_and_lets_go_of_i
     watchdog.stop().await;
     drop(db);
     await_store_closed(&config).await;
-    // Had the probe kept its handle, the store would still be open and locked.
     let lock = std::fs::File::open(dir.path().join("data").join("LOCK")).unwrap();
     assert!(
         lock.try_lock().is_ok(),

@@ -20,7 +20,7 @@ use surrealdb::types::QueryError;
 
 pub use migrations::{MIGRATIONS, Migration, apply_migrations, migrations_current};
 pub use tx::Tx;
-pub use watchdog::{STORE_STALLED_EXIT_CODE, StoreWatchdog, exit_on_stall};
+pub use watchdog::{STORE_UNRESPONSIVE_EXIT_CODE, StoreWatchdog, exit_on_stall};
 
 use crate::config::DatabaseConfig;
 

@@ -1,25 +1,29 @@
-//! A guard against a store that stops answering.
+//! A guard against an embedded store that stops answering.
 //!
-//! SurrealKV 0.21 (the embedded engine of SurrealDB 3.3.5) can deadlock. A range read takes
-//! the in-memory tables' locks before the table manifest's, while a memtable flush or a
-//! merge takes the manifest's first (`surrealkv` 0.21.4: `Snapshot::collect_iter_state`
-//! against `flush_immutable_to_sst` and the compactor; 1.x takes them in one order). When the
-//! two meet, the flush holds the manifest forever, every read and write of the store waits
-//! behind it, and the server answers nothing. It happened once, 13 minutes into a follow-up
-//! load at 1M customers, after many such loads had passed. Nothing inside the
-//! process can undo it: the threads are parked on the engine's own locks.
+//! SurrealKV 0.21 (the embedded engine of SurrealDB 3.3.5) can deadlock. A range read holds
+//! the in-memory tables' locks while it takes the table manifest's, and a memtable flush or a
+//! merge holds the manifest's while it takes the in-memory tables' (`surrealkv` 0.21.4:
+//! `Snapshot::collect_iter_state` against `flush_immutable_to_sst` and the compactor's
+//! `update_manifest`; 1.x takes them in one order). When the two meet, every later read and
+//! write of the store waits behind them and the server answers nothing. It happened once, 13
+//! minutes into a follow-up load at 1M customers, after many such loads had passed. Nothing
+//! inside the process can undo it: the threads are parked on the engine's own locks.
 //!
-//! So the server watches its store. A task reads it every few seconds; a plain thread, which
-//! needs neither the async runtime nor the store, checks that some read came back within
-//! `database.stall_exit_secs`, and otherwise ends the process with
-//! [`STORE_STALLED_EXIT_CODE`] so that its supervisor (systemd `Restart=on-failure`, a
-//! container's restart policy) starts it again. Every committed transaction is in the
-//! store's write-ahead log, and jobs that were running are handed out again once their
-//! heartbeat lapses, so a restart loses nothing.
+//! So `serve` and `worker` watch an embedded store. A task reads it every few seconds; a plain
+//! thread, which needs neither the async runtime nor the store, checks that some read came
+//! back within `database.unresponsive_exit_secs`, and otherwise ends the process with
+//! [`STORE_UNRESPONSIVE_EXIT_CODE`] so that its supervisor (systemd `Restart=on-failure`, a
+//! container's restart policy) starts it again. With SurrealDB's default of syncing every
+//! commit, every committed transaction is in the store's log, and jobs that were running are
+//! handed out again once their heartbeat lapses, so a restart loses nothing.
+//!
+//! The watchdog stops before a graceful shutdown drains the server, so a deadlock during the
+//! drain is left to the supervisor's stop timeout.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -28,13 +32,21 @@ use super::{Db, migrations_current};
 
 /// The exit status of a server that ended itself because its store stopped answering
 /// (`EX_TEMPFAIL`: try again).
-pub const STORE_STALLED_EXIT_CODE: i32 = 75;
+pub const STORE_UNRESPONSIVE_EXIT_CODE: i32 = 75;
+
+/// The watchdog is watching.
+const WATCHING: u8 = 0;
+/// It was stopped; it will not fire.
+const STOPPED: u8 = 1;
+/// It fired.
+const FIRED: u8 = 2;
 
 /// Watches that the store keeps answering, and calls its `on_stall` once when it does not.
-/// Stops when dropped (or [`StoreWatchdog::stop`]ped).
+/// Never fires once dropped or [`StoreWatchdog::stop`]ped.
 pub struct StoreWatchdog {
-    stopped: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
     probe: Option<JoinHandle<()>>,
+    watcher: Option<Thread>,
 }
 
 impl StoreWatchdog {
@@ -43,7 +55,7 @@ impl StoreWatchdog {
     /// inside a Tokio runtime.
     pub fn for_store(
         db: &Db,
-        stall: Duration,
+        allowance: Duration,
         on_stall: impl FnOnce(Duration) + Send + 'static,
     ) -> Self {
         let db = db.clone();
@@ -55,17 +67,17 @@ impl StoreWatchdog {
                     let _ = migrations_current(&db).await;
                 }
             },
-            stall,
+            allowance,
             on_stall,
         )
     }
 
-    /// Runs `probe` again and again (pausing between rounds) and calls `on_stall` with the
-    /// time since the last round finished, once, when that time passes `stall`. Must be
-    /// called inside a Tokio runtime.
+    /// Runs `probe` again and again, pausing between rounds, and calls `on_stall` once with
+    /// the time since the last round finished (or since the start) when that time passes
+    /// `allowance` plus the pause. Must be called inside a Tokio runtime.
     pub fn spawn<P, F>(
         mut probe: P,
-        stall: Duration,
+        allowance: Duration,
         on_stall: impl FnOnce(Duration) + Send + 'static,
     ) -> Self
     where
@@ -74,89 +86,122 @@ impl StoreWatchdog {
     {
         let started = Instant::now();
         let last_answer_ms = Arc::new(AtomicU64::new(0));
-        let stopped = Arc::new(AtomicBool::new(false));
-        // About ten rounds per allowed stall: at most ten a second, at least one per 10 s.
-        let pause = (stall / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let state = Arc::new(AtomicU8::new(WATCHING));
+        // About ten rounds per allowance: at most ten a second, at least one per 10 s.
+        let pause = (allowance / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        // A round in flight may be the slow one, so the wait counts from the end of the last
+        // round, and the pause between rounds is allowed on top.
+        let limit = allowance.saturating_add(pause);
         let probe = tokio::spawn({
             let last_answer_ms = last_answer_ms.clone();
             async move {
                 loop {
+                    let round = Instant::now();
                     probe().await;
+                    let took = round.elapsed();
+                    if took > limit / 4 {
+                        tracing::warn!(
+                            millis = took.as_millis() as u64,
+                            "the store took {} ms to answer the watchdog's read",
+                            took.as_millis()
+                        );
+                    }
                     last_answer_ms.store(millis_since(started), Ordering::Relaxed);
                     tokio::time::sleep(pause).await;
                 }
             }
         });
-        let check_every = (stall / 20).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let watching = stopped.clone();
+        let check_every = (allowance / 20).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let watching = state.clone();
         let spawned = std::thread::Builder::new()
             .name("store-watchdog".into())
             .spawn(move || {
-                while !watching.load(Ordering::Relaxed) {
-                    std::thread::sleep(check_every);
-                    let since_answer = Duration::from_millis(
-                        millis_since(started)
-                            .saturating_sub(last_answer_ms.load(Ordering::Relaxed)),
-                    );
-                    // The round in flight may be the slow one, so the wait counts from the
-                    // end of the last round (or the start), and the pause between rounds is
-                    // allowed on top.
-                    if since_answer > stall + pause && !watching.load(Ordering::Relaxed) {
+                // When the whole process was frozen (SIGSTOP, a paused container, a debugger),
+                // the clock ran on while the probe could not: count from the thaw instead.
+                let mut counting_from_ms = 0;
+                let mut last_check = Instant::now();
+                while watching.load(Ordering::Acquire) == WATCHING {
+                    std::thread::park_timeout(check_every);
+                    if last_check.elapsed() > check_every * 5 + Duration::from_secs(1) {
+                        counting_from_ms = millis_since(started);
+                    }
+                    last_check = Instant::now();
+                    let answered = last_answer_ms.load(Ordering::Relaxed).max(counting_from_ms);
+                    let since_answer =
+                        Duration::from_millis(millis_since(started).saturating_sub(answered));
+                    if since_answer > limit
+                        && watching
+                            .compare_exchange(WATCHING, FIRED, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                    {
                         on_stall(since_answer);
                         return;
                     }
                 }
             });
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "cannot start the store watchdog's thread; running without it");
-        }
+        let watcher = match spawned {
+            Ok(handle) => Some(handle.thread().clone()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the store watchdog's thread; running without it");
+                None
+            }
+        };
         Self {
-            stopped,
+            state,
             probe: Some(probe),
+            watcher,
         }
     }
 
     /// Stops watching and waits until the probe has let go of the store (a store handle it
     /// still held would keep an embedded store open after the server stops).
     pub async fn stop(mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
+        self.disarm();
         if let Some(probe) = self.probe.take() {
             probe.abort();
             let _ = probe.await;
+        }
+    }
+
+    /// Makes sure the watchdog never fires from now on, and wakes its thread to end.
+    fn disarm(&mut self) {
+        let _ = self
+            .state
+            .compare_exchange(WATCHING, STOPPED, Ordering::AcqRel, Ordering::Acquire);
+        if let Some(watcher) = &self.watcher {
+            watcher.unpark();
         }
     }
 }
 
 impl Drop for StoreWatchdog {
     fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
+        self.disarm();
         if let Some(probe) = &self.probe {
             probe.abort();
         }
     }
 }
 
-/// Milliseconds from `start` until now, at least 1 (0 means "never answered").
+/// Milliseconds from `start` until now.
 fn millis_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What a server does when its store stops answering: say why, then end the process so
 /// that its supervisor restarts it.
 pub fn exit_on_stall(since_answer: Duration) {
+    // stderr first: a log pipe nobody drains must not keep the process from exiting.
+    eprintln!(
+        "outpost: the store has not answered a read for {} s; exiting with status {} for the \
+         supervisor to restart the server",
+        since_answer.as_secs(),
+        STORE_UNRESPONSIVE_EXIT_CODE
+    );
     tracing::error!(
         seconds = since_answer.as_secs(),
-        "the store has not answered a read for {} s; exiting with status {} so that the \
-         supervisor restarts the server (committed work is kept in the store's log)",
-        since_answer.as_secs(),
-        STORE_STALLED_EXIT_CODE
+        status = STORE_UNRESPONSIVE_EXIT_CODE,
+        "the store stopped answering; exiting for the supervisor to restart the server"
     );
-    eprintln!(
-        "outpost: the store has not answered a read for {} s; exiting with status {}",
-        since_answer.as_secs(),
-        STORE_STALLED_EXIT_CODE
-    );
-    std::process::exit(STORE_STALLED_EXIT_CODE);
+    std::process::exit(STORE_UNRESPONSIVE_EXIT_CODE);
 }
