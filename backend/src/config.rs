@@ -261,6 +261,14 @@ impl Default for DatabaseConfig {
     }
 }
 
+impl DatabaseConfig {
+    /// The directory of an embedded SurrealKV store (`surrealkv://DIR`), or `None` for any
+    /// other engine: what decides how the store is opened, closed and watched.
+    pub fn embedded_dir(&self) -> Option<&str> {
+        self.url.strip_prefix("surrealkv://")
+    }
+}
+
 /// Tokens, password rules and login throttling.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -219,8 +219,8 @@ fn watch_store(
     db: Option<&Db>,
     config: &config::DatabaseConfig,
 ) -> Option<platform::db::StoreWatchdog> {
-    let embedded = config.url.starts_with("surrealkv://");
-    let db = db.filter(|_| embedded && config.unresponsive_exit_secs > 0)?;
+    let watched = config.embedded_dir().is_some() && config.unresponsive_exit_secs > 0;
+    let db = db.filter(|_| watched)?;
     Some(platform::db::StoreWatchdog::for_store(
         db,
         std::time::Duration::from_secs(config.unresponsive_exit_secs),

@@ -222,7 +222,7 @@ impl Db {
         // An embedded store is locked by one process; a handle of this process that was just
         // dropped releases it a moment later, so wait briefly before giving up.
         let mut waited = Duration::ZERO;
-        let embedded = url.starts_with("surrealkv://");
+        let embedded = config.embedded_dir().is_some();
         let inner = loop {
             let opened = if embedded {
                 open_surrealkv(&url, config).await.map(Client::Local)
@@ -364,7 +364,7 @@ pub fn check(
 /// dropped (SurrealDB closes it in the background), so that the process exits, or the store is
 /// reopened, only once everything is on disk. Other engines return at once.
 pub async fn await_store_closed(config: &DatabaseConfig) {
-    let Some(dir) = config.url.strip_prefix("surrealkv://") else {
+    let Some(dir) = config.embedded_dir() else {
         return;
     };
     let lock_path = std::path::Path::new(dir.split('?').next().unwrap_or(dir)).join("LOCK");
